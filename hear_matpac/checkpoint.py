@@ -36,6 +36,8 @@ ENCODER_PREFIX = "student_encoder."
 _STRIPPED_PREFIXES = ("module.", "model.")
 _TOP_LEVEL_KEYS = ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias")
 _BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.+)")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save since 1.6
+_PICKLE_PROTO = b"\x80"  # legacy torch.save: a bare pickle stream
 
 
 class CheckpointError(ValueError):
@@ -83,21 +85,34 @@ def read_checkpoint(path: PathLike) -> Mapping[str, object]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as file:
+        head = file.read(64)
+    if not head.startswith((_ZIP_MAGIC, _PICKLE_PROTO)):
+        raise CheckpointError(
+            path,
+            f"unreadable: not a PyTorch checkpoint (it starts with {head[:24]!r}; "
+            "an HTML error page or a partial download?)",
+        )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err), flags=re.IGNORECASE)
+        if not found:
+            raise CheckpointError(path, f"unreadable or truncated PyTorch file ({_first_line(err)})") from None
         raise CheckpointError(
             path,
-            "holds pickled objects other than tensors (possibly code); refusing to unpickle it. "
-            f"Only plain state dicts are loaded ({str(err).splitlines()[0]})",
+            f"holds pickled objects other than tensors (it references {found.group(1)}, possibly "
+            "code); refusing to unpickle it. Only plain state dicts of tensors are loaded",
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(
-            path, f"unreadable or truncated PyTorch file ({str(err).splitlines()[0]})"
-        ) from None
+        raise CheckpointError(path, f"unreadable or truncated PyTorch file ({_first_line(err)})") from None
     if not isinstance(raw, Mapping):
         raise CheckpointError(path, f"expected a state dict, found a {type(raw).__name__}")
     return raw
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def extract_encoder(raw: Mapping[str, object], path: PathLike) -> EncoderWeights:

@@ -1,0 +1,43 @@
+"""Options are checked up front with clear errors; the layer option picks the layer."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hear_matpac
+from conftest import TINY_FLAT
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"layers": 2}, TypeError, r"unknown option\(s\) layers; valid options: layer, max_windows"),
+        ({"layer": 3}, ValueError, r"layer=3 is out of range .* depth 3: use 0..2"),
+        ({"layer": -4}, ValueError, "out of range"),
+        ({"layer": "last"}, TypeError, "layer must be an integer"),
+        ({"layer": True}, TypeError, "layer must be an integer"),
+        ({"max_windows": 0}, ValueError, "max_windows must be at least 1"),
+        ({"max_windows": 2.5}, TypeError, "max_windows must be an integer"),
+    ],
+)
+def test_bad_options(options, error, message):
+    with pytest.raises(error, match=message):
+        hear_matpac.load_model(str(TINY_FLAT), **options)
+
+
+def test_negative_layer_counts_from_the_end(clips):
+    last = hear_matpac.load_model(str(TINY_FLAT), layer=-1)
+    explicit = hear_matpac.load_model(str(TINY_FLAT), layer=2)
+    first = hear_matpac.load_model(str(TINY_FLAT), layer=-3)
+    assert last.options.layer == 2 and first.options.layer == 0
+    assert torch.equal(last.frame_features(clips), explicit.frame_features(clips))
+    assert not torch.allclose(first.frame_features(clips), explicit.frame_features(clips))
+
+
+def test_only_blocks_up_to_the_layer_run(monkeypatch, clips):
+    model = hear_matpac.load_model(str(TINY_FLAT), layer=0)
+    calls = []
+    for i, block in enumerate(model.encoder.blocks):
+        monkeypatch.setattr(block, "forward", lambda x, i=i, f=block.forward: calls.append(i) or f(x))
+    model.frame_features(clips)
+    assert set(calls) == {0}
