@@ -31,7 +31,7 @@ class MatpacModel(nn.Module):
     def device(self) -> torch.device:
         return self.encoder.cls_token.device
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def frame_features(self, audio: Tensor) -> Tensor:
         """Every column's features, trailing padded columns included: `(clips, columns, dim)`
         float32, from `(clips, samples)` audio already checked by the API."""

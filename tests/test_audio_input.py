@@ -66,3 +66,11 @@ def test_model_attributes(tiny_model):
     assert tiny_model.sample_rate == 16000 and isinstance(tiny_model.sample_rate, int)
     assert tiny_model.scene_embedding_size == tiny_model.timestamp_embedding_size == 5 * 192
     assert isinstance(tiny_model, torch.nn.Module) and not tiny_model.training
+
+
+def test_outputs_are_ordinary_tensors(tiny_model, clips):
+    """Callers may modify outputs in place (no inference-mode tensors leak out)."""
+    embeddings, timestamps = hear_matpac.get_timestamp_embeddings(clips, tiny_model)
+    embeddings[0, 0] = 0.0
+    timestamps += 1.0
+    assert not embeddings.requires_grad and embeddings.is_contiguous()
