@@ -43,7 +43,7 @@ def get_timestamp_embeddings(audio: Tensor, model: MatpacModel) -> Tuple[Tensor,
     features = _frame_features(audio, model)
     n_samples = audio.shape[1]
     reported = n_reported_columns(n_samples, features.shape[1])
-    embeddings = features[:, :reported].to(audio.device)
+    embeddings = features[:, :reported].contiguous().to(audio.device)
     times = timestamps_ms(n_samples, features.shape[1]).to(audio.device)
     return embeddings, times.expand(audio.shape[0], -1).contiguous()
 
