@@ -39,7 +39,7 @@ def save_chart(comparison: Comparison, path: Path) -> None:
                 continue
             xs.append(t - 0.4 + width * (m + 0.5))
             heights.append(score.value)
-            errors.append(score.std if score.std is not None and math.isfinite(score.std) else 0.0)
+            errors.append(score.std if score.std is not None else math.nan)  # NaN: no error bar
             starred.append(model in comparison.best[task])
         bars = axes.bar(xs, heights, width, yerr=errors, capsize=2, label=model)
         for bar, star in zip(bars, starred):
