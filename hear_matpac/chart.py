@@ -5,6 +5,7 @@ never pyplot, so it needs no display and leaves the caller's backend alone (rend
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -14,12 +15,8 @@ from .comparison import Comparison
 
 def require_matplotlib() -> None:
     """Fail early, in one line, when matplotlib is missing."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise ValueError(
-            "the PNG chart needs matplotlib: pip install 'hear-matpac[compare]', or pass --no-chart"
-        ) from None
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("the PNG chart needs matplotlib: pip install 'hear-matpac[compare]', or pass --no-chart")
 
 
 def save_chart(comparison: Comparison, path: Path) -> None:

@@ -66,7 +66,8 @@ def to_markdown(comparison: Comparison) -> str:
     header = ["task", "metric", *comparison.models]
     lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |", "|---|---|" + "---:|" * len(comparison.models)]
     for task in comparison.tasks:
-        row = [_md_escape(task), comparison.metrics[task] + ("" if comparison.higher_is_better(task) else " (lower is better)")]
+        metric = comparison.metrics[task] + ("" if comparison.higher_is_better(task) else " (lower is better)")
+        row = [_md_escape(task), metric]
         for model in comparison.models:
             score = comparison.cells.get((task, model))
             if score is None:
@@ -88,7 +89,8 @@ def to_csv(comparison: Comparison) -> str:
     best (models joined by `;`). Missing: empty; NaN/inf as `nan`/`inf`/`-inf`."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["task", "metric", "higher_is_better", *[c for m in comparison.models for c in (m, f"{m} std")], "best"])
+    model_columns = [column for m in comparison.models for column in (m, f"{m} std")]
+    writer.writerow(["task", "metric", "higher_is_better", *model_columns, "best"])
     for task in comparison.tasks:
         row = [task, comparison.metrics[task], str(comparison.higher_is_better(task)).lower()]
         for model in comparison.models:

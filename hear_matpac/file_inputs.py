@@ -10,6 +10,8 @@ from typing import Iterable, Iterator, Sequence
 
 from .audio_io import AUDIO_EXTENSIONS
 
+_GLOB_CHARS = "*?["
+
 
 @dataclass(frozen=True)
 class InputFile:
@@ -44,7 +46,7 @@ def collect_inputs(arguments: Sequence[str]) -> tuple[list[InputFile], list[BadA
         path = Path(argument).expanduser()
         if path.is_dir() or path.is_file():
             matches = [path]
-        elif glob.has_magic(argument):
+        elif any(c in argument for c in _GLOB_CHARS):
             matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(argument), recursive=True))]
             if not matches:
                 bad.append(BadArgument(argument, "no file matches this pattern"))

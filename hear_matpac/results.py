@@ -46,10 +46,6 @@ class TaskScore:
     folds: int
     source: Path
 
-    @property
-    def higher_is_better(self) -> bool:
-        return self.metric not in LOWER_IS_BETTER
-
 
 def find_scores(runs: Sequence[Path]) -> tuple[list[TaskScore], list[str]]:
     """Every `test.predicted-scores.json` under the `runs` (directories at any level of a

@@ -20,8 +20,8 @@ from ..file_inputs import InputFile, collect_inputs
 from ..model import MatpacModel
 from ..options import DEFAULT_MAX_WINDOWS
 
-# CLI flag -> load_model option, passed only when given (the model validates them).
-_MODEL_OPTION_FLAGS = {"layer": "layer", "timestamp_hop_ms": "timestamp_hop_ms", "precision": "precision"}
+# load_model options with a flag of the same name, passed only when given (the model checks them).
+_MODEL_OPTIONS = ("layer", "timestamp_hop_ms", "precision")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         reasons = "; ".join(f"{b.argument}: {b.problem}" for b in bad_arguments)
         raise FileNotFoundError(f"no audio files to embed ({reasons or 'no audio files in the given directories'})")
     options: dict[str, Any] = {"max_windows": args.batch_size}
-    options.update({opt: getattr(args, flag) for flag, opt in _MODEL_OPTION_FLAGS.items() if getattr(args, flag) is not None})
+    options.update({name: getattr(args, name) for name in _MODEL_OPTIONS if getattr(args, name) is not None})
     weights = resolve_weights_path(args.weights)
     model = load_model(str(weights), **options)
     try:
@@ -196,7 +196,8 @@ def _device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"--device {name!r} is not a torch device ({_first_line(err)}); use e.g. cpu or cuda") from None
+        problem = _first_line(err)
+        raise ValueError(f"--device {name!r} is not a torch device ({problem}); use e.g. cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
     return device
