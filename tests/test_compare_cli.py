@@ -61,6 +61,8 @@ def runs(tmp_path: Path) -> tuple[Path, Path]:
     _task(a, "dcase2016_task2-hear2021-full", ["event_onset_200ms_fms", "segment_1s_er"],
           {"test": _split("event_onset_200ms_fms", math.nan, {"test_segment_1s_er": 0.9})})  # fmt: skip
     _task(a, "toy_events-v1-full", ["segment_1s_er"], {"test": _split("segment_1s_er", 0.40)})
+    _task(a, "toy_segments-v1-full", ["segment_1s_er", "event_onset_200ms_fms"],
+          {"test": _split("segment_1s_er", 0.55, {"test_event_onset_200ms_fms": 0.9})})  # fmt: skip
 
     b = tmp_path / "runB" / "embeddings" / "hear_matpac-layer=5"
     _task(b, "esc50-v2.0.0-full", ["top1_acc"], _kfold("top1_acc", ESC50_B_FOLDS, None))
@@ -68,6 +70,8 @@ def runs(tmp_path: Path) -> tuple[Path, Path]:
     _task(b, "dcase2016_task2-hear2021-full", ["event_onset_200ms_fms", "segment_1s_er"],
           {"test": _split("event_onset_200ms_fms", 0.3123, {"test_segment_1s_er": 0.7})})  # fmt: skip
     _task(b, "toy_events-v1-full", ["segment_1s_er"], {"test": _split("segment_1s_er", math.inf)})
+    _task(b, "toy_segments-v1-full", ["segment_1s_er", "event_onset_200ms_fms"],
+          {"test": _split("segment_1s_er", 0.35, {"test_event_onset_200ms_fms": 0.1})})  # fmt: skip
     _task(b, "maestro-v3.0.0-5h", ["event_onset_offset_50ms_20perc_fms"],
           {"test": _split("event_onset_offset_50ms_20perc_fms", 0.2)})  # fmt: skip
     _task(b, "nsynth_pitch-v2.2.3-5h", ["pitch_acc", "chroma_acc"], None)  # embedded, never predicted
@@ -82,6 +86,7 @@ EXPECTED_MD = """\
 | maestro-v3.0.0-5h | event_onset_offset_50ms_20perc_fms | – | **0.2000** |
 | speech_commands-v0.0.2-5h | top1_acc | 0.6512 | **0.7001** |
 | toy_events-v1-full | segment_1s_er (lower is better) | **0.4000** | inf |
+| toy_segments-v1-full | segment_1s_er (lower is better) | 0.5500 | **0.3500** |
 """
 
 
@@ -95,12 +100,12 @@ def test_compare_two_trees(runs: tuple[Path, Path], tmp_path: Path, capsys) -> N
     markdown = (out / "comparison.md").read_text()
     assert markdown.startswith(EXPECTED_MD)
     assert captured.out.startswith(EXPECTED_MD)
-    assert "5 tasks x 2 models" in captured.out
+    assert "6 tasks x 2 models" in captured.out
     assert "warning: no test.predicted-scores.json in" in captured.err and "nsynth_pitch-v2.2.3-5h" in captured.err
 
     rows = {row["task"]: row for row in csv.DictReader(io.StringIO((out / "comparison.csv").read_text()))}
     assert list(rows) == ["dcase2016_task2-hear2021-full", "esc50-v2.0.0-full", "maestro-v3.0.0-5h",
-                          "speech_commands-v0.0.2-5h", "toy_events-v1-full"]  # fmt: skip
+                          "speech_commands-v0.0.2-5h", "toy_events-v1-full", "toy_segments-v1-full"]  # fmt: skip
     esc = rows["esc50-v2.0.0-full"]
     assert (esc["metric"], esc["higher_is_better"], esc["best"]) == ("top1_acc", "true", "hear_matpac-layer=5")
     assert float(esc["hear_matpac"]) == 0.8 and float(esc["hear_matpac std"]) == 0.0158113883
@@ -109,6 +114,7 @@ def test_compare_two_trees(runs: tuple[Path, Path], tmp_path: Path, capsys) -> N
     assert rows["dcase2016_task2-hear2021-full"]["hear_matpac"] == "nan"
     toy = rows["toy_events-v1-full"]
     assert (toy["hear_matpac-layer=5"], toy["higher_is_better"], toy["best"]) == ("inf", "false", "hear_matpac")
+    assert rows["toy_segments-v1-full"]["best"] == "hear_matpac-layer=5"
     assert rows["maestro-v3.0.0-5h"]["hear_matpac"] == "" and rows["speech_commands-v0.0.2-5h"]["hear_matpac std"] == ""
 
     png = (out / "comparison.png").read_bytes()
