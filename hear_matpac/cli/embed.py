@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     claim_output_dir(args.out, _run_info(weights, result_options, model), args.overwrite)
 
     tally = Tally()
-    with tqdm(total=len(files), unit="file", disable=True if args.quiet else None, file=sys.stderr) as bar:
+    with tqdm(total=len(files) + len(bad_arguments), unit="file", disable=True if args.quiet else None, file=sys.stderr) as bar:
         for bad in bad_arguments:
             _fail(tally, bar, bad.argument, bad.problem)
         todo = []
@@ -134,10 +134,10 @@ def _embed_chunk(chunk: list[InputFile], model: MatpacModel, device: torch.devic
         elif len(group) == 1:
             _fail(tally, bar, str(group[0][0].path), problem)
         else:  # find the culprit: one file at a time
-            _embed_chunk_alone(group, model, device, args, tally, bar)
+            _embed_one_by_one(group, model, device, args, tally, bar)
 
 
-def _embed_chunk_alone(group: list[tuple[InputFile, torch.Tensor]], model: MatpacModel, device: torch.device,
+def _embed_one_by_one(group: list[tuple[InputFile, torch.Tensor]], model: MatpacModel, device: torch.device,
                        args: argparse.Namespace, tally: Tally, bar: tqdm) -> None:  # fmt: skip
     for member in group:
         problem = _try_embed([member], model, device, args)
