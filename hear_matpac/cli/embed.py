@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     claim_output_dir(args.out, _run_info(weights, result_options, model), args.overwrite)
 
     tally = Tally()
-    with tqdm(total=len(files) + len(bad_arguments), unit="file", disable=True if args.quiet else None, file=sys.stderr) as bar:
+    progress = {"unit": "file", "file": sys.stderr, "disable": True if args.quiet else None}  # None: on a TTY only
+    with tqdm(total=len(files) + len(bad_arguments), **progress) as bar:
         for bad in bad_arguments:
             _fail(tally, bar, bad.argument, bad.problem)
         todo = []
