@@ -19,9 +19,11 @@ setup(
         "torchaudio>=2.4,<2.12",
         "numpy",
         "soundfile",
+        "tqdm",
     ],
     extras_require={
-        "test": ["pytest"],
+        "compare": ["matplotlib"],  # the PNG chart of `hear-matpac compare`
+        "test": ["pytest", "matplotlib"],
     },
     entry_points={"console_scripts": ["hear-matpac=hear_matpac.cli:main"]},
 )

@@ -1,0 +1,34 @@
+"""Write a file all at once or not at all: a temporary file beside it, then a rename."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator, Union
+
+
+@contextlib.contextmanager
+def atomic_write(path: Union[str, "os.PathLike[str]"]) -> Iterator[BinaryIO]:
+    """Yield a binary file; on a clean exit it replaces `path` (parents created), on an error
+    it is removed and `path` is left as it was. Readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

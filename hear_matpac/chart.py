@@ -1,0 +1,61 @@
+"""PNG bar chart of a `Comparison`: one group of bars per task, one bar per model.
+
+Needs matplotlib (`pip install 'hear-matpac[compare]'`). Drawn through `matplotlib.figure.Figure`,
+never pyplot, so it needs no display and leaves the caller's backend alone (rendering is Agg).
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+from .atomic import atomic_write
+from .comparison import Comparison
+
+
+def require_matplotlib() -> None:
+    """Fail early, in one line, when matplotlib is missing."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("the PNG chart needs matplotlib: pip install 'hear-matpac[compare]', or pass --no-chart")
+
+
+def save_chart(comparison: Comparison, path: Path) -> None:
+    """Grouped bars of each task's primary score (error bars: std over folds); the best bar of
+    each task is starred; NaN, infinite and missing scores get no bar."""
+    from matplotlib.figure import Figure
+
+    n_models, n_tasks = len(comparison.models), len(comparison.tasks)
+    width = 0.8 / max(n_models, 1)
+    figure = Figure(figsize=(max(6.0, 1.2 + n_tasks * (0.5 + 0.35 * n_models)), 4.8), layout="constrained")
+    axes = figure.subplots()
+    for m, model in enumerate(comparison.models):
+        xs, heights, errors, starred = [], [], [], []
+        for t, task in enumerate(comparison.tasks):
+            score = comparison.cells.get((task, model))
+            if score is None or not math.isfinite(score.value):
+                continue
+            xs.append(t - 0.4 + width * (m + 0.5))
+            heights.append(score.value)
+            errors.append(score.std if score.std is not None else math.nan)  # NaN: no error bar
+            starred.append(model in comparison.best[task])
+        bars = axes.bar(xs, heights, width, yerr=errors, capsize=2, label=model)
+        for bar, star in zip(bars, starred):
+            if star:
+                axes.annotate("★", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                              ha="center", va="bottom", xytext=(0, 2), textcoords="offset points")  # fmt: skip
+    axes.set_xticks(range(n_tasks))
+    axes.set_xticklabels(
+        [f"{task}\n{_metric_label(comparison, task)}" for task in comparison.tasks],
+        rotation=30 if n_tasks > 4 else 0, ha="right" if n_tasks > 4 else "center", fontsize=8,
+    )  # fmt: skip
+    axes.set_ylabel("primary test score")
+    axes.set_title("heareval results (★ best per task)")
+    axes.legend(fontsize=8)
+    axes.grid(axis="y", alpha=0.3)
+    with atomic_write(path) as handle:
+        figure.savefig(handle, format="png", dpi=120)
+
+
+def _metric_label(comparison: Comparison, task: str) -> str:
+    metric = comparison.metrics[task]
+    return metric if comparison.higher_is_better(task) else f"{metric} (lower is better)"
