@@ -19,6 +19,7 @@ setup(
         "torchaudio>=2.4,<2.12",
         "numpy",
         "soundfile",
+        "safetensors>=0.4",
     ],
     extras_require={
         "test": ["pytest"],

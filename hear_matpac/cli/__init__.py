@@ -5,10 +5,10 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from . import demo
+from . import demo, info, weights
 
 # Each module adds its subcommand and sets `func(args) -> int` as the parser default.
-SUBCOMMANDS = (demo,)
+SUBCOMMANDS = (demo, weights, info)
 
 
 def build_parser() -> argparse.ArgumentParser:
