@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import sys
 import time
 import urllib.request
@@ -141,7 +142,7 @@ def _transfer(url: str, part: Path, timeout: float, progress: Optional["_Progres
             f"could not reach {host} to download {url} ({err.reason}). Check the network or proxy "
             f"(https_proxy), or point --base-url / ${BASE_URL_ENV} at a mirror, then run `{hint}`"
         ) from None
-    except (TimeoutError, ConnectionError, http.client.HTTPException) as err:
+    except (socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException) as err:
         raise _Interrupted(f"no response ({type(err).__name__}: {err})") from None
     with response:
         if response.headers.get_content_type() in _PAGE_TYPES:
@@ -187,7 +188,7 @@ def _stream(response, out, have: int, url: str, part: Path, progress: Optional["
     while True:
         try:
             chunk = response.read(CHUNK_BYTES)
-        except (http.client.IncompleteRead, TimeoutError, ConnectionError, http.client.HTTPException) as err:
+        except (http.client.IncompleteRead, socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException) as err:
             out.flush()
             raise _Interrupted(f"the connection broke at byte {have + len(getattr(err, 'partial', b''))} ({type(err).__name__})") from None
         if not chunk:

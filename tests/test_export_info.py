@@ -219,6 +219,9 @@ def test_names_resolve_to_local_files(tmp_path, monkeypatch):
     target = tmp_path / "matpac_plus_music_6s_2048_enconly.pt"
     target.write_bytes(b"")
     assert resolve_weights_path("matpac-plus-music") == target
+    monkeypatch.setenv("HEAR_MATPAC_WEIGHTS", "matpac-plus-music")
+    assert resolve_weights_path("") == target
+    monkeypatch.delenv("HEAR_MATPAC_WEIGHTS")
     (tmp_path / "matpac").write_bytes(b"")  # an existing file wins over the name
     assert resolve_weights_path("matpac") == Path("matpac")
     with pytest.raises(FileNotFoundError, match="weights list"):

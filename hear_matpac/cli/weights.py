@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fetch",
         help="download a published checkpoint by name",
         description="Download NAME into DIR (streamed, resumed after an interruption, checked as a "
-        "MATPAC checkpoint before it is kept). Its sha256 is recorded in NAME.sha256 on first "
+        "MATPAC checkpoint before it is kept). Its sha256 is recorded beside it (FILE.sha256) on first "
         "download and checked on every later use. A file already there is checked, not fetched again.",
     )
     getter.add_argument("name", choices=list(REGISTRY), metavar="NAME", help=f"one of: {', '.join(REGISTRY)}")
@@ -61,7 +61,7 @@ def run_list(args: argparse.Namespace) -> int:
     for entry in REGISTRY.values():
         local = find_local(entry)
         print(f"{entry.name:<20} {entry.model:<9} {entry.frames:>6}  {entry.kind:<34} {local or '-'}")
-    print(f"\nfetch one with: hear-matpac weights fetch NAME [--dir DIR]")
+    print("\nfetch one with: hear-matpac weights fetch NAME [--dir DIR]")
     return 0
 
 
