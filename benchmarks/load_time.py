@@ -13,6 +13,7 @@ recorded digest costs on every use.
 
     python benchmarks/load_time.py [--repeats 9]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -110,7 +111,9 @@ def timed(fn: Callable[[Path], None], path: Path, cold: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--dir", default=None, help="where to write the two files (default: a temp dir)")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
@@ -125,11 +128,15 @@ def main() -> None:
         pt = build_checkpoint(folder, config)
         st = export_safetensors(pt, folder / "vit_base_random.safetensors").path
         n_params = sum(v.numel() for v in hear_matpac.load_model(str(pt)).parameters())
-        print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''}, "
-              f"{os.cpu_count()} CPUs; python {platform.python_version()}, torch {torch.__version__}")
-        print(f"checkpoint: embed_dim {config.embed_dim}, depth {config.depth}, {config.n_frames} frames, "
-              f"{n_params:,} parameters; .pt {pt.stat().st_size / 1e6:.1f} MB, "
-              f".safetensors {st.stat().st_size / 1e6:.1f} MB")
+        print(
+            f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''}, "
+            f"{os.cpu_count()} CPUs; python {platform.python_version()}, torch {torch.__version__}"
+        )
+        print(
+            f"checkpoint: embed_dim {config.embed_dim}, depth {config.depth}, {config.n_frames} frames, "
+            f"{n_params:,} parameters; .pt {pt.stat().st_size / 1e6:.1f} MB, "
+            f".safetensors {st.stat().st_size / 1e6:.1f} MB"
+        )
         load_only(pt), load_only(st)  # import and first-call costs out of the way
         print(f"{'measure':<34} {'.pt (s)':>9} {'.safetensors (s)':>17} {'pt / st':>8}")
         for cold in (False, True):
@@ -141,8 +148,10 @@ def main() -> None:
                 a, b = statistics.median(times[pt]), statistics.median(times[st])
                 name = f"{label} ({'cold' if cold else 'warm'})"
                 print(f"{name:<34} {a:>9.3f} {b:>17.3f} {a / b:>7.1f}x")
-        print(f"private memory held by the loaded model (fresh process each): .pt {memory_in_fresh_process(pt)} MB, "
-              f".safetensors {memory_in_fresh_process(st)} MB")
+        print(
+            f"private memory held by the loaded model (fresh process each): .pt {memory_in_fresh_process(pt)} MB, "
+            f".safetensors {memory_in_fresh_process(st)} MB"
+        )
         hashes = [timed(lambda p: sha256_file(p), st, cold=False) for _ in range(args.repeats)]
         print(f"sha256 check of a recorded file (warm), per use: {statistics.median(hashes):.3f} s")
         print(f"median of {args.repeats} alternating rounds")

@@ -3,6 +3,7 @@
 Read through the same door as `load_model` (`checkpoint.read_checkpoint` +
 `extract_encoder`), so what is described is exactly what would be loaded.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -13,7 +14,15 @@ from typing import Any, Optional
 
 from safetensors import safe_open
 
-from .checkpoint import CheckpointError, PathLike, extract_encoder, is_safetensors, model_state, read_checkpoint, strip_prefixes
+from .checkpoint import (
+    CheckpointError,
+    PathLike,
+    extract_encoder,
+    is_safetensors,
+    model_state,
+    read_checkpoint,
+    strip_prefixes,
+)
 from .config import EncoderConfig, SAMPLE_RATE, HOP_LENGTH
 from .head import HeadWeights, find_head
 from .integrity import read_record, record_path, sha256_file

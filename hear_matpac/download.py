@@ -7,6 +7,7 @@ instead of being spliced). Only a complete file that opens as a MATPAC checkpoin
 registered shape, and whose sha256 matches the published or recorded one, is renamed to NAME;
 its sha256 is recorded beside it (trust on first use, see `integrity.py`).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -135,7 +136,9 @@ def _transfer(url: str, part: Path, timeout: float, progress: Optional["_Progres
                 return  # the earlier attempt already had every byte
             _discard(part)
             raise _Interrupted("the server would not resume the partial file, restarting from zero") from None
-        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}. {_status_advice(err.code)}; then run `{hint}`") from None
+        raise DownloadError(
+            f"{url}: HTTP {err.code} {err.reason}. {_status_advice(err.code)}; then run `{hint}`"
+        ) from None
     except URLError as err:
         host = urlsplit(url).netloc
         raise DownloadError(
@@ -179,7 +182,9 @@ def _transfer(url: str, part: Path, timeout: float, progress: Optional["_Progres
         raise _Interrupted(f"the connection closed at byte {have} of {total}")
     if total is not None and have > total:
         _discard(part)
-        raise RejectedDownload(f"{url} sent {have} bytes but announced {total}; nothing was kept. Run `{hint}` again")
+        raise RejectedDownload(
+            f"{url} sent {have} bytes but announced {total}; nothing was kept. Run `{hint}` again"
+        )
 
 
 def _stream(response, out, have: int, url: str, part: Path, progress: Optional["_Progress"]) -> int:
@@ -188,9 +193,17 @@ def _stream(response, out, have: int, url: str, part: Path, progress: Optional["
     while True:
         try:
             chunk = response.read(CHUNK_BYTES)
-        except (http.client.IncompleteRead, socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException) as err:
+        except (
+            http.client.IncompleteRead,
+            socket.timeout,
+            TimeoutError,
+            ConnectionError,
+            http.client.HTTPException,
+        ) as err:
             out.flush()
-            raise _Interrupted(f"the connection broke at byte {have + len(getattr(err, 'partial', b''))} ({type(err).__name__})") from None
+            raise _Interrupted(
+                f"the connection broke at byte {have + len(getattr(err, 'partial', b''))} ({type(err).__name__})"
+            ) from None
         if not chunk:
             return have
         if first and chunk.lstrip()[:16].lower().startswith(_HTML_STARTS):
@@ -216,7 +229,10 @@ def _accept_download(entry: WeightsEntry, part: Path, final: Path, url: str) -> 
         ) from None
     digest = sha256_file(part)
     recorded = read_record(final)
-    for expected, source in ((entry.sha256, "the published sha256"), (recorded, f"the sha256 recorded in {record_path(final)}")):
+    for expected, source in (
+        (entry.sha256, "the published sha256"),
+        (recorded, f"the sha256 recorded in {record_path(final)}"),
+    ):
         if expected and digest != expected:
             _discard(part)
             raise RejectedDownload(
@@ -253,10 +269,13 @@ def _check_checkpoint(entry: WeightsEntry, path: Path) -> None:
     weights = extract_encoder(raw, path)
     if weights.config.n_frames != entry.frames:
         raise CheckpointError(
-            path, f"its encoder has {weights.config.n_frames}-frame windows; {entry.name!r} has {entry.frames}"
+            path,
+            f"its encoder has {weights.config.n_frames}-frame windows; {entry.name!r} has {entry.frames}",
         )
     if entry.head and find_head(raw, path, weights.config.embed_dim) is None:
-        raise CheckpointError(path, f"{entry.name!r} should hold the AudioSet classification head; this file has none")
+        raise CheckpointError(
+            path, f"{entry.name!r} should hold the AudioSet classification head; this file has none"
+        )
 
 
 def _content_range(value: str) -> tuple[Optional[int], Optional[int]]:
@@ -289,7 +308,9 @@ def _html_message(url: str, why: str) -> str:
 def _check_space(folder: Path, needed: int, hint: str) -> None:
     free = shutil.disk_usage(folder).free
     if needed > free:
-        raise DownloadError(f"{folder} has {free} bytes free, the download needs {needed}: free some space, then run `{hint}`")
+        raise DownloadError(
+            f"{folder} has {free} bytes free, the download needs {needed}: free some space, then run `{hint}`"
+        )
 
 
 def _read_meta(path: Path) -> dict:

@@ -4,6 +4,7 @@ The tensors keep their dtype and the published key layout (`checkpoint.published
 head keys as in `head.py`), so the file reads back through the same checks as a `.pt` file.
 Everything else (decoder, teacher, optimizer state) is left behind.
 """
+
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@ A checkpoint holds a head when, after the `module.` / `model.` prefixes are stri
 reader (`checkpoint.extract_encoder`) ignores all of these keys; only `info` and `weights
 export` look for a head.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -79,11 +80,17 @@ def find_head(raw: Mapping[str, object], path: PathLike, embed_dim: int) -> Opti
         tensor = found[key]
         if tuple(tensor.shape) != shape or n_classes < 1:
             raise CheckpointError(
-                path, f"classification head: {key} has shape {tuple(tensor.shape)}, expected {shape} for {embed_dim}-d tokens"
+                path,
+                f"classification head: {key} has shape {tuple(tensor.shape)}, expected {shape} for {embed_dim}-d tokens",
             )
         if not tensor.is_floating_point():
-            raise CheckpointError(path, f"classification head: {key} has dtype {tensor.dtype}, expected floating point")
+            raise CheckpointError(
+                path, f"classification head: {key} has dtype {tensor.dtype}, expected floating point"
+            )
     counter = found.get("head_norm.num_batches_tracked")
     if counter is not None and counter.numel() != 1:
-        raise CheckpointError(path, f"classification head: head_norm.num_batches_tracked has shape {tuple(counter.shape)}, expected ()")
+        raise CheckpointError(
+            path,
+            f"classification head: head_norm.num_batches_tracked has shape {tuple(counter.shape)}, expected ()",
+        )
     return HeadWeights(found)

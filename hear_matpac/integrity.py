@@ -3,6 +3,7 @@
 The record of `DIR/NAME` is `DIR/NAME.sha256`, one line in `sha256sum` format
 (`<64 hex digits>  NAME`), so `cd DIR && sha256sum -c NAME.sha256` checks it too.
 """
+
 from __future__ import annotations
 
 import hashlib

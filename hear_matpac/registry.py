@@ -2,6 +2,7 @@
 
 Pure data and path arithmetic: nothing here reads a checkpoint or touches the network.
 """
+
 from __future__ import annotations
 
 import os
@@ -135,5 +136,7 @@ def markdown_table() -> str:
     for e in REGISTRY.values():
         url = e.url(DOWNLOAD_BASE_URL)
         head = "yes" if e.head else "no"
-        rows.append(f"| `{e.name}` | {e.model} | {e.kind} | [`{e.file}`]({url}) | {e.frames} | {head} | {e.notes} |")
+        rows.append(
+            f"| `{e.name}` | {e.model} | {e.kind} | [`{e.file}`]({url}) | {e.frames} | {head} | {e.notes} |"
+        )
     return "\n".join(rows) + "\n"

@@ -1,5 +1,6 @@
 """A small HTTP file server on 127.0.0.1 for download tests: supports Range / If-Range, records
 every request, and misbehaves on demand (cut the connection, answer with an HTML page)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -41,7 +42,9 @@ class FileServer:
                 pass
 
             def do_GET(self) -> None:
-                server.requests.append(Seen(self.path, self.headers.get("Range"), self.headers.get("If-Range")))
+                server.requests.append(
+                    Seen(self.path, self.headers.get("Range"), self.headers.get("If-Range"))
+                )
                 if self.path in server.html:
                     return self._send(200, HTML_PAGE, {"Content-Type": "text/html; charset=utf-8"})
                 if self.path in server.html_body:
@@ -77,7 +80,9 @@ class FileServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -95,7 +100,7 @@ class FileServer:
 def _range_start(value: Optional[str]) -> Optional[int]:
     if not value or not value.startswith("bytes=") or not value.endswith("-"):
         return None
-    start = value[len("bytes="):-1]
+    start = value[len("bytes=") : -1]
     return int(start) if start.isdigit() else None
 
 

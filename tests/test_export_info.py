@@ -1,4 +1,5 @@
 """`weights export` (.safetensors), `info`, head detection and the registry."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,12 @@ from safetensors import safe_open
 
 import hear_matpac
 from hear_matpac import registry
-from hear_matpac.checkpoint import CheckpointError, load_encoder_weights, read_checkpoint, resolve_weights_path
+from hear_matpac.checkpoint import (
+    CheckpointError,
+    load_encoder_weights,
+    read_checkpoint,
+    resolve_weights_path,
+)
 from hear_matpac.cli import main
 from hear_matpac.describe import describe
 from hear_matpac.export import export_safetensors
@@ -117,7 +123,10 @@ def test_export_keeps_the_head_unless_asked(with_head, tmp_path):
     [
         (lambda s: s.pop("head.bias"), "missing head.bias"),
         (lambda s: s.update({"head_norm.weight": torch.ones(192)}), "unexpected head_norm.weight"),
-        (lambda s: s.update({"head.weight": torch.zeros(N_CLASSES, 96)}), r"head.weight has shape \(527, 96\)"),
+        (
+            lambda s: s.update({"head.weight": torch.zeros(N_CLASSES, 96)}),
+            r"head.weight has shape \(527, 96\)",
+        ),
     ],
     ids=["missing", "affine", "shape"],
 )
@@ -173,9 +182,20 @@ def test_info_reports_shape_parameters_ignored_keys_and_head(with_head, capsys):
     assert main(["info", str(FAIRSEQ), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     state = torch.load(FAIRSEQ, weights_only=True)["model"]
-    encoder_keys = [k for k in state if k.startswith("student_encoder.") or k in ("cls_token", "pos_embed") or k.startswith("patch_embed.")]
+    encoder_keys = [
+        k
+        for k in state
+        if k.startswith("student_encoder.") or k in ("cls_token", "pos_embed") or k.startswith("patch_embed.")
+    ]
     assert info["n_params"] == sum(state[k].numel() for k in encoder_keys)
-    assert info["config"] == {"embed_dim": 192, "depth": 3, "num_heads": 3, "n_freq": 80, "n_frames": 608, "feature_dim": 960}
+    assert info["config"] == {
+        "embed_dim": 192,
+        "depth": 3,
+        "num_heads": 3,
+        "n_freq": 80,
+        "n_frames": 608,
+        "feature_dim": 960,
+    }
     assert sorted(info["ignored_keys"]) == sorted(set(state) - set(encoder_keys))
     assert info["other_entries"] == ["cfg", "extra_state", "optimizer_history"]
     assert info["head"] is None and info["layout"].startswith("training checkpoint")
@@ -208,7 +228,9 @@ def test_registry_urls_and_readme_table():
         "matpac-plus-as-head": base + "MATPAC%2B%2B/matpac_plus_as_48_1_map_enc_and_head.pt",
     }
     readme = (ROOT / "weights" / "README.md").read_text(encoding="utf-8")
-    assert registry.markdown_table() in readme, "weights/README.md is stale: paste `hear-matpac weights list --markdown`"
+    assert (
+        registry.markdown_table() in readme
+    ), "weights/README.md is stale: paste `hear-matpac weights list --markdown`"
 
 
 def test_names_resolve_to_local_files(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 """`weights fetch` against a local HTTP server on 127.0.0.1 serving the tiny fixtures."""
+
 from __future__ import annotations
 
 import hashlib
@@ -149,7 +150,9 @@ def test_present_file_without_record_is_checked_and_recorded(server, tmp_path):
 
 def test_http_error_says_what_failed_and_how_to_retry(server, tmp_path):
     missing = WeightsEntry("tiny", "test", "x", "MATPAC++", "absent.pt", 608)
-    with pytest.raises(DownloadError, match=r"HTTP 404 .*No such file on the server.*hear-matpac weights fetch tiny"):
+    with pytest.raises(
+        DownloadError, match=r"HTTP 404 .*No such file on the server.*hear-matpac weights fetch tiny"
+    ):
         _fetch(server, tmp_path, entry=missing)
     assert _leftovers(tmp_path) == []
 
@@ -180,7 +183,9 @@ def test_cli_fetch_then_load_by_name_verifies_every_use(server, tmp_path, monkey
     assert Path(model.weights_path) == tmp_path / "tiny.pt"
     reference = hear_matpac.load_model(str(ROOT / "hear_matpac" / "assets" / "tiny_untrained.pt"))
     audio = torch.linspace(-0.5, 0.5, 8000).unsqueeze(0)
-    assert torch.equal(hear_matpac.get_scene_embeddings(audio, model), hear_matpac.get_scene_embeddings(audio, reference))
+    assert torch.equal(
+        hear_matpac.get_scene_embeddings(audio, model), hear_matpac.get_scene_embeddings(audio, reference)
+    )
 
     data = bytearray(TINY)
     data[len(data) // 2] ^= 1  # one flipped bit the checkpoint format itself would not notice
@@ -194,7 +199,9 @@ def test_cli_fetch_then_load_by_name_verifies_every_use(server, tmp_path, monkey
 def test_cli_reports_network_errors_without_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(registry.REGISTRY, "tiny", ENTRY)
     base = f"http://127.0.0.1:{closed_port()}/"
-    assert main(["weights", "fetch", "tiny", "--dir", str(tmp_path), "--base-url", base, "--timeout", "5"]) == 1
+    assert (
+        main(["weights", "fetch", "tiny", "--dir", str(tmp_path), "--base-url", base, "--timeout", "5"]) == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith("hear-matpac weights fetch: error: could not reach")
     assert f"hear-matpac weights fetch tiny --dir {tmp_path} --base-url {base}" in err

@@ -1,4 +1,5 @@
 """`hear-matpac weights list | fetch NAME | export IN OUT`: the published checkpoints."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "download and checked on every later use. A file already there is checked, not fetched again.",
     )
     getter.add_argument("name", choices=list(REGISTRY), metavar="NAME", help=f"one of: {', '.join(REGISTRY)}")
-    getter.add_argument("--dir", default=None, help=f"folder to write to (default: ${WEIGHTS_DIR_ENV}, else ./weights)")
-    getter.add_argument("--base-url", default=None, help=f"download base URL (default: ${BASE_URL_ENV}, else GitHub releases)")
-    getter.add_argument("--retries", type=int, default=DEFAULT_RETRIES, help=f"resumes after an interrupted transfer (default {DEFAULT_RETRIES})")
-    getter.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help=f"network timeout in seconds (default {DEFAULT_TIMEOUT_S:g})")
+    getter.add_argument(
+        "--dir", default=None, help=f"folder to write to (default: ${WEIGHTS_DIR_ENV}, else ./weights)"
+    )
+    getter.add_argument(
+        "--base-url", default=None, help=f"download base URL (default: ${BASE_URL_ENV}, else GitHub releases)"
+    )
+    getter.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help=f"resumes after an interrupted transfer (default {DEFAULT_RETRIES})",
+    )
+    getter.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"network timeout in seconds (default {DEFAULT_TIMEOUT_S:g})",
+    )
     getter.add_argument("--quiet", action="store_true", help="no progress line")
     getter.set_defaults(func=run_fetch)
 
