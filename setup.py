@@ -20,6 +20,7 @@ setup(
         "numpy",
         "soundfile",
         "tqdm",
+        "safetensors>=0.4",
     ],
     extras_require={
         "compare": ["matplotlib"],  # the PNG chart of `hear-matpac compare`

@@ -1,9 +1,11 @@
 """Read a MATPAC checkpoint safely, keep the encoder, check it, infer its shape.
 
 Accepted: a flat state dict in the published layout, or a training checkpoint
-`{"model": state_dict, ...}`, with `module.` / `model.` prefixes. Training-only entries
-(decoder, teacher / EMA, heads, optimizer state) are ignored. Nothing is unpickled beyond
-tensors and plain containers (`weights_only=True`), and nothing is loaded partially.
+`{"model": state_dict, ...}`, with `module.` / `model.` prefixes, as a PyTorch `.pt` file or a
+`.safetensors` file (memory-mapped). Training-only entries (decoder, teacher / EMA, heads,
+optimizer state) are ignored. Nothing is unpickled beyond tensors and plain containers
+(`weights_only=True`), nothing is loaded partially, and a file with a recorded sha256
+(`integrity.py`) is checked against it on every read.
 """
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ from pathlib import Path
 from typing import Mapping, Union
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
 from .config import (
-    DEFAULT_WEIGHTS_FILE,
     HEAD_DIM,
     MLP_RATIO,
     N_MELS,
@@ -29,6 +32,9 @@ from .config import (
     WEIGHTS_URL,
     EncoderConfig,
 )
+from .integrity import verify_recorded
+from .registry import DEFAULT_NAME, REGISTRY, find_local, locate, search_dirs
+from .registry import repo_weights_dir  # noqa: F401  (re-exported: it used to live here)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -56,35 +62,41 @@ class EncoderWeights:
     ignored_keys: tuple[str, ...]
 
 
-def repo_weights_dir() -> Path:
-    """`weights/` beside the package (the repository's, for an editable install)."""
-    return Path(__file__).resolve().parent.parent / "weights"
-
-
 def resolve_weights_path(path: PathLike = "") -> Path:
-    """The file to load: `path` if given, else `$HEAR_MATPAC_WEIGHTS`, else the default
-    published checkpoint under `./weights/` or the repository's `weights/`."""
-    if str(path):
-        return Path(path).expanduser()
-    from_env = os.environ.get(WEIGHTS_ENV, "")
-    if from_env:
-        return Path(from_env).expanduser()
-    candidates = [Path("weights") / DEFAULT_WEIGHTS_FILE, repo_weights_dir() / DEFAULT_WEIGHTS_FILE]
-    for candidate in candidates:
-        if candidate.is_file():
+    """The file to load: `path` if given, else `$HEAR_MATPAC_WEIGHTS`, either one a file or a
+    published checkpoint's name (`hear-matpac weights list`); else the default published
+    checkpoint (`matpac`) in the weights folders (`registry.search_dirs()`).
+
+    An existing file wins over a name it happens to share."""
+    given = str(path) or os.environ.get(WEIGHTS_ENV, "")
+    if given:
+        candidate = Path(given).expanduser()
+        if candidate.exists() or given not in REGISTRY:
             return candidate
+        return locate(given)
+    found = find_local(REGISTRY[DEFAULT_NAME])
+    if found is not None:
+        return found
+    looked = " / ".join(str(d / REGISTRY[DEFAULT_NAME].file) for d in search_dirs())
     raise FileNotFoundError(
-        f"No MATPAC weights given and none found: ${WEIGHTS_ENV} is not set and "
-        f"{' / '.join(str(c) for c in candidates)} do not exist. Download the published "
-        f"checkpoint from {WEIGHTS_URL} into weights/, or pass its path to load_model()."
+        f"No MATPAC weights given and none found: ${WEIGHTS_ENV} is not set and {looked} do not "
+        f"exist. Fetch the published checkpoint with `hear-matpac weights fetch {DEFAULT_NAME}` "
+        f"(from {WEIGHTS_URL}), or pass a file or a name from `hear-matpac weights list` to load_model()."
     )
 
 
 def read_checkpoint(path: PathLike) -> Mapping[str, object]:
-    """The raw contents of a `.pt` file, unpickling tensors and plain containers only."""
+    """The raw contents of a checkpoint: a `.safetensors` file (memory-mapped tensors) or a
+    `.pt` file (unpickling tensors and plain containers only), after checking its recorded
+    sha256 if it has one."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
+        raise FileNotFoundError(
+            f"{path}: no such checkpoint file (nor a published checkpoint's name: see `hear-matpac weights list`)"
+        )
+    verify_recorded(path)
+    if is_safetensors(path):
+        return _read_safetensors(path)
     with open(path, "rb") as file:
         head = file.read(64)
     if not head.startswith((_ZIP_MAGIC, _PICKLE_PROTO)):
@@ -115,14 +127,37 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
+def is_safetensors(path: PathLike) -> bool:
+    """A `.safetensors` name, or contents that start like one (8-byte header length, then `{`);
+    a `.pt` file starts with `PK` (zip) or a pickle opcode instead."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return path.suffix == ".safetensors" or head[8:9] == b"{"
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    try:
+        return load_safetensors(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            path, f"unreadable or truncated safetensors file ({_first_line(err)})"
+        ) from None
+
+
+def model_state(raw: Mapping[str, object]) -> Mapping[str, object]:
+    """The state dict inside a checkpoint: `raw["model"]` for a training checkpoint, else `raw`."""
+    return raw["model"] if isinstance(raw.get("model"), Mapping) else raw  # type: ignore[return-value]
+
+
 def extract_encoder(raw: Mapping[str, object], path: PathLike) -> EncoderWeights:
     """Find the encoder's tensors in a flat or training checkpoint, check every shape and
     infer the encoder's configuration from them."""
-    state = raw.get("model", raw) if isinstance(raw.get("model"), Mapping) else raw
+    state = model_state(raw)
     tensors = {}
     ignored = []
     for key, value in state.items():
-        name = _strip_prefixes(str(key))
+        name = strip_prefixes(str(key))
         if not isinstance(value, Tensor):
             ignored.append(str(key))
         elif name in _TOP_LEVEL_KEYS:
@@ -143,12 +178,20 @@ def extract_encoder(raw: Mapping[str, object], path: PathLike) -> EncoderWeights
     return EncoderWeights(tensors, config, tuple(sorted(ignored)))
 
 
+def published_layout(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Encoder tensors (keys as in `MatpacEncoder`) keyed as in the published checkpoints:
+    `cls_token`, `pos_embed`, `patch_embed.*` at the top, the rest under `student_encoder.`;
+    what `extract_encoder` reads back unchanged."""
+    return {(k if k in _TOP_LEVEL_KEYS else ENCODER_PREFIX + k): v for k, v in state_dict.items()}
+
+
 def load_encoder_weights(path: PathLike) -> EncoderWeights:
     """Read and check the encoder of the checkpoint at `path`."""
     return extract_encoder(read_checkpoint(path), path)
 
 
-def _strip_prefixes(key: str) -> str:
+def strip_prefixes(key: str) -> str:
+    """`key` without its leading `module.` / `model.` prefixes (DDP and wrapper modules)."""
     stripped = True
     while stripped:
         stripped = False

@@ -5,10 +5,10 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from . import compare, demo, embed
+from . import compare, demo, embed, info, weights
 
 # Each module adds its subcommand and sets `func(args) -> int` as the parser default.
-SUBCOMMANDS = (demo, embed, compare)
+SUBCOMMANDS = (demo, embed, compare, weights, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

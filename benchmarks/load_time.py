@@ -1,0 +1,161 @@
+"""Load time of a ViT-Base-sized MATPAC checkpoint: `.pt` (torch.load) vs `.safetensors` (mmap).
+
+Builds a random encoder in the published layout (embed_dim 768, depth 12, 608 frames; nothing
+is downloaded or committed), saves it as `.pt`, exports it with `weights export`, then times,
+alternating the two files in each round:
+  - `load_model(path)` alone (safetensors maps the file, pages come in on first touch), and
+  - `load_model(path)` then reading one value per 4 KiB page of every parameter (every byte
+    really in memory: mmap's deferred page faults are counted),
+each with the file in the page cache ("warm") and with its pages evicted first via
+posix_fadvise(DONTNEED) on that one file ("cold"). Prints medians and the ratio pt / safetensors,
+the private memory each loaded model holds, and the time of the sha256 check that a file with a
+recorded digest costs on every use.
+
+    python benchmarks/load_time.py [--repeats 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import hear_matpac
+from hear_matpac.checkpoint import published_layout
+from hear_matpac.config import EncoderConfig
+from hear_matpac.encoder import MatpacEncoder
+from hear_matpac.export import export_safetensors
+from hear_matpac.integrity import sha256_file
+from hear_matpac.weights_choice import TINY_UNTRAINED
+
+
+def build_checkpoint(folder: Path, config: EncoderConfig) -> Path:
+    """A random encoder of `config`'s shape saved as a flat state dict in the published layout."""
+    torch.manual_seed(0)
+    encoder = MatpacEncoder(config)
+    path = folder / "vit_base_random.pt"
+    torch.save(published_layout(encoder.state_dict()), path)
+    return path
+
+
+def evict(path: Path) -> None:
+    """Drop this file's pages from the page cache (only this file; no root needed)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def load_only(path: Path) -> None:
+    hear_matpac.load_model(str(path))
+
+
+def load_and_touch(path: Path) -> None:
+    model = hear_matpac.load_model(str(path))
+    with torch.no_grad():  # one float per 4 KiB page: every page of every weight is read
+        total = sum(float(p.reshape(-1)[::1024].sum()) for p in model.parameters())
+    assert total == total
+
+
+def anon_memory_mb() -> float:
+    """Private (anonymous) resident memory of this process, MB (Linux), or NaN elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith("RssAnon:"))
+    except (OSError, StopIteration):
+        return float("nan")
+    return int(line.split()[1]) / 1e3
+
+
+def memory_cost(path: Path) -> float:
+    """Private memory the loaded model holds, MB: weights read into memory count, weights
+    mapped from the file (shared with the page cache) do not."""
+    gc.collect()
+    before = anon_memory_mb()
+    model = hear_matpac.load_model(str(path))
+    with torch.no_grad():
+        float(sum(p.reshape(-1)[::1024].sum() for p in model.parameters()))
+    cost = anon_memory_mb() - before
+    del model
+    gc.collect()
+    return cost
+
+
+def memory_in_fresh_process(path: Path) -> str:
+    """`memory_cost(path)` measured in a new interpreter: the allocator of this one keeps memory
+    freed by earlier loads and would hide the cost."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-of", str(path)], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def timed(fn: Callable[[Path], None], path: Path, cold: bool) -> float:
+    if cold:
+        evict(path)
+    start = time.perf_counter()
+    fn(path)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--dir", default=None, help="where to write the two files (default: a temp dir)")
+    parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_of:
+        hear_matpac.load_model(str(TINY_UNTRAINED))  # imports and one-off allocations first
+        print(f"{memory_cost(Path(args.memory_of)):.0f}")
+        return
+    config = EncoderConfig()  # 768 / 12 / 608: the published ViT-Base
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        folder = Path(tmp)
+        pt = build_checkpoint(folder, config)
+        st = export_safetensors(pt, folder / "vit_base_random.safetensors").path
+        n_params = sum(v.numel() for v in hear_matpac.load_model(str(pt)).parameters())
+        print(
+            f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''}, "
+            f"{os.cpu_count()} CPUs; python {platform.python_version()}, torch {torch.__version__}"
+        )
+        print(
+            f"checkpoint: embed_dim {config.embed_dim}, depth {config.depth}, {config.n_frames} frames, "
+            f"{n_params:,} parameters; .pt {pt.stat().st_size / 1e6:.1f} MB, "
+            f".safetensors {st.stat().st_size / 1e6:.1f} MB"
+        )
+        load_only(pt), load_only(st)  # import and first-call costs out of the way
+        print(f"{'measure':<34} {'.pt (s)':>9} {'.safetensors (s)':>17} {'pt / st':>8}")
+        for cold in (False, True):
+            for label, fn in (("load_model", load_only), ("load_model + read weights", load_and_touch)):
+                times: dict[Path, list[float]] = {pt: [], st: []}
+                for _ in range(args.repeats):
+                    for path in (pt, st):
+                        times[path].append(timed(fn, path, cold))
+                a, b = statistics.median(times[pt]), statistics.median(times[st])
+                name = f"{label} ({'cold' if cold else 'warm'})"
+                print(f"{name:<34} {a:>9.3f} {b:>17.3f} {a / b:>7.1f}x")
+        print(
+            f"private memory held by the loaded model (fresh process each): .pt {memory_in_fresh_process(pt)} MB, "
+            f".safetensors {memory_in_fresh_process(st)} MB"
+        )
+        hashes = [timed(lambda p: sha256_file(p), st, cold=False) for _ in range(args.repeats)]
+        print(f"sha256 check of a recorded file (warm), per use: {statistics.median(hashes):.3f} s")
+        print(f"median of {args.repeats} alternating rounds")
+
+
+if __name__ == "__main__":
+    main()

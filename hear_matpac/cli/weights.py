@@ -1,0 +1,115 @@
+"""`hear-matpac weights list | fetch NAME | export IN OUT`: the published checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..checkpoint import resolve_weights_path
+from ..download import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, DownloadError, fetch
+from ..export import export_safetensors
+from ..registry import BASE_URL_ENV, REGISTRY, WEIGHTS_DIR_ENV, find_local, get_entry, markdown_table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "weights",
+        help="list, download and convert the published MATPAC checkpoints",
+        description="The published MATPAC / MATPAC++ checkpoints: list them, download one "
+        "(resumable, checked, sha256 recorded on first download), or export a checkpoint's "
+        "encoder to .safetensors.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", help="the published checkpoints and which are downloaded")
+    listing.add_argument("--markdown", action="store_true", help="print the registry as a Markdown table")
+    listing.set_defaults(func=run_list)
+
+    getter = actions.add_parser(
+        "fetch",
+        help="download a published checkpoint by name",
+        description="Download NAME into DIR (streamed, resumed after an interruption, checked as a "
+        "MATPAC checkpoint before it is kept). Its sha256 is recorded beside it (FILE.sha256) on first "
+        "download and checked on every later use. A file already there is checked, not fetched again.",
+    )
+    getter.add_argument("name", choices=list(REGISTRY), metavar="NAME", help=f"one of: {', '.join(REGISTRY)}")
+    getter.add_argument(
+        "--dir", default=None, help=f"folder to write to (default: ${WEIGHTS_DIR_ENV}, else ./weights)"
+    )
+    getter.add_argument(
+        "--base-url", default=None, help=f"download base URL (default: ${BASE_URL_ENV}, else GitHub releases)"
+    )
+    getter.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help=f"resumes after an interrupted transfer (default {DEFAULT_RETRIES})",
+    )
+    getter.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"network timeout in seconds (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    getter.add_argument("--quiet", action="store_true", help="no progress line")
+    getter.set_defaults(func=run_fetch)
+
+    exporter = actions.add_parser(
+        "export",
+        help="write a checkpoint's encoder (and head) to .safetensors",
+        description="Write the encoder of IN (a file or a published name), and its AudioSet head "
+        "when present, to OUT.safetensors: no pickle, memory-mapped when loaded. Training-only "
+        "entries are left out.",
+    )
+    exporter.add_argument("src", metavar="IN", help="checkpoint file or published name")
+    exporter.add_argument("out", metavar="OUT", help="output file, ending in .safetensors")
+    exporter.add_argument("--encoder-only", action="store_true", help="leave out the classification head")
+    exporter.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    exporter.set_defaults(func=run_export)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(markdown_table(), end="")
+        return 0
+    print(f"{'name':<20} {'model':<9} {'frames':>6}  {'kind':<34} local copy")
+    for entry in REGISTRY.values():
+        local = find_local(entry)
+        print(f"{entry.name:<20} {entry.model:<9} {entry.frames:>6}  {entry.kind:<34} {local or '-'}")
+    print("\nfetch one with: hear-matpac weights fetch NAME [--dir DIR]")
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    entry = get_entry(args.name)
+    try:
+        result = fetch(
+            entry, args.dir, base_url=args.base_url, retries=args.retries,
+            timeout=args.timeout, progress=not args.quiet,
+        )  # fmt: skip
+    except DownloadError as err:
+        print(f"hear-matpac weights fetch: error: {err}", file=sys.stderr)
+        return 1
+    if result.downloaded:
+        print(f"downloaded {entry.name} to {result.path}")
+    else:
+        print(f"{entry.name} is already at {result.path}; not fetched again")
+    state = "recorded now (trust on first use)" if result.recorded else "matches the record"
+    print(f"sha256 {result.sha256}: {state}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    src = resolve_weights_path(args.src)
+    try:
+        result = export_safetensors(src, args.out, include_head=not args.encoder_only, overwrite=args.force)
+    except FileExistsError as err:
+        print(f"hear-matpac weights export: error: {err}", file=sys.stderr)
+        return 2
+    cfg = result.config
+    head = ", with the classification head" if result.head else ""
+    print(
+        f"wrote {result.path}: {result.n_tensors} tensors, encoder embed_dim {cfg.embed_dim}, depth "
+        f"{cfg.depth}, {cfg.n_frames} frames, {result.n_params:,} parameters{head}"
+    )
+    return 0

@@ -1,0 +1,93 @@
+"""Export a checkpoint's encoder (and head) to `.safetensors`: no pickle, memory-mappable.
+
+The tensors keep their dtype and the published key layout (`checkpoint.published_layout`,
+head keys as in `head.py`), so the file reads back through the same checks as a `.pt` file.
+Everything else (decoder, teacher, optimizer state) is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from . import __version__
+from .checkpoint import PathLike, extract_encoder, published_layout, read_checkpoint
+from .config import EncoderConfig
+from .head import find_head
+from .integrity import sha256_file
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was written: `path`, the encoder's shape, tensor and parameter counts, head or not."""
+
+    path: Path
+    config: EncoderConfig
+    n_tensors: int
+    n_params: int
+    head: bool
+
+
+def export_safetensors(
+    src: PathLike, out: PathLike, *, include_head: bool = True, overwrite: bool = False
+) -> ExportResult:
+    """Write `src`'s encoder (and its classification head, if any and `include_head`) to `out`.
+
+    `out` must end in `.safetensors`; an existing `out` is replaced only with `overwrite`. The
+    file is written beside `out` under a temporary name, read back and compared tensor by
+    tensor, and only then renamed to `out`.
+    """
+    src, out = Path(src), Path(out).expanduser()
+    if out.suffix != ".safetensors":
+        raise ValueError(f"{out}: the output name must end in .safetensors")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; choose another name or pass --force to replace it")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"{out.parent}: no such folder for the output")
+    raw = read_checkpoint(src)
+    weights = extract_encoder(raw, src)
+    head = find_head(raw, src, weights.config.embed_dim) if include_head else None
+    tensors = published_layout(weights.state_dict)
+    if head is not None:
+        tensors.update(head.state_dict)
+    # Own, contiguous storage per tensor: safetensors refuses shared or strided tensors.
+    tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    cfg = weights.config
+    metadata = {
+        "format": "pt",
+        "producer": f"hear-matpac {__version__}",
+        "source": src.name,
+        "source_sha256": sha256_file(src),
+        "embed_dim": str(cfg.embed_dim),
+        "depth": str(cfg.depth),
+        "frames": str(cfg.n_frames),
+        "head": "yes" if head is not None else "no",
+    }
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        _check_round_trip(tmp, tensors)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    n_params = sum(v.numel() for v in weights.state_dict.values())
+    return ExportResult(out, cfg, len(tensors), n_params, head is not None)
+
+
+def _check_round_trip(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Read `path` back through the normal reader; every tensor must come back bit for bit."""
+    raw = read_checkpoint(path)
+    extract_encoder(raw, path)
+    if set(raw) != set(tensors):
+        raise RuntimeError(f"{path}: export wrote keys {sorted(set(raw) ^ set(tensors))[:5]} wrongly")
+    for key, value in tensors.items():
+        back = raw[key]
+        if back.dtype != value.dtype or not torch.equal(back, value):
+            raise RuntimeError(f"{path}: {key} did not read back identically")
