@@ -9,23 +9,31 @@ from typing import BinaryIO, Iterator, Union
 
 
 @contextlib.contextmanager
-def atomic_write(path: Union[str, "os.PathLike[str]"]) -> Iterator[BinaryIO]:
-    """Yield a binary file; on a clean exit it replaces `path` (parents created), on an error
-    it is removed and `path` is left as it was. Readers never see a half-written file."""
+def atomic_path(path: Union[str, "os.PathLike[str]"]) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write by any means; on a clean exit it replaces
+    `path` (parents created), on an error it is removed and `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: Union[str, "os.PathLike[str]"]) -> Iterator[BinaryIO]:
+    """Yield a binary file; on a clean exit it replaces `path` (parents created), on an error
+    it is removed and `path` is left as it was. Readers never see a half-written file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _umask() -> int:

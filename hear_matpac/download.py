@@ -25,6 +25,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 
 from . import __version__
+from .atomic import atomic_write
 from .checkpoint import CheckpointError, PathLike, extract_encoder, read_checkpoint
 from .head import find_head
 from .integrity import ChecksumError, read_record, record_path, sha256_file, verify_recorded, write_record
@@ -322,9 +323,8 @@ def _read_meta(path: Path) -> dict:
 
 
 def _write_meta(path: Path, meta: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(meta), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write(json.dumps(meta).encode("utf-8"))
 
 
 def _discard(part: Path) -> None:

@@ -7,8 +7,6 @@ Everything else (decoder, teacher, optimizer state) is left behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from . import __version__
+from .atomic import atomic_path
 from .checkpoint import PathLike, extract_encoder, published_layout, read_checkpoint
 from .config import EncoderConfig
 from .head import find_head
@@ -68,15 +67,9 @@ def export_safetensors(
         "frames": str(cfg.n_frames),
         "head": "yes" if head is not None else "no",
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
         _check_round_trip(tmp, tensors)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     n_params = sum(v.numel() for v in weights.state_dict.values())
     return ExportResult(out, cfg, len(tensors), n_params, head is not None)
 

@@ -7,11 +7,11 @@ The record of `DIR/NAME` is `DIR/NAME.sha256`, one line in `sha256sum` format
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Optional
+
+from .atomic import atomic_write
 
 _CHUNK = 1 << 20
 _RECORD = re.compile(r"([0-9a-f]{64})(?:\s+\*?(.+))?")
@@ -55,14 +55,8 @@ def read_record(path: Path) -> Optional[str]:
 def write_record(path: Path, digest: str) -> Path:
     """Record `digest` for `path` (atomically: temp file, then rename). Returns the record's path."""
     rec = record_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{rec.name}.", dir=rec.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(f"{digest}  {path.name}\n")
-        os.replace(tmp, rec)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(rec) as f:
+        f.write(f"{digest}  {path.name}\n".encode("utf-8"))
     return rec
 
 
