@@ -13,6 +13,7 @@ Call each launcher in a fresh process: the settings above are for that process o
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import sys
@@ -39,7 +40,7 @@ def announce_tensorflow(choice: str) -> None:
 
 def _import_tool(module: str):
     try:
-        return __import__(module, fromlist=["_"])
+        return importlib.import_module(module)
     except ModuleNotFoundError as err:
         if err.name and err.name.split(".")[0] in {"heareval", "hearvalidator"}:
             raise FileNotFoundError(f"{module} is not installed; {HINT_INSTALL}") from err
