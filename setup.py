@@ -12,7 +12,7 @@ setup(
     license="MIT",
     python_requires=">=3.9",
     packages=find_packages(include=["hear_matpac", "hear_matpac.*"]),
-    package_data={"hear_matpac": ["assets/*.pt", "assets/*.md"]},
+    package_data={"hear_matpac": ["assets/*.pt", "assets/*.md", "hear_tools/*.txt"]},
     # torchaudio wheels do not declare which torch they were built for: keep both on one line.
     install_requires=[
         "torch>=2.4,<2.12",

@@ -34,3 +34,10 @@ def clips() -> torch.Tensor:
     """Three different 2.5 s clips, deterministic."""
     generator = torch.Generator().manual_seed(1234)
     return (0.3 * torch.randn(3, 40000, generator=generator)).clamp(-1, 1)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "slow: end-to-end run of the HEAR tools (tens of seconds); part of the default run and of CI",
+    )

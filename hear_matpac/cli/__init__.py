@@ -5,10 +5,12 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from . import compare, demo, embed, info, weights
+from . import compare, demo, embed, evaluate, heareval, info, install_hear_tools, make_tasks, validate, weights
 
-# Each module adds its subcommand and sets `func(args) -> int` as the parser default.
-SUBCOMMANDS = (demo, embed, compare, weights, info)
+# Each module adds its subcommand and sets `func(args) -> int` as the parser default. A
+# subcommand that also sets `passthrough=True` gets every argument it does not know, in order,
+# as `args.upstream` (for the HEAR tools' own command lines).
+SUBCOMMANDS = (demo, evaluate, validate, heareval, make_tasks, install_hear_tools, embed, compare, weights, info)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +24,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse `argv`; unknown arguments are an error except for pass-through subcommands."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", False):
+        if "--" in extra:
+            extra.remove("--")
+        args.upstream = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as err:

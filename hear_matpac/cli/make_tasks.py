@@ -1,0 +1,29 @@
+"""`hear-matpac make-tasks OUT`: write the small synthetic HEAR task suite."""
+from __future__ import annotations
+
+import argparse
+
+from ..hear_tools.tasks import suite, write_suite
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    names = ", ".join(spec.name for spec in suite())
+    parser = subparsers.add_parser(
+        "make-tasks",
+        help="write the small synthetic HEAR task suite (16 kHz, hear-preprocess format)",
+        description=f"Write the synthetic HEAR tasks ({names}) into OUT, ready for "
+        "`hear-matpac heareval embed hear_matpac --tasks-dir OUT`. Test and demo data, not a "
+        "benchmark.",
+    )
+    parser.add_argument("out", help="folder to create (holds only the task folders)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--scale", type=int, default=1, help="multiply clips per split (default 1)")
+    parser.add_argument("--task", action="append", default=[], help="only this task (repeatable)")
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    for path in write_suite(args.out, args.seed, args.scale, args.force, args.task):
+        print(path)
+    return 0

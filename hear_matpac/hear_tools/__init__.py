@@ -1,0 +1,8 @@
+"""Running the HEAR team's own tools (hear-validator, heareval) on hear_matpac, unmodified.
+
+`install`: the pinned, one-command install of those tools beside hear_matpac.
+`tensorflow_standin`: a per-process stand-in for `import tensorflow` where TensorFlow is absent.
+`launch`: entry points that run the upstream validator and runners in this process.
+`synth_audio` / `tasks`: a small synthetic HEAR task suite (test and demo data).
+`scores`: reading heareval's score files back.
+"""

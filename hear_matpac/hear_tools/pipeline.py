@@ -1,0 +1,100 @@
+"""The main job: hear-validator and both heareval runners on the synthetic task suite.
+
+Each HEAR tool runs in its own process (`python -m hear_matpac.cli ...`), so the TensorFlow
+stand-in and `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` stay inside the tool that needs them; its
+output goes to `<out>/<stage>.log`, and its wall time is measured around the process.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+from .launch import PLUGIN_MODULE
+from .scores import Score, read_scores
+from .tasks import write_suite
+
+GRIDS = ("default", "fast", "faster")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One finished stage: its name, wall time, and log file (None for in-process stages)."""
+
+    name: str
+    seconds: float
+    log: Optional[Path] = None
+
+
+class StageFailed(RuntimeError):
+    """A HEAR tool exited non-zero; the message names its log."""
+
+
+def run_tool(name: str, cli_args: Sequence[str], log: Path) -> Stage:
+    """`python -m hear_matpac.cli CLI_ARGS` with output to `log`; `StageFailed` if it fails."""
+    command = [sys.executable, "-m", "hear_matpac.cli", *cli_args]
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        out.write("+ " + " ".join(command) + "\n")
+        out.flush()
+        status = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if status:
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
+        raise StageFailed(f"{name} failed (exit {status}) after {seconds:.1f} s; last lines of {log}:\n{tail}")
+    return Stage(name, seconds, log)
+
+
+def evaluate(
+    weights: Path,
+    out_dir: Path,
+    grid: str = "faster",
+    grid_points: int = 8,
+    scale: int = 1,
+    tensorflow: str = "auto",
+    model_options: str = "{}",
+    keep_logs: bool = False,
+    report: Callable[[str], None] = print,
+) -> tuple[List[Stage], List[Score]]:
+    """Write the task suite to `out_dir/tasks`, validate, embed into `out_dir/embeddings`,
+    predict; return the stages' wall times and the test scores. Replaces only `tasks/`,
+    `embeddings/` and `logs/` under `out_dir`."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
+    if grid_points < 1:
+        raise ValueError(f"grid_points must be at least 1, got {grid_points}")
+    if not isinstance(json.loads(model_options), dict):
+        raise ValueError(f"model options must be a JSON object, got {model_options!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for owned in ("tasks", "embeddings", "logs"):
+        shutil.rmtree(out / owned, ignore_errors=True)
+    stages = []
+
+    start = time.perf_counter()
+    task_dirs = write_suite(out / "tasks", scale=scale)
+    stages.append(Stage("make tasks", time.perf_counter() - start))
+    report(f"[1/4] wrote {len(task_dirs)} tasks to {out / 'tasks'} ({stages[-1].seconds:.1f} s)")
+
+    tf = ["--tensorflow", tensorflow]
+    stages.append(run_tool("validate", ["validate", "--weights", str(weights), *tf], out / "validate.log"))
+    report(f"[2/4] hear-validator passed ({stages[-1].seconds:.1f} s, log {stages[-1].log})")
+
+    embed_args = [PLUGIN_MODULE, "--model", str(weights), "--tasks-dir", str(out / "tasks"),
+                  "--embeddings-dir", str(out / "embeddings"), "--model-options", model_options]
+    stages.append(run_tool("embed", ["heareval", "embed", *tf, *embed_args], out / "embed.log"))
+    report(f"[3/4] heareval embeddings runner done ({stages[-1].seconds:.1f} s, log {stages[-1].log})")
+
+    embedded = sorted(p for p in (out / "embeddings").glob("*/*") if p.is_dir())
+    predict_args = ["--grid", grid, "--grid-points", str(grid_points), *map(str, embedded)]
+    logs = ["--logs-dir", str(out / "logs")] if keep_logs else []
+    stages.append(run_tool("predict", ["heareval", "predict", *logs, *predict_args], out / "predict.log"))
+    report(f"[4/4] heareval predictions runner done ({stages[-1].seconds:.1f} s, log {stages[-1].log})")
+
+    scores = [row for task in embedded for row in read_scores(task)]
+    return stages, scores
