@@ -331,7 +331,9 @@ def run_long_clip(checkpoint: Path, seconds: float) -> None:
     print(f"\n## {float(seconds) / 60:g}-minute clip, one call, CPU fp32, max_windows {DEFAULT_MAX_WINDOWS} (fresh process)")
     print(f"RSS before the call {float(before):.0f} MB (weights loaded); peak during it {float(peak):.0f} MB; "
           f"growth {float(peak) - float(before):.0f} MB (limit 2048 MB)")
-    print(f"peak live tensors created by the call: {float(tensors):.0f} MB (+ weights {weights_mb(VIT_BASE, 4):.0f} MB fp32)")
+    weights = weights_mb(VIT_BASE, 4)
+    print(f"peak live tensors created by the call: {float(tensors):.0f} MB, + weights {weights:.0f} MB = "
+          f"{float(tensors) + weights:.0f} MB: what CUDA max allocated would show for this call (not measured here)")
     print(f"{columns} embeddings in {float(elapsed):.1f} s")
 
 
@@ -339,21 +341,31 @@ def weights_mb(config: EncoderConfig, bytes_per_value: int) -> float:
     return sum(math.prod(s) for s in expected_shapes(config).values()) * bytes_per_value / MB
 
 
+def stored_low_precision_saving_mb(config: EncoderConfig) -> float:
+    """MB saved when linear and convolution weights are stored in 16 bits (bf16/fp16 options)."""
+    low = sum(math.prod(s) for k, s in expected_shapes(config).items()
+              if k.startswith("patch_embed") or ".attn." in k or ".mlp." in k)
+    return low * 2 / MB
+
+
 def micro_batch_memory(checkpoint: Path, windows: tuple[int, ...]) -> None:
     """Tracked tensor peak of one encoder micro-batch of full 608-frame windows, fp32 and bf16."""
-    print(f"\n## Encoder micro-batch memory, ViT-Base, full windows (peak live tensors, tracked; weights excluded)")
-    print("| windows | fp32 MB | bf16 autocast MB (incl. weight casts) |")
+    print("\n## Encoder micro-batch memory, ViT-Base, full windows (peak live tensors, tracked; weights excluded)")
+    print("| windows | fp32 MB | bf16 MB |")
     print("| ---: | ---: | ---: |")
-    model = hear_matpac.load_model(str(checkpoint))
+    fp32 = hear_matpac.load_model(str(checkpoint)).encoder
+    bf16 = hear_matpac.load_model(str(checkpoint), precision="bf16").encoder
     mel = torch.zeros(max(windows), 1, VIT_BASE.n_freq, VIT_BASE.n_frames)
     for n in windows:
         row = []
-        for autocast in (contextlib.nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16)):
+        for encoder, autocast in ((fp32, contextlib.nullcontext()), (bf16, torch.autocast("cpu", dtype=torch.bfloat16))):
             tracker = PeakTensorBytes()
             with torch.inference_mode(), autocast, tracker:
-                model.encoder(mel[:n], VIT_BASE.depth - 1)
+                encoder(mel[:n], VIT_BASE.depth - 1)
             row.append(tracker.peak / MB)
         print(f"| {n} | {row[0]:.0f} | {row[1]:.0f} |")
+    print(f"weights: {weights_mb(VIT_BASE, 4):.0f} MB fp32; with bf16/fp16 linear and conv weights "
+          f"{weights_mb(VIT_BASE, 4) - stored_low_precision_saving_mb(VIT_BASE):.0f} MB")
 
 
 # ---------------------------------------------------------------- main
@@ -381,6 +393,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
     parser.add_argument("--devices", default="", help="comma-separated, e.g. cpu,cuda (default: cpu and cuda when present)")
     parser.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated subset of fp32,bf16,fp16")
+    parser.add_argument("--skip-long-clip", action="store_true", help="skip the 20-minute clip memory check")
     parser.add_argument("--long-clip-child", nargs=2, metavar=("CHECKPOINT", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -397,7 +410,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"# hear-matpac throughput, torch {torch.__version__}, hear-matpac {hear_matpac.__version__}")
     for device in devices:
         print(f"{device.type}: {machine_description(device)}")
-    print(f"model: ViT-Base-shaped MATPAC, random weights (embed_dim 768, depth 12, 608 frames), last layer")
+    print(f"CPU threads: {torch.get_num_threads()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    print("model: ViT-Base-shaped MATPAC, random weights (embed_dim 768, depth 12, 608 frames), last layer")
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "vit_base_random.pt"
         vit_base_checkpoint(checkpoint)
@@ -422,7 +436,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"| {device.type} | {precision} | {fix[0]:.2e} | {fix[1]:.6f} | {fix[2]:.6f} "
                       f"| {vit[0]:.2e} | {vit[1]:.6f} | {vit[2]:.6f} |")
         micro_batch_memory(checkpoint, (1, DEFAULT_MAX_WINDOWS))
-        if not args.quick:
+        if not (args.quick or args.skip_long_clip):
             run_long_clip(checkpoint, LONG_CLIP_SECONDS)
     return 0
 
