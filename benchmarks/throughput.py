@@ -386,6 +386,14 @@ def machine_description(device: torch.device) -> str:
     return f"{name}, {os.cpu_count()} logical CPUs, load average {load:.1f} at start"
 
 
+def _parse_case(text: str) -> tuple[float, int]:
+    try:
+        seconds, clips = text.lower().split("x")
+        return float(seconds), int(clips)
+    except ValueError:
+        raise SystemExit(f"--cases: expected SECONDSxCLIPS such as 10x4, got {text!r}") from None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 cases, 2 rounds, no long clip")
@@ -393,6 +401,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
     parser.add_argument("--devices", default="", help="comma-separated, e.g. cpu,cuda (default: cpu and cuda when present)")
     parser.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated subset of fp32,bf16,fp16")
+    parser.add_argument("--cases", default="", help="comma-separated SECONDSxCLIPS, e.g. 10x4,120x1 (default: heareval-like set)")
     parser.add_argument("--skip-long-clip", action="store_true", help="skip the 20-minute clip memory check")
     parser.add_argument("--long-clip-child", nargs=2, metavar=("CHECKPOINT", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -406,6 +415,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     precisions = [p for p in args.precisions.split(",") if p]
     cases = QUICK_CASES if args.quick else CASES
+    if args.cases:
+        cases = tuple(_parse_case(c) for c in args.cases.split(","))
     rounds = 2 if args.quick else args.rounds
     print(f"# hear-matpac throughput, torch {torch.__version__}, hear-matpac {hear_matpac.__version__}")
     for device in devices:
