@@ -59,7 +59,7 @@ def store_for_autocast(encoder: nn.Module, precision: str) -> None:
     for module in encoder.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             for name, param in list(module.named_parameters(recurse=False)):
-                setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
+                setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=param.requires_grad))
 
 
 def encoder_autocast(precision: str, device: torch.device) -> ContextManager[object]:
