@@ -5,18 +5,22 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from .config import EncoderConfig
+from .precision import DEFAULT_PRECISION, check_precision_name
 
-DEFAULT_MAX_WINDOWS = 16  # ViT-Base, 608 frames: about 60 MB of activations per window on CPU
+DEFAULT_MAX_WINDOWS = 16  # ViT-Base, 608 frames: about 6 MB of live activations per window (benchmarks/)
 
 
 @dataclass(frozen=True)
 class ModelOptions:
     """`layer`: encoder block whose output gives the features, 0-based, negative counts from
     the end (default -1, the last, after the final LayerNorm, as MATPAC).
-    `max_windows`: most windows encoded at once (bounds memory; does not change results)."""
+    `max_windows`: most windows encoded at once (bounds memory; does not change results).
+    `precision`: "fp32" (default), "bf16" (CPU, CUDA) or "fp16" (CUDA): autocast for the
+    encoder only; the front end runs and the features come back in float32."""
 
     layer: int = -1
     max_windows: int = DEFAULT_MAX_WINDOWS
+    precision: str = DEFAULT_PRECISION
 
     @classmethod
     def parse(cls, options: Mapping[str, Any], config: EncoderConfig) -> "ModelOptions":
@@ -35,7 +39,8 @@ class ModelOptions:
         max_windows = _int_option("max_windows", parsed.max_windows)
         if max_windows < 1:
             raise ValueError(f"max_windows must be at least 1, got {max_windows}")
-        return cls(layer=layer % config.depth, max_windows=max_windows)
+        precision = check_precision_name(parsed.precision)
+        return cls(layer=layer % config.depth, max_windows=max_windows, precision=precision)
 
 
 def _int_option(name: str, value: Any) -> int:

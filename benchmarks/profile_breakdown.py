@@ -1,0 +1,108 @@
+"""Where the fp32 CPU time goes: GEMMs, attention, the rest. Prints shares and rates.
+
+    python benchmarks/profile_breakdown.py [--threads N] [--clips 4] [--seconds 10]
+
+Profiles one `frame_features` call of a ViT-Base-shaped encoder with random weights
+(torch.profiler, self CPU time per op), groups ops into GEMM / attention / other, and gives the
+GEMMs' achieved rate against a square matmul measured just before. Then times the attention
+kernels (flash, math backend, hand-written matmul-softmax-matmul) on one full micro-batch,
+alternating. Explains the fraction of bound printed by `throughput.py`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from hear_matpac.config import FREQ_PATCHES, HEAD_DIM, PATCH
+from hear_matpac.encoder import MatpacEncoder
+from hear_matpac.frontend import n_stft_frames
+from hear_matpac.model import MatpacModel
+from hear_matpac.options import ModelOptions
+from hear_matpac.windows import plan_windows
+from throughput import VIT_BASE, encoder_flops, matmul_rate
+
+GEMM_OPS = {"aten::addmm", "aten::mm", "aten::bmm", "aten::mkldnn_convolution"}
+ATTENTION_OPS = {"aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math"}
+
+
+def best_time(fn, calls: int = 5) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--clips", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = MatpacModel(MatpacEncoder(VIT_BASE), ModelOptions(layer=VIT_BASE.depth - 1)).eval()
+    audio = 0.1 * torch.randn(args.clips, round(args.seconds * 16000))
+    flops = encoder_flops(audio.shape[1], args.clips, VIT_BASE, VIT_BASE.depth - 1)
+    model.frame_features(audio)
+    rate = matmul_rate(torch.device("cpu"), torch.float32)
+    with torch.profiler.profile() as prof:
+        model.frame_features(audio)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
+    attention = sum(e.self_cpu_time_total for e in events if e.key in ATTENTION_OPS)
+    d = VIT_BASE.embed_dim
+    attention_flops = 0
+    for n_tokens, n_windows in _windows(audio.shape[1], args.clips):
+        attention_flops += n_windows * VIT_BASE.depth * 4 * n_tokens * n_tokens * d
+    gemm_flops = flops - attention_flops
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clips} x {args.seconds:g} s, "
+          f"square fp32 matmul {rate / 1e9:.0f} GFLOP/s just before")
+    print(f"whole call: {total / 1e6:.3f} s profiled, {flops / (total / 1e6) / 1e9:.0f} GFLOP/s = "
+          f"{flops / (total / 1e6) / rate:.2f} of the square-matmul rate")
+    print(f"GEMMs (addmm, conv): {gemm / total:.0%} of the time, {gemm_flops / 1e9:.0f} GFLOP at "
+          f"{gemm_flops / (gemm / 1e6) / 1e9:.0f} GFLOP/s = {gemm_flops / (gemm / 1e6) / rate:.2f} of the square rate")
+    print(f"attention kernel: {attention / total:.0%} of the time for {attention_flops / flops:.1%} of the FLOPs, "
+          f"{attention_flops / (attention / 1e6) / 1e9:.0f} GFLOP/s")
+    print(f"everything else (bias copies, GELU, adds, LayerNorm, front end, ...): {(total - gemm - attention) / total:.0%}")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]:
+        print(f"  {e.key:55s} {e.self_cpu_time_total / total:6.1%}  x{e.count}")
+
+    heads = d // HEAD_DIM
+    q, k, v = torch.randn(3, 4, heads, 1 + FREQ_PATCHES * VIT_BASE.max_columns, HEAD_DIM).unbind(0)
+    n = q.shape[2]
+    att_flops = 4 * 4 * heads * n * n * HEAD_DIM
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def by_hand():
+        return torch.softmax(q @ k.transpose(-1, -2) * HEAD_DIM**-0.5, dim=-1) @ v
+
+    def math_backend():
+        with sdpa_kernel(SDPBackend.MATH):
+            return sdpa(q, k, v)
+
+    print(f"attention on 4 full windows ({heads} heads, {n} tokens), best of 5, 3 alternating rounds, GFLOP/s:")
+    with torch.inference_mode():
+        for r in range(3):
+            times = {name: best_time(fn) for name, fn in
+                     (("flash (used)", lambda: sdpa(q, k, v)), ("math backend", math_backend), ("by hand", by_hand))}
+            print("  " + ", ".join(f"{name} {att_flops / t / 1e9:.0f}" for name, t in times.items()))
+    return 0
+
+
+def _windows(n_samples: int, clips: int) -> list[tuple[int, int]]:
+    """(tokens, windows) per window length of the plan."""
+    plan = plan_windows(n_stft_frames(n_samples), VIT_BASE.n_frames)
+    return [(1 + FREQ_PATCHES * (g.frames // PATCH), clips * len(g.starts)) for g in plan.groups]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
