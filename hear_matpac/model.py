@@ -1,10 +1,12 @@
 """The HEAR model object: front end + windowed encoder, producing every column's features."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
-from .config import SAMPLE_RATE
+from .config import COLUMN_HOP_MS, SAMPLE_RATE
 from .encoder import MatpacEncoder
 from .frontend import LogMel
 from .options import ModelOptions
@@ -32,11 +34,21 @@ class MatpacModel(nn.Module):
         return self.encoder.cls_token.device
 
     @torch.inference_mode()
-    def frame_features(self, audio: Tensor) -> Tensor:
+    def frame_features(self, audio: Tensor, timestamp_hop_ms: Optional[int] = None) -> Tensor:
         """Every column's features, trailing padded columns included: `(clips, columns, dim)`
-        float32, from `(clips, samples)` audio already checked by the API."""
+        float32, from `(clips, samples)` audio already checked by the API.
+
+        Columns are `timestamp_hop_ms` apart (default: the option; COLUMN_HOP_MS for MATPAC's
+        own grid), cut into windows as the `window_seconds` and `window_overlap` options say.
+        """
+        hop_ms = self.options.timestamp_hop_ms if timestamp_hop_ms is None else timestamp_hop_ms
         mel = self.frontend(audio)  # (clips, n_mels, frames)
-        plan = plan_windows(mel.shape[-1], self.encoder.config.n_frames)
+        plan = plan_windows(
+            mel.shape[-1],
+            self.options.window_frames(self.encoder.config),
+            passes=COLUMN_HOP_MS // hop_ms,
+            overlap=self.options.window_overlap,
+        )
         out = torch.empty(
             audio.shape[0], plan.n_columns, self.timestamp_embedding_size,
             dtype=torch.float32, device=audio.device,
