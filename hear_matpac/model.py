@@ -42,18 +42,18 @@ class MatpacModel(nn.Module):
         own grid), cut into windows as the `window_seconds` and `window_overlap` options say.
         """
         hop_ms = self.options.timestamp_hop_ms if timestamp_hop_ms is None else timestamp_hop_ms
+        window_frames = self.options.window_frames(self.encoder.config)
         mel = self.frontend(audio)  # (clips, n_mels, frames)
         plan = plan_windows(
-            mel.shape[-1],
-            self.options.window_frames(self.encoder.config),
-            passes=COLUMN_HOP_MS // hop_ms,
-            overlap=self.options.window_overlap,
+            mel.shape[-1], window_frames, passes=COLUMN_HOP_MS // hop_ms, overlap=self.options.window_overlap
         )
+        # max_windows counts full-length windows; shorter ones share the same frame budget
+        per_batch = max(1, self.options.max_windows * self.encoder.config.n_frames // window_frames)
         out = torch.empty(
             audio.shape[0], plan.n_columns, self.timestamp_embedding_size,
             dtype=torch.float32, device=audio.device,
         )  # fmt: skip
-        for windows, clip, dest in iter_batches(mel, plan, self.options.max_windows):
+        for windows, clip, dest in iter_batches(mel, plan, per_batch):
             stitch(out, self.encoder(windows, self.options.layer), clip, dest)
         return out
 

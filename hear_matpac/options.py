@@ -17,7 +17,8 @@ COLUMN_SECONDS = PATCH / FRAMES_PER_SECOND  # 0.16 s: window lengths are whole c
 class ModelOptions:
     """`layer`: encoder block whose output gives the features, 0-based, negative counts from
     the end (default -1, the last, after the final LayerNorm, as MATPAC).
-    `max_windows`: most windows encoded at once (bounds memory; does not change results).
+    `max_windows`: most full-length windows encoded at once, or as many frames in shorter
+    windows (bounds memory; does not change results).
     `timestamp_hop_ms`: spacing of timestamp embeddings, 160 (native) / 80 / 40 / 20 ms; finer
     hops add passes over the audio shifted by multiples of the hop (scene unaffected).
     `window_overlap`: fraction in [0, 1) by which consecutive windows overlap on long audio;

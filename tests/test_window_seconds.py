@@ -113,3 +113,15 @@ def test_new_options_at_their_defaults_reproduce_the_reference(fixture):
         model = tiny(layer=layer, timestamp_hop_ms=160, window_overlap=0, window_seconds=6.08)
         reference = torch.from_numpy(data["layers"][:, layer])
         assert (model.frame_features(audio) - reference).abs().max() <= 1e-4
+
+
+def test_short_windows_share_the_frame_budget_of_max_windows():
+    audio = clips(160000)  # 10 s: 63 columns, 21 windows of 0.48 s (3 columns) per clip
+    model = tiny(window_seconds=0.48, max_windows=1)
+    sizes = []
+    model.encoder.register_forward_pre_hook(lambda module, args: sizes.append(tuple(args[0].shape)))
+    emb, _ = get_timestamp_embeddings(audio, model)
+    assert max(b * frames for b, _, _, frames in sizes) <= 608  # one full window's frames
+    assert sizes[0][0] == 608 // 48
+    wide, _ = get_timestamp_embeddings(audio, tiny(window_seconds=0.48, max_windows=64))
+    assert (emb - wide).abs().max() <= TOL
