@@ -9,7 +9,9 @@ For each sweep of settings, time and memory are measured apart:
   load spike on a shared machine does not land on one setting only;
 - memory: a fresh subprocess per setting makes one call and reports the peak above what it
   held before: resident set size on CPU (the kernel's high-water mark, reset first),
-  allocated memory on CUDA.
+  allocated memory on CUDA. Batches hold `max_windows` full windows' worth of frames whatever
+  the window length, so for the window_seconds sweep the peak for a single clip exactly one
+  window long is also given ("1-window MiB"): the least memory that window length needs.
 
 Ratios are against the sweep's first setting (the default), from the same run.
 
@@ -31,7 +33,7 @@ from pathlib import Path
 import torch
 
 from hear_matpac import get_timestamp_embeddings, load_model
-from hear_matpac.config import SAMPLE_RATE, EncoderConfig
+from hear_matpac.config import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, WIN_LENGTH, EncoderConfig
 from hear_matpac.encoder import MatpacEncoder
 from hear_matpac.model import MatpacModel
 from hear_matpac.options import ModelOptions
@@ -77,8 +79,13 @@ def rss_kib(field: str) -> int:
 
 
 def make_audio(spec: dict, device: torch.device) -> torch.Tensor:
+    """`(clips, samples)` noise; with `one_window`, one clip giving exactly one window's frames."""
     g = torch.Generator().manual_seed(0)
-    return (torch.rand(spec["clips"], round(spec["seconds"] * SAMPLE_RATE), generator=g) - 0.5).to(device)
+    clips, samples = spec["clips"], round(spec["seconds"] * SAMPLE_RATE)
+    if spec.get("one_window"):
+        seconds = spec["options"].get("window_seconds", 6.08)
+        clips, samples = 1, round(seconds * FRAMES_PER_SECOND) * HOP_LENGTH + WIN_LENGTH - HOP_LENGTH
+    return (torch.rand(clips, samples, generator=g) - 0.5).to(device)
 
 
 def peak_memory(spec: dict) -> float:
@@ -155,16 +162,21 @@ def main() -> int:
     for model in models:
         for sweep in sweeps:
             print(f"model {model}, sweep {sweep}")
-            print(f"  {'options':<48} {'columns':>7} {'audio-s/s':>10} {'time x':>7} {'peak MiB':>9} {'mem x':>6}")
+            one_window = sweep == "window_seconds"
+            extra = f" {'1-window MiB':>13}" if one_window else ""
+            print(f"  {'options':<48} {'columns':>7} {'audio-s/s':>10} {'time x':>7} {'peak MiB':>9} {'mem x':>6}{extra}")
             spec = {"device": args.device, "seconds": args.seconds, "clips": args.clips, "repeats": args.repeats}
             settings = SWEEPS[sweep]
             times = best_times(model, settings, spec)
             memory = [run_child({**spec, "model": model, "options": options}) for options in settings]
             for options, (seconds, columns), mib in zip(settings, times, memory):
                 label = json.dumps(options) if options else "(defaults)"
+                if one_window:
+                    single = run_child({**spec, "model": model, "options": options, "one_window": True})
+                    extra = f" {single:>13.1f}"
                 print(
                     f"  {label:<48} {columns:>7} {audio_seconds / seconds:>10.1f} "
-                    f"{seconds / times[0][0]:>7.2f} {mib:>9.1f} {mib / memory[0]:>6.2f}",
+                    f"{seconds / times[0][0]:>7.2f} {mib:>9.1f} {mib / memory[0]:>6.2f}{extra}",
                     flush=True,
                 )
             print()
