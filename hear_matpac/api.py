@@ -1,12 +1,13 @@
 """The HEAR 2021 API: `load_model`, `get_timestamp_embeddings`, `get_scene_embeddings`."""
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .checkpoint import PathLike, load_encoder_weights, resolve_weights_path
+from .config import COLUMN_HOP_MS, SAMPLE_RATE
 from .encoder import MatpacEncoder
 from .model import MatpacModel
 from .options import ModelOptions
@@ -17,7 +18,8 @@ def load_model(model_file_path: PathLike = "", **options: Any) -> MatpacModel:
     """Load a MATPAC checkpoint as a HEAR model, on CPU, in eval mode.
 
     `model_file_path`: a `.pt` checkpoint; empty looks at `$HEAR_MATPAC_WEIGHTS`, then
-    `weights/matpac_10_2048.pt`. `options`: see `ModelOptions` (`layer`, `max_windows`).
+    `weights/matpac_10_2048.pt`. `options`: see `ModelOptions` (`layer`, `max_windows`, `timestamp_hop_ms`,
+    `window_overlap`, `window_seconds`).
     """
     path = resolve_weights_path(model_file_path)
     weights = load_encoder_weights(path)
@@ -38,27 +40,30 @@ def get_timestamp_embeddings(audio: Tensor, model: MatpacModel) -> Tuple[Tensor,
     `audio` `(clips, samples)` float in [-1, 1] at 16 kHz -> embeddings
     `(clips, T, timestamp_embedding_size)` float32 and timestamps `(clips, T)` float32 in ms,
     on `audio`'s device. Column j is centred at 160 j + 87.5 ms; columns centred past the end
-    of the clip are left out (a clip shorter than 87.5 ms gets one, at its end).
+    of the clip are left out (a clip shorter than 87.5 ms gets one, at its end). With option
+    `timestamp_hop_ms` h, column i is centred at h i + 87.5 ms.
     """
     features = _frame_features(audio, model)
     n_samples = audio.shape[1]
-    reported = n_reported_columns(n_samples, features.shape[1])
+    hop_samples = model.options.timestamp_hop_ms * SAMPLE_RATE // 1000
+    reported = n_reported_columns(n_samples, features.shape[1], hop_samples)
     embeddings = features[:, :reported].contiguous().to(audio.device)
-    times = timestamps_ms(n_samples, features.shape[1]).to(audio.device)
+    times = timestamps_ms(n_samples, features.shape[1], hop_samples).to(audio.device)
     return embeddings, times.expand(audio.shape[0], -1).contiguous()
 
 
 def get_scene_embeddings(audio: Tensor, model: MatpacModel) -> Tensor:
     """Clip embeddings: `(clips, samples)` -> `(clips, scene_embedding_size)` float32, the mean
-    of the chosen layer's features over all columns (MATPAC's clip embedding)."""
-    return _frame_features(audio, model).mean(dim=1).to(audio.device)
+    of the chosen layer's features over all columns (MATPAC's clip embedding), on MATPAC's own
+    160 ms grid whatever `timestamp_hop_ms` says."""
+    return _frame_features(audio, model, COLUMN_HOP_MS).mean(dim=1).to(audio.device)
 
 
-def _frame_features(audio: Tensor, model: MatpacModel) -> Tensor:
+def _frame_features(audio: Tensor, model: MatpacModel, hop_ms: Optional[int] = None) -> Tensor:
     if not isinstance(model, MatpacModel):
         raise TypeError(f"model must come from hear_matpac.load_model(), got {type(model).__name__}")
     check_audio(audio)
-    return model.frame_features(audio.to(device=model.device, dtype=torch.float32))
+    return model.frame_features(audio.to(device=model.device, dtype=torch.float32), hop_ms)
 
 
 def check_audio(audio: Tensor) -> None:

@@ -1,10 +1,12 @@
 """The HEAR model object: front end + windowed encoder, producing every column's features."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
-from .config import SAMPLE_RATE
+from .config import COLUMN_HOP_MS, SAMPLE_RATE
 from .encoder import MatpacEncoder
 from .frontend import LogMel
 from .options import ModelOptions
@@ -34,19 +36,30 @@ class MatpacModel(nn.Module):
         return self.encoder.cls_token.device
 
     @torch.no_grad()
-    def frame_features(self, audio: Tensor) -> Tensor:
+    def frame_features(self, audio: Tensor, timestamp_hop_ms: Optional[int] = None) -> Tensor:
         """Every column's features, trailing padded columns included: `(clips, columns, dim)`
-        float32, from `(clips, samples)` audio already checked by the API. Only the encoder
-        runs in `options.precision`; at most `options.max_windows` windows are encoded at once."""
+        float32, from `(clips, samples)` audio already checked by the API.
+
+        Columns are `timestamp_hop_ms` apart (default: the option; COLUMN_HOP_MS for MATPAC's
+        own grid), cut into windows as the `window_seconds` and `window_overlap` options say.
+        Only the encoder runs in `options.precision`; at most `options.max_windows` full-length
+        windows' worth of frames are encoded at once.
+        """
         autocast = encoder_autocast(self.options.precision, self.device)  # checked before any work
+        hop_ms = self.options.timestamp_hop_ms if timestamp_hop_ms is None else timestamp_hop_ms
+        window_frames = self.options.window_frames(self.encoder.config)
         with float32_context(audio.device):
             mel = self.frontend(audio)  # (clips, n_mels, frames)
-        plan = plan_windows(mel.shape[-1], self.encoder.config.n_frames)
+        plan = plan_windows(
+            mel.shape[-1], window_frames, passes=COLUMN_HOP_MS // hop_ms, overlap=self.options.window_overlap
+        )
+        # max_windows counts full-length windows; shorter ones share the same frame budget
+        per_batch = max(1, self.options.max_windows * self.encoder.config.n_frames // window_frames)
         out = torch.empty(
             audio.shape[0], plan.n_columns, self.timestamp_embedding_size,
             dtype=torch.float32, device=audio.device,
         )  # fmt: skip
-        for windows, clip, dest in iter_batches(mel, plan, self.options.max_windows):
+        for windows, clip, dest in iter_batches(mel, plan, per_batch):
             with autocast:
                 features = self.encoder(windows, self.options.layer)
             stitch(out, features.float(), clip, dest)

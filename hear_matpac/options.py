@@ -1,25 +1,39 @@
 """Options of `load_model` (also `heareval --model-options` JSON), checked once, up front."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
-from .config import EncoderConfig
+from .config import COLUMN_HOP_MS, FRAMES_PER_SECOND, PATCH, EncoderConfig
 from .precision import DEFAULT_PRECISION, check_precision_name
 
 DEFAULT_MAX_WINDOWS = 16  # ViT-Base, 608 frames: about 6 MB of live activations per window (benchmarks/)
+# Finer timestamp hops: COLUMN_HOP_MS / hop passes, each shifted by a whole number of frames.
+TIMESTAMP_HOPS_MS = (160, 80, 40, 20)
+COLUMN_SECONDS = PATCH / FRAMES_PER_SECOND  # 0.16 s: window lengths are whole columns
 
 
 @dataclass(frozen=True)
 class ModelOptions:
     """`layer`: encoder block whose output gives the features, 0-based, negative counts from
     the end (default -1, the last, after the final LayerNorm, as MATPAC).
-    `max_windows`: most windows encoded at once (bounds memory; does not change results).
+    `max_windows`: most full-length windows encoded at once, or as many frames in shorter
+    windows (bounds memory; does not change results).
+    `timestamp_hop_ms`: spacing of timestamp embeddings, 160 (native) / 80 / 40 / 20 ms; finer
+    hops add passes over the audio shifted by multiples of the hop (scene unaffected).
+    `window_overlap`: fraction in [0, 1) by which consecutive windows overlap on long audio;
+    each column is kept from the window in which it sits most centrally (0: MATPAC's cut).
+    `window_seconds`: window length (temporal support), a multiple of 0.16 s up to the
+    checkpoint's maximum; None means the maximum (6.08 s, or 9.92 s).
     `precision`: "fp32" (default), "bf16" (CPU, CUDA) or "fp16" (CUDA): autocast for the
     encoder only; the front end runs and the features come back in float32."""
 
     layer: int = -1
     max_windows: int = DEFAULT_MAX_WINDOWS
+    timestamp_hop_ms: int = COLUMN_HOP_MS
+    window_overlap: float = 0.0
+    window_seconds: Optional[float] = None
     precision: str = DEFAULT_PRECISION
 
     @classmethod
@@ -39,11 +53,74 @@ class ModelOptions:
         max_windows = _int_option("max_windows", parsed.max_windows)
         if max_windows < 1:
             raise ValueError(f"max_windows must be at least 1, got {max_windows}")
-        precision = check_precision_name(parsed.precision)
-        return cls(layer=layer % config.depth, max_windows=max_windows, precision=precision)
+        return cls(
+            layer=layer % config.depth,
+            max_windows=max_windows,
+            timestamp_hop_ms=_hop_option(parsed.timestamp_hop_ms),
+            window_overlap=_overlap_option(parsed.window_overlap),
+            window_seconds=_window_seconds_option(parsed.window_seconds, config),
+            precision=check_precision_name(parsed.precision),
+        )
+
+    def window_frames(self, config: EncoderConfig) -> int:
+        """Log-mel frames per window: `window_seconds` in frames, or the checkpoint's maximum."""
+        if self.window_seconds is None:
+            return config.n_frames
+        return round(self.window_seconds * FRAMES_PER_SECOND)
+
+    @property
+    def timestamp_passes(self) -> int:
+        """Passes over the audio needed for `timestamp_hop_ms` (1 at the native 160 ms)."""
+        return COLUMN_HOP_MS // self.timestamp_hop_ms
 
 
 def _int_option(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"option {name} must be an integer, got {value!r}")
     return value
+
+
+def _number_option(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"option {name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"option {name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _hop_option(value: Any) -> int:
+    hop = _number_option("timestamp_hop_ms", value)
+    if hop not in TIMESTAMP_HOPS_MS:
+        raise ValueError(
+            f"timestamp_hop_ms must be one of {', '.join(map(str, TIMESTAMP_HOPS_MS))} (ms), got {value!r}; "
+            f"finer hops cost {COLUMN_HOP_MS} / hop passes of the encoder"
+        )
+    return int(hop)
+
+
+def _overlap_option(value: Any) -> float:
+    overlap = _number_option("window_overlap", value)
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(
+            f"window_overlap must be a fraction in [0, 1), e.g. 0 (no overlap) or 0.5, got {value!r}"
+        )
+    return overlap
+
+
+def _window_seconds_option(value: Any, config: EncoderConfig) -> float:
+    longest = config.n_frames / FRAMES_PER_SECOND
+    if value is None:
+        return longest
+    seconds = _number_option("window_seconds", value)
+    columns = seconds / COLUMN_SECONDS
+    if seconds <= 0 or abs(columns - round(columns)) > 1e-6:
+        raise ValueError(
+            f"window_seconds must be a positive multiple of {COLUMN_SECONDS:g} s (one 16-frame "
+            f"column), e.g. 0.96, 1.92, 3.04 or {longest:g}; got {value!r}"
+        )
+    if round(columns) > config.max_columns:
+        raise ValueError(
+            f"window_seconds={value!r} is longer than this checkpoint's window of {longest:g} s "
+            f"({config.n_frames} frames); use at most {longest:g}"
+        )
+    return round(columns) * PATCH / FRAMES_PER_SECOND

@@ -6,6 +6,7 @@ micro-batches: the only Python loop is over micro-batches, never over clips or w
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -47,27 +48,86 @@ def padded_columns(n_frames: int) -> int:
     return -(-n_frames // PATCH)
 
 
-def plan_windows(n_frames: int, window_frames: int) -> WindowPlan:
-    """MATPAC's cut: pad to whole columns, then consecutive windows of `window_frames`
-    frames; the last one is shorter when the padded length is not a multiple of it."""
+def plan_windows(
+    n_frames: int, window_frames: int, passes: int = 1, overlap: float = 0.0
+) -> WindowPlan:
+    """Where the windows of a clip of `n_frames` log-mel frames lie, and where their columns go.
+
+    Pass k (of `passes`, which divides PATCH) reads the log-mel from frame k * PATCH / passes
+    on, i.e. the audio with k * 2560 / passes samples dropped from the front; its column j
+    becomes output column j * passes + k, so the passes interleave into one evenly spaced
+    grid. A pass whose shifted log-mel is empty contributes nothing. As a shift is less than one
+    column, pass k has at most one column fewer than pass 0 and the output columns are exactly
+    0 .. n_columns - 1, each filled once.
+
+    Each pass is cut as MATPAC does: padded to whole columns, then consecutive windows of
+    `window_frames` frames, the last one shorter. With `overlap` > 0 and more columns than one
+    window, windows of full length advance by `window_columns - floor(overlap * window_columns)`
+    columns, the last one ending at the last column, and each column is taken from the window
+    in which it sits most centrally (ties: the earlier window).
+    """
     if window_frames <= 0 or window_frames % PATCH:
         raise ValueError(f"window_frames must be a positive multiple of {PATCH}, got {window_frames}")
-    n_columns = padded_columns(n_frames)
+    if passes < 1 or PATCH % passes:
+        raise ValueError(f"passes must divide {PATCH}, got {passes}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     window_columns = window_frames // PATCH
-    n_full, tail_columns = divmod(n_columns, window_columns)
-    groups = []
-    if n_full:
-        starts = torch.arange(n_full) * window_frames
-        groups.append(WindowGroup(window_frames, starts, _contiguous_dest(starts, window_columns)))
-    if tail_columns:
-        starts = torch.tensor([n_full * window_frames])
-        groups.append(WindowGroup(tail_columns * PATCH, starts, _contiguous_dest(starts, tail_columns)))
-    return WindowPlan(n_columns, tuple(groups))
+    shift_frames = PATCH // passes
+    pieces: dict[int, list[tuple[Tensor, Tensor]]] = {}  # window frames -> (starts, dest) pieces
+    n_columns = 0
+    for k in range(passes):
+        pass_frames = n_frames - k * shift_frames
+        if pass_frames <= 0:
+            continue
+        columns = padded_columns(pass_frames)
+        n_columns += columns
+        for start_columns, dest in _cut_pass(columns, window_columns, overlap):
+            starts = start_columns * PATCH + k * shift_frames
+            out_dest = torch.where(dest >= 0, dest * passes + k, dest)
+            pieces.setdefault(dest.shape[1] * PATCH, []).append((starts, out_dest))
+    groups = tuple(
+        WindowGroup(frames, torch.cat([s for s, _ in parts]), torch.cat([d for _, d in parts]))
+        for frames, parts in pieces.items()
+    )
+    return WindowPlan(n_columns, groups)
+
+
+def _cut_pass(columns: int, window_columns: int, overlap: float) -> list[tuple[Tensor, Tensor]]:
+    """One pass's windows as `(start column (w,), dest (w, length))` per window length, dest in
+    the pass's own columns (-1: not kept)."""
+    if overlap == 0.0 or columns <= window_columns:
+        n_full, tail_columns = divmod(columns, window_columns)
+        cut = []
+        if n_full:
+            starts = torch.arange(n_full) * window_columns
+            cut.append((starts, _contiguous_dest(starts, window_columns)))
+        if tail_columns:
+            starts = torch.tensor([n_full * window_columns])
+            cut.append((starts, _contiguous_dest(starts, tail_columns)))
+        return cut
+    stride = window_columns - math.floor(overlap * window_columns)
+    n_windows = 1 + -(-(columns - window_columns) // stride)
+    starts = (torch.arange(n_windows) * stride).clamp(max=columns - window_columns)
+    return [(starts, _most_central_dest(starts, window_columns, columns))]
 
 
 def _contiguous_dest(starts: Tensor, columns: int) -> Tensor:
-    """Each window's columns go to the output columns under it: `(windows, columns)`."""
-    return starts[:, None] // PATCH + torch.arange(columns)
+    """Window columns under each window, from its start column: `(windows, columns)`."""
+    return starts[:, None] + torch.arange(columns)
+
+
+def _most_central_dest(starts: Tensor, window_columns: int, columns: int) -> Tensor:
+    """`(windows, window_columns)` dest keeping each column only in the window where it is
+    farthest from the window's edges (ties: the earlier window); -1 elsewhere."""
+    under = _contiguous_dest(starts, window_columns)  # (w, window_columns) column indices
+    position = torch.arange(window_columns)
+    off_centre = (2 * position - (window_columns - 1)).abs()  # 0 or 1 at the centre
+    key = off_centre * len(starts) + torch.arange(len(starts))[:, None]  # unique per column
+    best = torch.full((columns,), torch.iinfo(key.dtype).max).scatter_reduce(
+        0, under.flatten(), key.flatten(), reduce="amin"
+    )
+    return torch.where(key == best[under], under, -1)
 
 
 def iter_batches(

@@ -23,6 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", default="", help="checkpoint path (default: best available)")
     parser.add_argument("--seconds", type=float, default=4.0, help="clip length (default 4.0)")
     parser.add_argument("--layer", type=int, default=-1, help="encoder layer, 0-based (default -1: last)")
+    parser.add_argument("--timestamp-hop-ms", type=int, default=160, help="160 (default), 80, 40 or 20")
+    parser.add_argument("--window-overlap", type=float, default=0.0, help="fraction in [0, 1) (default 0)")
+    parser.add_argument(
+        "--window-seconds", type=float, default=None,
+        help="window length, a multiple of 0.16 s (default: the checkpoint's maximum, 6.08 s)",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -40,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     if args.seconds <= 0:
         raise ValueError(f"--seconds must be positive, got {args.seconds}")
     path = best_available_weights(args.weights)
-    model = load_model(str(path), layer=args.layer)
+    model = load_model(
+        str(path), layer=args.layer, timestamp_hop_ms=args.timestamp_hop_ms,
+        window_overlap=args.window_overlap, window_seconds=args.window_seconds,
+    )  # fmt: skip
     audio = synthetic_clip(args.seconds)
     start = time.perf_counter()
     embeddings, timestamps = get_timestamp_embeddings(audio, model)
@@ -50,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"weights:     {path}")
     print(f"encoder:     embed_dim {cfg.embed_dim}, depth {cfg.depth}, heads {cfg.num_heads}, "
           f"window {cfg.n_frames} frames; layer {model.options.layer}")
+    print(f"windows:     {model.options.window_seconds:g} s, overlap {model.options.window_overlap:g}; "
+          f"timestamp hop {model.options.timestamp_hop_ms} ms")
     print(f"audio:       {audio.shape[1]} samples ({audio.shape[1] / SAMPLE_RATE:.3f} s)")
     print(f"timestamps:  {tuple(embeddings.shape)} embeddings; first {timestamps[0, :3].tolist()} ms, "
           f"last {timestamps[0, -1].item()} ms")
