@@ -43,13 +43,7 @@ def get_timestamp_embeddings(audio: Tensor, model: MatpacModel) -> Tuple[Tensor,
     of the clip are left out (a clip shorter than 87.5 ms gets one, at its end). With option
     `timestamp_hop_ms` h, column i is centred at h i + 87.5 ms.
     """
-    features = _frame_features(audio, model)
-    n_samples = audio.shape[1]
-    hop_samples = model.options.timestamp_hop_ms * SAMPLE_RATE // 1000
-    reported = n_reported_columns(n_samples, features.shape[1], hop_samples)
-    embeddings = features[:, :reported].contiguous().to(audio.device)
-    times = timestamps_ms(n_samples, features.shape[1], hop_samples).to(audio.device)
-    return embeddings, times.expand(audio.shape[0], -1).contiguous()
+    return _with_timestamps(_frame_features(audio, model), audio, model)
 
 
 def get_scene_embeddings(audio: Tensor, model: MatpacModel) -> Tensor:
@@ -57,6 +51,26 @@ def get_scene_embeddings(audio: Tensor, model: MatpacModel) -> Tensor:
     of the chosen layer's features over all columns (MATPAC's clip embedding), on MATPAC's own
     160 ms grid whatever `timestamp_hop_ms` says."""
     return _frame_features(audio, model, COLUMN_HOP_MS).mean(dim=1).to(audio.device)
+
+
+def get_scene_and_timestamp_embeddings(audio: Tensor, model: MatpacModel) -> Tuple[Tensor, Tensor, Tensor]:
+    """`(scene, embeddings, timestamps)`, exactly what the two HEAR functions return, with one
+    encoder pass when their column grids coincide (`timestamp_hop_ms` 160, the default)."""
+    features = _frame_features(audio, model)
+    on_scene_grid = model.options.timestamp_hop_ms == COLUMN_HOP_MS
+    scene_features = features if on_scene_grid else _frame_features(audio, model, COLUMN_HOP_MS)
+    return (scene_features.mean(dim=1).to(audio.device), *_with_timestamps(features, audio, model))
+
+
+def _with_timestamps(features: Tensor, audio: Tensor, model: MatpacModel) -> Tuple[Tensor, Tensor]:
+    """Trim `(clips, columns, dim)` features to the columns centred inside the clip; add their
+    centres in ms."""
+    n_samples = audio.shape[1]
+    hop_samples = model.options.timestamp_hop_ms * SAMPLE_RATE // 1000
+    reported = n_reported_columns(n_samples, features.shape[1], hop_samples)
+    embeddings = features[:, :reported].contiguous().to(audio.device)
+    times = timestamps_ms(n_samples, features.shape[1], hop_samples).to(audio.device)
+    return embeddings, times.expand(audio.shape[0], -1).contiguous()
 
 
 def _frame_features(audio: Tensor, model: MatpacModel, hop_ms: Optional[int] = None) -> Tensor:

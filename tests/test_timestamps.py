@@ -77,3 +77,21 @@ def test_scene_is_mean_over_all_columns_including_untimestamped(tiny_model):
     scene = hear_matpac.get_scene_embeddings(audio, tiny_model)
     assert torch.allclose(scene, features.mean(dim=1), atol=1e-6)
     assert not torch.allclose(scene, features[:, :12].mean(dim=1), atol=1e-4)
+
+
+@pytest.mark.parametrize("hop_ms", [160, 40])
+def test_scene_and_timestamps_in_one_call_equal_the_hear_functions(hop_ms, monkeypatch):
+    from conftest import TINY_FLAT
+    from hear_matpac.api import get_scene_and_timestamp_embeddings
+
+    model = hear_matpac.load_model(str(TINY_FLAT), timestamp_hop_ms=hop_ms)
+    audio = torch.rand(2, 31680) * 2 - 1
+    scene, embeddings, timestamps = get_scene_and_timestamp_embeddings(audio, model)
+    expected_embeddings, expected_timestamps = hear_matpac.get_timestamp_embeddings(audio, model)
+    assert torch.equal(scene, hear_matpac.get_scene_embeddings(audio, model))
+    assert torch.equal(embeddings, expected_embeddings) and torch.equal(timestamps, expected_timestamps)
+    passes = []
+    original = model.frame_features
+    monkeypatch.setattr(model, "frame_features", lambda *a: passes.append(a) or original(*a))
+    get_scene_and_timestamp_embeddings(audio, model)
+    assert len(passes) == (1 if hop_ms == 160 else 2)

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..api import get_scene_embeddings, get_timestamp_embeddings, load_model
+from ..api import get_scene_and_timestamp_embeddings, get_scene_embeddings, load_model
 from ..audio_io import AudioFileError, read_audio
 from ..checkpoint import resolve_weights_path
 from ..config import SAMPLE_RATE, WEIGHTS_ENV
@@ -164,8 +164,11 @@ def _embed_group(group: list[tuple[InputFile, torch.Tensor]], model: MatpacModel
     """Embed clips of one length in one call and write each file's missing outputs."""
     needs = [_missing_outputs(args.out, item, args.timestamps, args.overwrite) for item, _ in group]
     audio = torch.stack([samples for _, samples in group]).to(device)  # (clips, samples)
-    scene = get_scene_embeddings(audio, model).cpu().numpy() if any(s for s, _ in needs) else None
-    frames = get_timestamp_embeddings(audio, model) if any(f for _, f in needs) else None
+    if any(f for _, f in needs):
+        scene_tensor, *frames = get_scene_and_timestamp_embeddings(audio, model)
+    else:
+        scene_tensor, frames = get_scene_embeddings(audio, model), None
+    scene = scene_tensor.cpu().numpy()
     for i, ((item, _), (need_scene, need_frames)) in enumerate(zip(group, needs)):
         paths = output_paths(args.out, item.name)
         if need_scene:
