@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:
         rows = run_sweep(weights, Path(args.out), settings, Path(args.tasks_dir) if args.tasks_dir else None,
-                         tasks, args.grid, args.grid_points, args.tensorflow)  # fmt: skip
+                         tasks=tasks, grid=args.grid, grid_points=args.grid_points,
+                         tensorflow=args.tensorflow)  # fmt: skip
     except StageFailed as err:
         print(f"hear-matpac sweep: {err}", file=sys.stderr)
         return 1

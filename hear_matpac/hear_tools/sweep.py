@@ -100,15 +100,17 @@ def run_sweep(
     settings: Sequence[Setting],
     tasks_dir: Optional[Path] = None,
     tasks: Sequence[str] = (),
+    scale: int = 1,
     grid: str = "faster",
     grid_points: int = 8,
     tensorflow: str = "auto",
     report: Callable[[str], None] = print,
 ) -> List[SweepRow]:
     """Embed and predict once per setting; return a row per setting. Without `tasks_dir`, the
-    synthetic suite (`tasks`: names to keep, default all) is written to `out_dir/tasks`. Each
-    setting's embeddings and logs go to `out_dir/runs/<NN-label>/`. Replaces only `tasks/`
-    (when generated) and `runs/` under `out_dir`."""
+    synthetic suite (`tasks`: names to keep, default all; `scale`: clips per split multiplied)
+    is written to `out_dir/tasks`. Each setting's embeddings and logs go to
+    `out_dir/runs/<NN-label>/`. Replaces only `tasks/` (when generated) and `runs/` under
+    `out_dir`."""
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
     if grid_points < 1:
@@ -120,7 +122,7 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     if tasks_dir is None:
         tasks_dir = out / "tasks"
-        write_suite(tasks_dir, tasks=tasks, overwrite=True)
+        write_suite(tasks_dir, scale=scale, tasks=tasks, overwrite=True)
     elif not Path(tasks_dir).is_dir():
         raise FileNotFoundError(f"--tasks-dir {tasks_dir} is not a folder of HEAR tasks")
     task_dirs = sorted(p for p in Path(tasks_dir).iterdir() if (p / "task_metadata.json").is_file())
@@ -150,7 +152,7 @@ def _metric_columns(rows: Sequence[SweepRow], all_metrics: bool) -> List[Tuple[s
     """(task, metric) columns: every task's primary metric (its first), or all its metrics."""
     columns: List[Tuple[str, str]] = []
     for row in rows:
-        for i, s in enumerate(row.scores):
+        for s in row.scores:
             first = all(c[0] != s.task for c in columns)
             if (all_metrics or first) and (s.task, s.metric) not in columns:
                 columns.append((s.task, s.metric))
