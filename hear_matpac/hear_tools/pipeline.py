@@ -7,6 +7,7 @@ output goes to `<out>/<stage>.log`, and its wall time is measured around the pro
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,11 +25,13 @@ GRIDS = ("default", "fast", "faster")
 
 @dataclass(frozen=True)
 class Stage:
-    """One finished stage: its name, wall time, and log file (None for in-process stages)."""
+    """One finished stage: its name, wall time, log file (None for in-process stages) and the
+    peak resident memory of its process (None for in-process stages)."""
 
     name: str
     seconds: float
     log: Optional[Path] = None
+    peak_rss_mib: Optional[float] = None
 
 
 class StageFailed(RuntimeError):
@@ -36,18 +39,42 @@ class StageFailed(RuntimeError):
 
 
 def run_tool(name: str, cli_args: Sequence[str], log: Path) -> Stage:
-    """`python -m hear_matpac.cli CLI_ARGS` with output to `log`; `StageFailed` if it fails."""
+    """`python -m hear_matpac.cli CLI_ARGS` with output to `log`; `StageFailed` if it fails.
+    The tool runs in that one process, so its max RSS (from `wait4`) is the stage's peak memory."""
     command = [sys.executable, "-m", "hear_matpac.cli", *cli_args]
     start = time.perf_counter()
     with open(log, "w") as out:
         out.write("+ " + " ".join(command) + "\n")
         out.flush()
-        status = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        _, wait_status, usage = os.wait4(process.pid, 0)
+        status = process.returncode = os.waitstatus_to_exitcode(wait_status)
     seconds = time.perf_counter() - start
     if status:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
         raise StageFailed(f"{name} failed (exit {status}) after {seconds:.1f} s; last lines of {log}:\n{tail}")
-    return Stage(name, seconds, log)
+    return Stage(name, seconds, log, usage.ru_maxrss / 1024)  # Linux: ru_maxrss in KiB
+
+
+def embed_stage(
+    weights: Path, tasks_dir: Path, embeddings_dir: Path, model_options: str, tensorflow: str, log: Path
+) -> tuple[Stage, List[Path]]:
+    """heareval's embedding runner on every task in `tasks_dir`; returns the stage and the
+    task embedding folders it wrote (`embeddings_dir/<model[-options]>/<task>`)."""
+    args = [PLUGIN_MODULE, "--model", str(weights), "--tasks-dir", str(tasks_dir),
+            "--embeddings-dir", str(embeddings_dir), "--model-options", model_options]  # fmt: skip
+    stage = run_tool("embed", ["heareval", "embed", "--tensorflow", tensorflow, *args], log)
+    return stage, sorted(p for p in Path(embeddings_dir).glob("*/*") if p.is_dir())
+
+
+def predict_stage(
+    task_dirs: Sequence[Path], grid: str, grid_points: int, log: Path, logs_dir: Optional[Path] = None
+) -> Stage:
+    """heareval's predictions runner on `task_dirs`; its logs/ go to `logs_dir` (kept) or a
+    temporary folder."""
+    logs = ["--logs-dir", str(logs_dir)] if logs_dir else []
+    args = ["--grid", grid, "--grid-points", str(grid_points), *map(str, task_dirs)]
+    return run_tool("predict", ["heareval", "predict", *logs, *args], log)
 
 
 def evaluate(
@@ -85,15 +112,13 @@ def evaluate(
     stages.append(run_tool("validate", ["validate", "--weights", str(weights), *tf], out / "validate.log"))
     report(f"[2/4] hear-validator passed ({stages[-1].seconds:.1f} s, log {stages[-1].log})")
 
-    embed_args = [PLUGIN_MODULE, "--model", str(weights), "--tasks-dir", str(out / "tasks"),
-                  "--embeddings-dir", str(out / "embeddings"), "--model-options", model_options]
-    stages.append(run_tool("embed", ["heareval", "embed", *tf, *embed_args], out / "embed.log"))
+    stage, embedded = embed_stage(weights, out / "tasks", out / "embeddings", model_options, tensorflow,
+                                  out / "embed.log")  # fmt: skip
+    stages.append(stage)
     report(f"[3/4] heareval embeddings runner done ({stages[-1].seconds:.1f} s, log {stages[-1].log})")
 
-    embedded = sorted(p for p in (out / "embeddings").glob("*/*") if p.is_dir())
-    predict_args = ["--grid", grid, "--grid-points", str(grid_points), *map(str, embedded)]
-    logs = ["--logs-dir", str(out / "logs")] if keep_logs else []
-    stages.append(run_tool("predict", ["heareval", "predict", *logs, *predict_args], out / "predict.log"))
+    stages.append(predict_stage(embedded, grid, grid_points, out / "predict.log",
+                                out / "logs" if keep_logs else None))  # fmt: skip
     report(f"[4/4] heareval predictions runner done ({stages[-1].seconds:.1f} s, log {stages[-1].log})")
 
     scores = [row for task in embedded for row in read_scores(task)]

@@ -130,7 +130,7 @@ def suite(scale: int = 1) -> Tuple[TaskSpec, ...]:
                  _scene_multilabel),
         TaskSpec("synth_events", "event", "multilabel", "trainvaltest", tvt,
                  (12 * scale, 6 * scale, 6 * scale), 3.0,
-                 ("event_onset_200ms_fms", "segment_1s_er"), SOUNDS, _events),
+                 ("event_onset_200ms_fms", "event_onset_50ms_fms", "segment_1s_er"), SOUNDS, _events),
         TaskSpec("synth_pitch_3fold", "scene", "multiclass", "new_split_kfold",
                  ("fold00", "fold01", "fold02"), (6 * scale,) * 3, 1.0, ("top1_acc",),
                  tuple(PITCH_RANGES_HZ), _pitch),

@@ -1,0 +1,247 @@
+"""Sweep model options through heareval: for each setting (e.g. each `window_seconds`), run the
+embedding runner and the predictions runner on the same tasks, and measure the encoding cost.
+
+Cost of a setting: the embedding stage's wall time (its own process: start-up, model load and
+every task), heareval's own encoding time (`time_elapsed` in each task's
+`profile.embeddings.json`, summed: reading audio and embedding, no start-up), audio-seconds per
+second of that encoding time, and the stage process's peak resident memory (`ru_maxrss`).
+Each setting gets its own embeddings folder, so no two settings can share or overwrite files
+whatever heareval makes of their options in its folder names.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import soundfile as sf
+
+from ..atomic import atomic_write
+from ..checkpoint import load_encoder_weights
+from ..options import ModelOptions
+from ..results import LOWER_IS_BETTER
+from .pipeline import GRIDS, Stage, embed_stage, predict_stage
+from .scores import Score, read_scores
+from .tasks import write_suite
+
+Setting = Tuple[str, Dict[str, object]]  # (label, model options)
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One setting's results: its embedding stage, heareval's encoding time, the audio it
+    embedded, and the test scores of every task (in each task's `evaluation` order)."""
+
+    label: str
+    options: Dict[str, object]
+    embed: Stage
+    encode_seconds: float
+    audio_seconds: float
+    scores: Tuple[Score, ...]
+
+    @property
+    def audio_per_second(self) -> float:
+        """Audio-seconds embedded per second of heareval's encoding time."""
+        return self.audio_seconds / self.encode_seconds if self.encode_seconds > 0 else math.nan
+
+
+def parse_window_seconds(text: str, weights: Path) -> List[float]:
+    """`"0.96,1.92"` -> `[0.96, 1.92]`, each checked against the checkpoint as `load_model`
+    would (`ValueError` in one line naming the bad value)."""
+    values = []
+    for item in (part.strip() for part in str(text).split(",")):
+        try:
+            value = float(item)
+        except ValueError:
+            raise ValueError(
+                f"--window-seconds: {item!r} is not a number; give seconds separated by commas, "
+                "e.g. 0.96,1.92,3.04,6.08"
+            ) from None
+        if value in values:
+            raise ValueError(f"--window-seconds: {item} is given twice; give each length once")
+        values.append(value)
+    config = load_encoder_weights(weights).config
+    for value in values:
+        try:
+            ModelOptions.parse({"window_seconds": value}, config)
+        except ValueError as err:
+            raise ValueError(f"--window-seconds: {err}") from None
+    return values
+
+
+def options_label(options: Mapping[str, object]) -> str:
+    """`{"a": 1, "b": 2}` -> `"a=1, b=2"`; `{}` -> `"defaults"`."""
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+
+
+def audio_seconds(task_dir: Path) -> float:
+    """Total duration of the task's audio (every split, as heareval embeds them)."""
+    return sum(sf.info(str(p)).duration for p in sorted(Path(task_dir).rglob("*.wav")))
+
+
+def _encode_seconds(task_embeddings_dir: Path) -> float:
+    profile = json.loads((task_embeddings_dir / "profile.embeddings.json").read_text())
+    return float(profile["time_elapsed"])
+
+
+def _folder_name(index: int, label: str) -> str:
+    return f"{index:02d}-" + re.sub(r"[^A-Za-z0-9._=-]+", "_", label)
+
+
+def run_sweep(
+    weights: Path,
+    out_dir: Path,
+    settings: Sequence[Setting],
+    tasks_dir: Optional[Path] = None,
+    tasks: Sequence[str] = (),
+    scale: int = 1,
+    grid: str = "faster",
+    grid_points: int = 8,
+    tensorflow: str = "auto",
+    report: Callable[[str], None] = print,
+) -> List[SweepRow]:
+    """Embed and predict once per setting; return a row per setting. Without `tasks_dir`, the
+    synthetic suite (`tasks`: names to keep, default all; `scale`: clips per split multiplied)
+    is written to `out_dir/tasks`. Each setting's embeddings and logs go to
+    `out_dir/runs/<NN-label>/`. Replaces only `tasks/` (when generated) and `runs/` under
+    `out_dir`."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
+    if grid_points < 1:
+        raise ValueError(f"grid_points must be at least 1, got {grid_points}")
+    labels = [label for label, _ in settings]
+    if not labels or len(set(labels)) != len(labels):
+        raise ValueError(f"settings need distinct labels, got {labels}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if tasks_dir is None:
+        tasks_dir = out / "tasks"
+        write_suite(tasks_dir, scale=scale, tasks=tasks, overwrite=True)
+    elif not Path(tasks_dir).is_dir():
+        raise FileNotFoundError(f"--tasks-dir {tasks_dir} is not a folder of HEAR tasks")
+    task_dirs = sorted(p for p in Path(tasks_dir).iterdir() if (p / "task_metadata.json").is_file())
+    if not task_dirs:
+        raise FileNotFoundError(f"{tasks_dir} holds no task (no */task_metadata.json)")
+    audio = {p.name: audio_seconds(p) for p in task_dirs}
+    shutil.rmtree(out / "runs", ignore_errors=True)
+    rows = []
+    for index, (label, options) in enumerate(settings):
+        run = out / "runs" / _folder_name(index, label)
+        run.mkdir(parents=True)
+        stage, embedded = embed_stage(weights, Path(tasks_dir), run / "embeddings", json.dumps(options),
+                                      tensorflow, run / "embed.log")  # fmt: skip
+        encode = sum(_encode_seconds(d) for d in embedded)
+        report(f"[{index + 1}/{len(settings)}] {label}: embedded in {stage.seconds:.1f} s "
+               f"(encoding {encode:.1f} s, peak {stage.peak_rss_mib:.0f} MiB)")  # fmt: skip
+        predict_stage(embedded, grid, grid_points, run / "predict.log")
+        scores = tuple(row for d in embedded for row in read_scores(d))
+        report(f"[{index + 1}/{len(settings)}] {label}: predicted; "
+               + ", ".join(f"{s.task} {s.metric} {s.value:.4f}" for s in scores))  # fmt: skip
+        total_audio = sum(audio[d.name] for d in embedded)
+        rows.append(SweepRow(label, dict(options), stage, encode, total_audio, scores))
+    return rows
+
+
+def _metric_columns(rows: Sequence[SweepRow], all_metrics: bool) -> List[Tuple[str, str]]:
+    """(task, metric) columns: every task's primary metric (its first), or all its metrics."""
+    columns: List[Tuple[str, str]] = []
+    for row in rows:
+        for s in row.scores:
+            first = all(c[0] != s.task for c in columns)
+            if (all_metrics or first) and (s.task, s.metric) not in columns:
+                columns.append((s.task, s.metric))
+    return columns
+
+
+def table(rows: Sequence[SweepRow], setting_header: str = "setting", all_metrics: bool = False
+          ) -> Tuple[List[str], List[List[str]]]:  # fmt: skip
+    """Header and cells: the setting, its cost, then one score column per (task, metric);
+    metrics where lower is better say so in the header."""
+    columns = _metric_columns(rows, all_metrics)
+    header = [setting_header, "embed stage s", "encoding s", "audio-s per s", "peak RSS MiB"]
+    header += [f"{t} {m}" + (" (lower is better)" if m in LOWER_IS_BETTER else "") for t, m in columns]
+    cells = []
+    for row in rows:
+        found = {(s.task, s.metric): s for s in row.scores}
+        line = [row.label, f"{row.embed.seconds:.1f}", f"{row.encode_seconds:.2f}",
+                f"{row.audio_per_second:.1f}", f"{row.embed.peak_rss_mib:.0f}"]  # fmt: skip
+        for key in columns:
+            s = found.get(key)
+            line.append("" if s is None else f"{s.value:.4f}" + (f" ± {s.std:.4f}" if s.std is not None else ""))
+        cells.append(line)
+    return header, cells
+
+
+def to_markdown(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(cells)
+    return buffer.getvalue()
+
+
+def save_plot(rows: Sequence[SweepRow], path: Path, xlabel: str = "setting") -> None:
+    """Two panels against the settings: each task's primary score, and the encoding cost
+    (audio-seconds per second, peak memory of the embedding stage)."""
+    from matplotlib.figure import Figure
+
+    xs = list(range(len(rows)))
+    figure = Figure(figsize=(11.0, 4.2), layout="constrained")
+    scores_axes, cost_axes = figure.subplots(1, 2)
+    for task, metric in _metric_columns(rows, all_metrics=False):
+        ys = [next((s.value for s in r.scores if (s.task, s.metric) == (task, metric)), math.nan) for r in rows]
+        note = " (lower is better)" if metric in LOWER_IS_BETTER else ""
+        scores_axes.plot(xs, ys, marker="o", label=f"{task}: {metric}{note}")
+    scores_axes.set_ylabel("primary test score")
+    scores_axes.set_title("heareval test score")
+    scores_axes.legend(fontsize=7)
+    cost_axes.plot(xs, [r.audio_per_second for r in rows], marker="o", color="tab:blue")
+    cost_axes.set_ylabel("audio-seconds per second (encoding)", color="tab:blue")
+    memory_axes = cost_axes.twinx()
+    memory_axes.plot(xs, [r.embed.peak_rss_mib for r in rows], marker="s", color="tab:red")
+    memory_axes.set_ylabel("peak RSS of the embedding stage (MiB)", color="tab:red")
+    cost_axes.set_title("encoding cost")
+    for axes in (scores_axes, cost_axes):
+        axes.set_xticks(xs)
+        axes.set_xticklabels([r.label for r in rows], fontsize=8)
+        axes.set_xlabel(xlabel)
+        axes.grid(alpha=0.3)
+    with atomic_write(path) as handle:
+        figure.savefig(handle, format="png", dpi=110)
+
+
+def write_outputs(rows: Sequence[SweepRow], out_dir: Path, stem: str = "sweep", setting_header: str = "setting",
+                  all_metrics: bool = False, plot: bool = True) -> List[Path]:  # fmt: skip
+    """`<stem>.md`, `<stem>.csv`, `<stem>.json` and (with `plot`) `<stem>.png` in `out_dir`."""
+    header, cells = table(rows, setting_header, all_metrics)
+    out = Path(out_dir)
+    written = []
+    for suffix, text in ((".md", to_markdown(header, cells)), (".csv", to_csv(header, cells)),
+                         (".json", json.dumps([_row_json(r) for r in rows], indent=2))):  # fmt: skip
+        path = out / f"{stem}{suffix}"
+        with atomic_write(path) as handle:
+            handle.write(text.encode())
+        written.append(path)
+    if plot:
+        save_plot(rows, out / f"{stem}.png", setting_header)
+        written.append(out / f"{stem}.png")
+    return written
+
+
+def _row_json(row: SweepRow) -> Dict[str, object]:
+    return {"label": row.label, "options": row.options, "embed_stage_seconds": row.embed.seconds,
+            "encode_seconds": row.encode_seconds, "audio_seconds": row.audio_seconds,
+            "audio_per_second": row.audio_per_second, "peak_rss_mib": row.embed.peak_rss_mib,
+            "scores": [vars(s) for s in row.scores]}  # fmt: skip

@@ -1,0 +1,66 @@
+"""`hear-matpac sweep`: heareval's runners once per window length, with a table and a plot.
+
+The end-to-end test (marked `slow`, ~40 s) needs `hear-matpac install-hear-tools`; it skips
+where the tools are missing, except under CI (`CI` set), where it fails instead.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from hear_matpac.cli import main
+from hear_matpac.weights_choice import TINY_UNTRAINED
+from test_hear_tools import hear_matpac_cli, need, ok
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("abc", "'abc' is not a number"),
+        ("0.96,", "'' is not a number"),
+        ("0.5", "multiple of 0.16"),
+        ("0.96,-0.16", "multiple of 0.16"),
+        ("12.16", "longer than this checkpoint's window"),
+        ("0.96,1.92,0.96", "given twice"),
+    ],
+)
+def test_bad_window_seconds_is_a_one_line_error(value, message, tmp_path, capsys):
+    code = main(["sweep", "--window-seconds", value, "--weights", str(TINY_UNTRAINED), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("hear-matpac sweep: error: --window-seconds") and message in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_sweep_writes_a_row_per_window_length_with_finite_scores(tmp_path):
+    need("heareval", "the HEAR tools")
+    need("pytorch_lightning", "heareval's predictions runner")
+    out = tmp_path / "sweep"
+    result = ok(hear_matpac_cli(
+        "sweep", "--window-seconds", "0.96,6.08", "--weights", str(TINY_UNTRAINED), "--tasks",
+        "synth_scene_multiclass", "--grid", "faster", "--grid-points", "1", "--out", str(out),
+        "--tensorflow", "stand-in", cwd=tmp_path,
+    ))  # fmt: skip
+    assert "TINY UNTRAINED" in result.stderr
+    with open(out / "sweep.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["window_seconds"] for r in rows] == ["0.96", "6.08"]
+    for r in rows:
+        assert math.isfinite(float(r["synth_scene_multiclass top1_acc"]))
+        assert float(r["audio-s per s"]) > 0 and float(r["peak RSS MiB"]) > 100
+    md = (out / "sweep.md").read_text().splitlines()
+    assert len(md) == 4 and md[2].startswith("| 0.96 |") and md[3].startswith("| 6.08 |")
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "sweep.json").read_text())
+    assert [s["options"] for s in summary] == [{"window_seconds": 0.96}, {"window_seconds": 6.08}]
+    assert all(s["audio_seconds"] == pytest.approx(27.0) for s in summary)  # 15 + 6 + 6 clips of 1 s
+    # each window length has its own embeddings, with the option in heareval's folder name
+    folders = sorted(p.relative_to(out) for p in (out / "runs").glob("*/embeddings/*/synth_scene_multiclass"))
+    assert [str(p.parent.parent.parent.name) for p in folders] == ["00-0.96", "01-6.08"]
+    assert [p.parent.name for p in folders] == ["hear_matpac-window-seconds=0-96", "hear_matpac-window-seconds=6-08"]
+    assert all(math.isfinite(s["value"]) for row in summary for s in row["scores"])
