@@ -25,7 +25,7 @@ from hear_matpac.options import ModelOptions
 from hear_matpac.windows import plan_windows
 from throughput import VIT_BASE, encoder_flops, matmul_rate
 
-GEMM_OPS = {"aten::addmm", "aten::mm", "aten::bmm", "aten::mkldnn_convolution"}
+GEMM_OPS = {"aten::addmm", "aten::mm", "aten::bmm", "aten::mkldnn_convolution", "mkl::_mkl_linear"}
 ATTENTION_OPS = {"aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math"}
 
 

@@ -159,8 +159,8 @@ class PeakTensorBytes(TorchDispatchMode):
     """Peak bytes of live tensor storages created while active (device-independent).
 
     Every op's outputs are recorded by storage; a storage counts until it is freed. Storages
-    that existed before (weights, inputs) are not counted; kernels' internal workspaces are
-    not seen.
+    that existed before (weights, inputs) are not counted; kernels' internal workspaces and
+    opaque tensors (the packed weight copies of `cpu_packed_weights`) are not seen.
     """
 
     def __init__(self) -> None:
@@ -171,9 +171,8 @@ class PeakTensorBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in _tensors(list(args) + list((kwargs or {}).values()))}
-        for t in _tensors(out):
-            storage = t.untyped_storage()
+        inputs = {s.data_ptr() for s in _storages(list(args) + list((kwargs or {}).values()))}
+        for storage in _storages(out):
             key = storage.data_ptr()
             if key == 0 or key in self.live or key in inputs:  # views and in-place results are not new
                 continue
@@ -190,12 +189,15 @@ class PeakTensorBytes(TorchDispatchMode):
         return callback
 
 
-def _tensors(value: object) -> Iterator[torch.Tensor]:
+def _storages(value: object) -> Iterator[torch.UntypedStorage]:
+    """Storages of the tensors in `value`; opaque tensors (MKL's packed weight copies, made
+    once per model) have none and show in RSS only."""
     if isinstance(value, torch.Tensor):
-        yield value
+        if value.layout != torch._mkldnn:
+            yield value.untyped_storage()
     elif isinstance(value, (tuple, list)):
         for item in value:
-            yield from _tensors(item)
+            yield from _storages(item)
 
 
 @dataclass

@@ -19,7 +19,7 @@ def load_model(model_file_path: PathLike = "", **options: Any) -> MatpacModel:
 
     `model_file_path`: a `.pt` checkpoint; empty looks at `$HEAR_MATPAC_WEIGHTS`, then
     `weights/matpac_10_2048.pt`. `options`: see `ModelOptions` (`layer`, `max_windows`, `timestamp_hop_ms`,
-    `window_overlap`, `window_seconds`).
+    `window_overlap`, `window_seconds`, `precision`, `cpu_packed_weights`).
     """
     path = resolve_weights_path(model_file_path)
     weights = load_encoder_weights(path)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import FREQ_PATCHES, LAYER_NORM_EPS, MLP_RATIO, PATCH, EncoderConfig
+from .packed_linear import PackedLinear
 
 
 class PatchEmbed(nn.Module):
@@ -29,8 +30,8 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = PackedLinear(dim, dim * 3)
+        self.proj = PackedLinear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         b, n, d = x.shape
@@ -45,9 +46,9 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = PackedLinear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = PackedLinear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))

@@ -10,6 +10,7 @@ from .config import COLUMN_HOP_MS, SAMPLE_RATE
 from .encoder import MatpacEncoder
 from .frontend import LogMel
 from .options import ModelOptions
+from .packed_linear import set_weight_packing
 from .precision import encoder_autocast, float32_context, store_for_autocast
 from .windows import iter_batches, plan_windows, stitch
 
@@ -28,6 +29,7 @@ class MatpacModel(nn.Module):
         self.encoder = encoder
         self.options = options
         store_for_autocast(self.encoder, options.precision)
+        set_weight_packing(self.encoder, options.cpu_packed_weights)
         self.scene_embedding_size = encoder.config.feature_dim
         self.timestamp_embedding_size = encoder.config.feature_dim
 

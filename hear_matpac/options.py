@@ -27,7 +27,10 @@ class ModelOptions:
     `window_seconds`: window length (temporal support), a multiple of 0.16 s up to the
     checkpoint's maximum; None means the maximum (6.08 s, or 9.92 s).
     `precision`: "fp32" (default), "bf16" (CPU, CUDA) or "fp16" (CUDA): autocast for the
-    encoder only; the front end runs and the features come back in float32."""
+    encoder only; the front end runs and the features come back in float32.
+    `cpu_packed_weights`: for float32 on CPU, multiply by a copy of the linear weights kept
+    in MKL's packed GEMM layout (about 1.1x faster, same numbers, one more copy of those
+    weights in memory: 324 MB for ViT-Base); False saves that memory."""
 
     layer: int = -1
     max_windows: int = DEFAULT_MAX_WINDOWS
@@ -35,6 +38,7 @@ class ModelOptions:
     window_overlap: float = 0.0
     window_seconds: Optional[float] = None
     precision: str = DEFAULT_PRECISION
+    cpu_packed_weights: bool = True
 
     @classmethod
     def parse(cls, options: Mapping[str, Any], config: EncoderConfig) -> "ModelOptions":
@@ -60,6 +64,7 @@ class ModelOptions:
             window_overlap=_overlap_option(parsed.window_overlap),
             window_seconds=_window_seconds_option(parsed.window_seconds, config),
             precision=check_precision_name(parsed.precision),
+            cpu_packed_weights=_bool_option("cpu_packed_weights", parsed.cpu_packed_weights),
         )
 
     def window_frames(self, config: EncoderConfig) -> int:
@@ -77,6 +82,12 @@ class ModelOptions:
 def _int_option(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"option {name} must be an integer, got {value!r}")
+    return value
+
+
+def _bool_option(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"option {name} must be true or false, got {value!r}")
     return value
 
 

@@ -11,13 +11,14 @@ from conftest import TINY_FLAT
 @pytest.mark.parametrize(
     "options, error, message",
     [
-        ({"layers": 2}, TypeError, r"unknown option\(s\) layers; valid options: layer, max_windows"),
+        ({"layers": 2}, TypeError, r"unknown option\(s\) layers; valid options: cpu_packed_weights, layer, max_windows"),
         ({"layer": 3}, ValueError, r"layer=3 is out of range .* depth 3: use 0..2"),
         ({"layer": -4}, ValueError, "out of range"),
         ({"layer": "last"}, TypeError, "layer must be an integer"),
         ({"layer": True}, TypeError, "layer must be an integer"),
         ({"max_windows": 0}, ValueError, "max_windows must be at least 1"),
         ({"max_windows": 2.5}, TypeError, "max_windows must be an integer"),
+        ({"cpu_packed_weights": "yes"}, TypeError, "option cpu_packed_weights must be true or false"),
     ],
 )
 def test_bad_options(options, error, message):

@@ -1,0 +1,95 @@
+"""Packed CPU float32 GEMMs give the plain layer's numbers, follow weight changes, and stay
+out of every path they do not apply to (autograd, bf16, copies)."""
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+
+import hear_matpac
+from conftest import TINY_FLAT
+from hear_matpac.packed_linear import PACK_ROWS_HINT, PackedLinear, packing_available
+
+needs_packing = pytest.mark.skipif(not packing_available(), reason="this torch has no MKL packed GEMM")
+
+
+def packed_layers(model) -> list:
+    return [m for m in model.modules() if isinstance(m, PackedLinear)]
+
+
+def test_packing_is_available_wherever_torch_has_mkl():
+    # A torch upgrade that dropped the ops would otherwise only show as a slowdown.
+    if torch.backends.mkl.is_available():
+        assert packing_available()
+
+
+@needs_packing
+@pytest.mark.parametrize("rows", [1, 37, PACK_ROWS_HINT, PACK_ROWS_HINT + 259, 3000])
+def test_any_row_count_matches_linear(rows):
+    gen = torch.Generator().manual_seed(rows)
+    layer = PackedLinear(96, 80)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(80, 96, generator=gen))
+        layer.bias.copy_(torch.randn(80, generator=gen))
+    layer.pack = True
+    x = torch.randn(rows, 96, generator=gen)
+    with torch.no_grad():
+        out = layer(x.view(1, rows, 96))
+        assert layer._packed is not None  # the packed path ran
+        expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    assert out.shape == (1, rows, 80)
+    torch.testing.assert_close(out[0], expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_packing
+def test_model_features_equal_the_unpacked_model(clips):
+    packed = hear_matpac.load_model(str(TINY_FLAT))
+    plain = hear_matpac.load_model(str(TINY_FLAT), cpu_packed_weights=False)
+    got, expected = packed.frame_features(clips), plain.frame_features(clips)
+    assert all(layer._packed is not None for layer in packed_layers(packed))
+    assert all(layer._packed is None for layer in packed_layers(plain))
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+@needs_packing
+def test_weights_changed_after_packing_are_used(clips):
+    packed = hear_matpac.load_model(str(TINY_FLAT))
+    plain = hear_matpac.load_model(str(TINY_FLAT), cpu_packed_weights=False)
+    packed.frame_features(clips)  # packs the original weights
+    for model in (packed, plain):
+        with torch.no_grad():
+            model.encoder.blocks[0].mlp.fc1.weight.mul_(3.0)  # in place
+        model.encoder.blocks[1].attn.qkv.weight = torch.nn.Parameter(
+            model.encoder.blocks[1].attn.qkv.weight.detach() * -1
+        )  # replaced
+    torch.testing.assert_close(packed.frame_features(clips), plain.frame_features(clips), rtol=0, atol=1e-5)
+
+
+@needs_packing
+def test_copies_and_pickles_pack_again(clips):
+    model = hear_matpac.load_model(str(TINY_FLAT))
+    expected = model.frame_features(clips)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert all(layer._packed is None for layer in packed_layers(clone))
+        torch.testing.assert_close(clone.frame_features(clips), expected, rtol=0, atol=0)
+
+
+def test_autograd_and_bf16_use_the_plain_layer(clips):
+    model = hear_matpac.load_model(str(TINY_FLAT))
+    layer = model.encoder.blocks[0].mlp.fc1
+    x = torch.randn(5, layer.in_features, requires_grad=True)
+    layer(x).sum().backward()  # the packed op has no derivative: this must take the plain path
+    assert x.grad is not None and layer._packed is None
+    bf16 = hear_matpac.load_model(str(TINY_FLAT), precision="bf16")
+    bf16.frame_features(clips)
+    assert all(layer._packed is None for layer in packed_layers(bf16))
+
+
+@needs_packing
+def test_switching_off_frees_the_packed_copies(clips):
+    model = hear_matpac.load_model(str(TINY_FLAT))
+    model.frame_features(clips)
+    hear_matpac.packed_linear.set_weight_packing(model.encoder, False)
+    assert all(layer._packed is None and not layer.pack for layer in packed_layers(model))
