@@ -10,7 +10,7 @@ from .config import COLUMN_HOP_MS, SAMPLE_RATE
 from .encoder import MatpacEncoder
 from .frontend import LogMel
 from .options import ModelOptions
-from .packed_linear import set_weight_packing
+from .packed_linear import prepack_weights, set_weight_packing
 from .precision import encoder_autocast, float32_context, store_for_autocast
 from .windows import iter_batches, plan_windows, stitch
 
@@ -50,6 +50,7 @@ class MatpacModel(nn.Module):
         autocast = encoder_autocast(self.options.precision, self.device)  # checked before any work
         hop_ms = self.options.timestamp_hop_ms if timestamp_hop_ms is None else timestamp_hop_ms
         window_frames = self.options.window_frames(self.encoder.config)
+        prepack_weights(self.encoder)
         with float32_context(audio.device):
             mel = self.frontend(audio)  # (clips, n_mels, frames)
         plan = plan_windows(

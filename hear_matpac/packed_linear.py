@@ -74,6 +74,13 @@ class PackedLinear(nn.Linear):
             and packing_available()
         )
 
+    def prepack(self) -> None:
+        """Make the packed copy now if CPU float32 calls will use it."""
+        weight = self.weight
+        if self.pack and weight.device.type == "cpu" and weight.dtype == torch.float32 \
+                and not weight.is_inference() and packing_available():  # fmt: skip
+            self._packed_weight()
+
     def _packed_weight(self) -> Tensor:
         weight = self.weight
         key = (weight.data_ptr(), weight._version, torch.get_num_threads())
@@ -105,3 +112,12 @@ def set_weight_packing(module: nn.Module, enabled: bool) -> None:
             layer.pack = enabled
             if not enabled:
                 layer._packed = None
+
+
+def prepack_weights(module: nn.Module) -> None:
+    """Make the packed copies of every `PackedLinear` under `module` that will use one, all at
+    once: packed before a call's activations are allocated, they do not fragment the heap
+    that those activations are freed back to."""
+    for layer in module.modules():
+        if isinstance(layer, PackedLinear):
+            layer.prepack()
