@@ -22,13 +22,16 @@ def load_model(model_file_path: PathLike = "", **options: Any) -> MatpacModel:
     `window_overlap`, `window_seconds`, `precision`, `cpu_packed_weights`).
     """
     path = resolve_weights_path(model_file_path)
-    weights = load_encoder_weights(path)
-    parsed = ModelOptions.parse(options, weights.config)
-    with torch.device("meta"):
-        encoder = MatpacEncoder(weights.config)
-    state = {k: v.float() for k, v in weights.state_dict.items()}
-    encoder.load_state_dict(state, strict=True, assign=True)
-    model = MatpacModel(encoder, parsed)
+    # Ordinary parameters even when called under torch.inference_mode: inference tensors
+    # could not be fine-tuned, nor packed for CPU (they keep no version counter).
+    with torch.inference_mode(False):
+        weights = load_encoder_weights(path)
+        parsed = ModelOptions.parse(options, weights.config)
+        with torch.device("meta"):
+            encoder = MatpacEncoder(weights.config)
+        state = {k: v.float() for k, v in weights.state_dict.items()}
+        encoder.load_state_dict(state, strict=True, assign=True)
+        model = MatpacModel(encoder, parsed)
     model.weights_path = str(path)
     model.ignored_keys = weights.ignored_keys
     return model.eval()

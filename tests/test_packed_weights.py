@@ -93,3 +93,12 @@ def test_switching_off_frees_the_packed_copies(clips):
     model.frame_features(clips)
     hear_matpac.packed_linear.set_weight_packing(model.encoder, False)
     assert all(layer._packed is None and not layer.pack for layer in packed_layers(model))
+
+
+@needs_packing
+def test_a_model_loaded_under_inference_mode_is_packed(clips):
+    with torch.inference_mode():
+        model = hear_matpac.load_model(str(TINY_FLAT))
+        model.frame_features(clips)
+    assert not any(p.is_inference() for p in model.parameters())
+    assert all(layer._packed is not None for layer in packed_layers(model))
