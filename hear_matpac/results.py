@@ -1,4 +1,4 @@
-"""Read heareval result trees: each task's primary test score, per model.
+"""Read heareval result trees: each task's test scores (primary metric first), per model.
 
 heareval 2021.1.3 lays a run out as `embeddings/<model>/<task>/`, where `<model>` is the module
 name followed, for `--model-options '{"k": v}'`, by `-k=v` per option (both slugified, so
@@ -46,6 +46,10 @@ class TaskScore:
     folds: int
     source: Path
 
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.value)
+
 
 def find_scores(runs: Sequence[Path]) -> tuple[list[TaskScore], list[str]]:
     """Every `test.predicted-scores.json` under the `runs` (directories at any level of a
@@ -79,6 +83,13 @@ def find_scores(runs: Sequence[Path]) -> tuple[list[TaskScore], list[str]]:
 def read_task_score(path: Path) -> TaskScore:
     """The primary score in one `test.predicted-scores.json` (`ValueError` naming the file
     when it holds none)."""
+    return read_task_scores(path)[0]
+
+
+def read_task_scores(path: Path) -> list[TaskScore]:
+    """Every metric of the task's `evaluation` list in one `test.predicted-scores.json`, the
+    primary one first (only that one without `task_metadata.json`); a metric heareval did not
+    write comes back as NaN. `ValueError` naming the file when it holds no score."""
     try:
         results = json.loads(path.read_text(encoding="utf-8"))  # NaN / Infinity accepted
     except ValueError as err:
@@ -88,31 +99,44 @@ def read_task_score(path: Path) -> TaskScore:
     folds = [v for k, v in results.items() if k != AGGREGATE_KEY and isinstance(v, Mapping) and "test_score" in v]
     if not folds:
         raise ValueError(f"{path}: no test split with a 'test_score' entry")
-    metric = _primary_metric(path.parent / METADATA_FILE, folds[0])
-    key = f"test_{metric}" if all(f"test_{metric}" in f for f in folds) else "test_score"
+    evaluation = _evaluation(path.parent / METADATA_FILE)
+    primary = evaluation[0] if evaluation else _primary_metric(folds[0])
     aggregate = results.get(AGGREGATE_KEY)
-    if isinstance(aggregate, Mapping) and f"{key}_mean" in aggregate:
-        value, std = _number(aggregate[f"{key}_mean"], path), _number(aggregate.get(f"{key}_std", math.nan), path)
-    elif len(folds) == 1:
-        value, std = _number(folds[0][key], path), None
-    else:
-        value, std = _mean_std([_number(f[key], path) for f in folds])
-    return TaskScore(
-        model=path.parent.parent.name, model_dir=path.parent.parent, task=path.parent.name,
-        metric=metric, value=value, std=std, folds=len(folds), source=path,
-    )  # fmt: skip
+    scores = []
+    for metric in [primary] + evaluation[1:]:
+        key = f"test_{metric}"
+        if not all(key in f for f in folds):
+            key = "test_score" if metric == primary else None
+        if key is None:
+            value, std = math.nan, None
+        elif isinstance(aggregate, Mapping) and f"{key}_mean" in aggregate:
+            value, std = _number(aggregate[f"{key}_mean"], path), _number(aggregate.get(f"{key}_std", math.nan), path)
+        elif len(folds) == 1:
+            value, std = _number(folds[0][key], path), None
+        else:
+            value, std = _mean_std([_number(f[key], path) for f in folds])
+        scores.append(TaskScore(
+            model=path.parent.parent.name, model_dir=path.parent.parent, task=path.parent.name,
+            metric=metric, value=value, std=std, folds=len(folds), source=path,
+        ))  # fmt: skip
+    return scores
 
 
-def _primary_metric(metadata_path: Path, fold: Mapping[str, Any]) -> str:
-    """First metric of the task's `evaluation` list; without metadata, the known metric whose
-    value is `test_score` (heareval sets it to the first metric)."""
+def _evaluation(metadata_path: Path) -> list[str]:
+    """The task's `evaluation` metrics from `task_metadata.json`, or [] where it cannot say."""
     if metadata_path.is_file():
         try:
             evaluation = json.loads(metadata_path.read_text(encoding="utf-8")).get("evaluation")
         except (OSError, ValueError, AttributeError):
             evaluation = None
-        if isinstance(evaluation, list) and evaluation and isinstance(evaluation[0], str):
-            return evaluation[0]
+        if isinstance(evaluation, list) and evaluation and all(isinstance(m, str) for m in evaluation):
+            return evaluation
+    return []
+
+
+def _primary_metric(fold: Mapping[str, Any]) -> str:
+    """Without metadata: the known metric whose value is `test_score` (heareval sets it to the
+    first metric of the task's `evaluation` list)."""
     present = [m for m in KNOWN_METRICS if f"test_{m}" in fold]
     for metric in present:
         if _same(fold[f"test_{metric}"], fold["test_score"]):

@@ -172,16 +172,19 @@ def write_scores_file(task_dir: Path, meta: dict, results: dict) -> None:
 def test_read_scores_for_trainvaltest_and_kfold(tmp_path):
     write_scores_file(
         tmp_path / "a", {"task_name": "a", "evaluation": ["top1_acc", "mAP"], "splits": ["train", "valid", "test"]},
-        {"test": {"test_top1_acc": 0.5, "test_mAP": 0.25, "test_loss": 3.0}},
+        {"test": {"test_score": 0.5, "test_top1_acc": 0.5, "test_mAP": 0.25, "test_loss": 3.0}},
     )  # fmt: skip
+    fold = {"test_score": 0.7, "test_top1_acc": 0.7, "test_loss": 1.0}  # heareval 2021.1.3's k-fold layout
     write_scores_file(
-        tmp_path / "b", {"task_name": "b", "evaluation": ["top1_acc"], "splits": ["fold00", "fold01"]},
-        {"fold00": {}, "fold01": {}, "aggregated_scores": {"test_top1_acc_mean": 0.75, "test_top1_acc_std": 0.1}},
+        tmp_path / "b", {"task_name": "b", "evaluation": ["top1_acc", "mAP"], "splits": ["fold00", "fold01"]},
+        {"fold00": fold, "fold01": {**fold, "test_top1_acc": 0.8, "test_score": 0.8},
+         "aggregated_scores": {"test_top1_acc_mean": 0.75, "test_top1_acc_std": 0.1}},
     )  # fmt: skip
     rows = read_scores(tmp_path / "a") + read_scores(tmp_path / "b")
-    assert [(r.task, r.metric, r.value, r.std) for r in rows] == [
+    assert [(r.task, r.metric, r.value, r.std) for r in rows[:4]] == [
         ("a", "top1_acc", 0.5, None), ("a", "mAP", 0.25, None), ("b", "top1_acc", 0.75, 0.1),
-    ]  # fmt: skip
+    ] + [("b", "mAP", rows[3].value, None)]  # fmt: skip
+    assert math.isnan(rows[3].value)  # a metric heareval did not write shows as NaN, not a crash
     assert "0.7500 +- 0.1000 (2 folds)" in format_scores(rows)
     with pytest.raises(FileNotFoundError, match="predictions runner"):
         read_scores(tmp_path)

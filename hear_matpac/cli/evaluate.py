@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..hear_tools.pipeline import GRIDS, StageFailed, evaluate
-from ..hear_tools.scores import format_scores
+from ..hear_tools.scores import format_scores, score_json
 from ..hear_tools.tensorflow_standin import MODES
 from ..weights_choice import TINY_UNTRAINED, best_available_weights
 from .validate import TENSORFLOW_HELP
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ntest scores (heareval, grid {args.grid}, {args.grid_points} grid points)")
     print(format_scores(scores))
     summary = {"weights": str(weights), "stages": {s.name: s.seconds for s in stages},
-               "scores": [vars(s) for s in scores]}
+               "scores": [score_json(s) for s in scores]}
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
     if weights == TINY_UNTRAINED:
         print("\nWARNING: these scores come from the bundled TINY UNTRAINED stand-in checkpoint "

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from .launch import PLUGIN_MODULE
-from .scores import Score, read_scores
+from ..results import TaskScore
+from .scores import read_scores
 from .tasks import write_suite
 
 GRIDS = ("default", "fast", "faster")
@@ -87,7 +88,7 @@ def evaluate(
     model_options: str = "{}",
     keep_logs: bool = False,
     report: Callable[[str], None] = print,
-) -> tuple[List[Stage], List[Score]]:
+) -> tuple[List[Stage], List[TaskScore]]:
     """Write the task suite to `out_dir/tasks`, validate, embed into `out_dir/embeddings`,
     predict; return the stages' wall times and the test scores. Replaces only `tasks/`,
     `embeddings/` and `logs/` under `out_dir`."""

@@ -1,53 +1,27 @@
-"""Read heareval's test scores back: one row per task and metric."""
+"""heareval's test scores for the `evaluate` and `sweep` jobs: every metric of a task, as a table.
+
+Parsing lives in `results.py` (shared with `compare`); this adds the missing-file message and
+the plain-text table.
+"""
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
-SCORES_FILE = "test.predicted-scores.json"
-
-
-@dataclass(frozen=True)
-class Score:
-    """A task's test score for one metric: the mean over folds, with its std for k-fold."""
-
-    task: str
-    metric: str
-    value: float
-    std: float | None = None
-    folds: int = 1
-
-    @property
-    def finite(self) -> bool:
-        return math.isfinite(self.value)
+from ..results import SCORES_FILE, TaskScore, read_task_scores
 
 
-def read_scores(task_embeddings_dir: Path) -> List[Score]:
+def read_scores(task_embeddings_dir: Path) -> List[TaskScore]:
     """The test score of every metric in the task's `evaluation` list, from
     `test.predicted-scores.json` (trainvaltest: `test`; k-fold: `aggregated_scores`)."""
     task_dir = Path(task_embeddings_dir)
     path = task_dir / SCORES_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run the predictions runner on {task_dir}")
-    results = json.loads(path.read_text())
-    metadata = json.loads((task_dir / "task_metadata.json").read_text())
-    name = metadata["task_name"]
-    rows = []
-    for metric in metadata["evaluation"]:
-        key = f"test_{metric}"
-        if "aggregated_scores" in results:
-            agg = results["aggregated_scores"]
-            rows.append(Score(name, metric, float(agg[f"{key}_mean"]), float(agg[f"{key}_std"]),
-                              len(metadata["splits"])))
-        else:
-            rows.append(Score(name, metric, float(results["test"][key])))
-    return rows
+    return read_task_scores(path)
 
 
-def format_scores(scores: Sequence[Score]) -> str:
+def format_scores(scores: Sequence[TaskScore]) -> str:
     """A plain-text table of `scores`."""
     width = max([len("task")] + [len(s.task) for s in scores])
     mwidth = max([len("metric")] + [len(s.metric) for s in scores])
@@ -56,3 +30,8 @@ def format_scores(scores: Sequence[Score]) -> str:
         spread = f" +- {s.std:.4f} ({s.folds} folds)" if s.std is not None else ""
         lines.append(f"{s.task:<{width}}  {s.metric:<{mwidth}}  {s.value:.4f}{spread}")
     return "\n".join(lines)
+
+
+def score_json(score: TaskScore) -> Dict[str, object]:
+    """`score` for a JSON summary: task, metric, value, std (None for one test split), folds."""
+    return {"task": score.task, "metric": score.metric, "value": score.value, "std": score.std, "folds": score.folds}

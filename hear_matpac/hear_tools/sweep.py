@@ -27,7 +27,8 @@ from ..checkpoint import load_encoder_weights
 from ..options import ModelOptions
 from ..results import LOWER_IS_BETTER
 from .pipeline import GRIDS, Stage, embed_stage, predict_stage
-from .scores import Score, read_scores
+from ..results import TaskScore
+from .scores import read_scores, score_json
 from .tasks import write_suite
 
 Setting = Tuple[str, Dict[str, object]]  # (label, model options)
@@ -43,7 +44,7 @@ class SweepRow:
     embed: Stage
     encode_seconds: float
     audio_seconds: float
-    scores: Tuple[Score, ...]
+    scores: Tuple[TaskScore, ...]
 
     @property
     def audio_per_second(self) -> float:
@@ -244,4 +245,4 @@ def _row_json(row: SweepRow) -> Dict[str, object]:
     return {"label": row.label, "options": row.options, "embed_stage_seconds": row.embed.seconds,
             "encode_seconds": row.encode_seconds, "audio_seconds": row.audio_seconds,
             "audio_per_second": row.audio_per_second, "peak_rss_mib": row.embed.peak_rss_mib,
-            "scores": [vars(s) for s in row.scores]}  # fmt: skip
+            "scores": [score_json(s) for s in row.scores]}  # fmt: skip
