@@ -10,6 +10,7 @@ its sha256 is recorded beside it (trust on first use, see `integrity.py`).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -20,7 +21,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Iterator, Optional, TextIO
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 
@@ -78,11 +79,43 @@ def fetch(
     with no record yet, opened, checked and recorded). Otherwise it is downloaded from
     `entry.url(base_url)`, resuming an earlier `.part`; an interrupted transfer is resumed up to
     `retries` more times. Raises `DownloadError` (kept `.part`, retry hint) or `RejectedDownload`.
+    Fetches into one folder from several processes (or threads) run one at a time.
     """
     if retries < 0:
         raise ValueError(f"retries must be 0 or more, got {retries}")
     folder = Path(dest_dir).expanduser() if dest_dir is not None else default_fetch_dir()
     folder.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(folder, progress):
+        return _fetch_locked(entry, folder, base_url, retries, timeout, progress, dest_dir)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, progress: bool) -> Iterator[None]:
+    """Hold an exclusive `flock` on `folder` itself (no lock file is left behind), so that
+    fetches into one folder from several processes run one after another: the later ones find
+    the file there and only check it. A no-op where `fcntl` is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                print(f"waiting for another fetch into {folder} to finish", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _fetch_locked(
+    entry: WeightsEntry, folder: Path, base_url: Optional[str], retries: int, timeout: float,
+    progress: bool, dest_dir: Optional[PathLike],
+) -> FetchResult:  # fmt: skip
     final = folder / entry.file
     if final.is_file():
         return _accept_present(entry, final)

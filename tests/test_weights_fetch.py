@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -221,3 +225,28 @@ def test_part_of_unknown_origin_is_not_resumed(server, tmp_path):
     result = _fetch(server, tmp_path)
     assert result.path.read_bytes() == TINY
     assert [r.range for r in server.requests] == [None]
+
+
+def test_concurrent_fetches_into_one_folder_download_once(server, tmp_path):
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: _fetch(server, tmp_path), range(3)))
+    assert [r.path for r in server.requests] == [URL_PATH]  # one transfer, two checks of the file
+    assert sorted(r.downloaded for r in results) == [False, False, True]
+    assert (tmp_path / "tiny.pt").read_bytes() == TINY
+    assert _leftovers(tmp_path) == ["tiny.pt", "tiny.pt.sha256"]  # no lock file left behind
+
+
+@pytest.mark.skipif(not hasattr(os, "O_RDONLY") or sys.platform == "win32", reason="flock is POSIX")
+def test_fetch_waits_while_another_holds_the_folder(server, tmp_path, capsys):
+    import fcntl
+
+    fd = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(fetch, ENTRY, tmp_path, base_url=server.base_url, retries=0, timeout=10)
+        time.sleep(0.5)
+        assert not pending.done() and not server.requests
+        os.close(fd)  # releases the lock
+        result = pending.result(timeout=30)
+    assert result.downloaded and (tmp_path / "tiny.pt").read_bytes() == TINY
+    assert f"waiting for another fetch into {tmp_path}" in capsys.readouterr().err
