@@ -264,3 +264,18 @@ def test_cuda_requested_without_cuda_is_one_line(audio_dir: Path, tmp_path: Path
     assert _embed(str(audio_dir / "stereo.wav"), "--out", str(tmp_path / "o"), "--device", "cuda") == 2
     err = capsys.readouterr().err
     assert err == "hear-matpac embed: error: --device cuda: CUDA is not available here; use --device cpu\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["embed"], "hear-matpac embed: error: the following arguments are required: PATH, --out (see hear-matpac embed --help)"),
+        (["embed", "a.wav", "--out", "o", "--batch-size", "x"], "hear-matpac embed: error: argument --batch-size: invalid int value: 'x' (see hear-matpac embed --help)"),
+        ([], "hear-matpac: error: the following arguments are required: COMMAND (see hear-matpac --help)"),
+    ],
+)
+def test_argparse_errors_are_one_line_too(capsys, argv, line) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == line + "\n"

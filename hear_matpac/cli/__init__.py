@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from . import compare, demo, embed, evaluate, heareval, info, install_hear_tools, make_tasks, sweep, validate, weights
 
@@ -13,8 +13,17 @@ from . import compare, demo, embed, evaluate, heareval, info, install_hear_tools
 SUBCOMMANDS = (demo, evaluate, sweep, validate, heareval, make_tasks, install_hear_tools, embed, compare, weights, info)
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line, like every other `hear-matpac` error
+    (`PROG: error: MESSAGE (see PROG --help)`, exit status 2); subparsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="hear-matpac",
         description="MATPAC audio embeddings through the HEAR 2021 API.",
     )
