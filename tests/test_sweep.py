@@ -12,6 +12,9 @@ import math
 import pytest
 
 from hear_matpac.cli import main
+from hear_matpac.hear_tools.pipeline import Stage
+from hear_matpac.hear_tools.sweep import SweepRow, write_outputs
+from hear_matpac.results import TaskScore
 from hear_matpac.weights_choice import TINY_UNTRAINED
 from test_hear_tools import hear_matpac_cli, need, ok
 
@@ -64,3 +67,22 @@ def test_sweep_writes_a_row_per_window_length_with_finite_scores(tmp_path):
     assert [str(p.parent.parent.parent.name) for p in folders] == ["00-0.96", "01-6.08"]
     assert [p.parent.name for p in folders] == ["hear_matpac-window-seconds=0-96", "hear_matpac-window-seconds=6-08"]
     assert all(math.isfinite(s["value"]) for row in summary for s in row["scores"])
+
+
+def test_csv_has_numbers_only_with_fold_std_in_its_own_column(tmp_path):
+    def score(task, metric, value, std=None):
+        return TaskScore("m", tmp_path, task, metric, value, std, 1 if std is None else 3, tmp_path)
+
+    stage = Stage("embed", 3.0, None, 700.0)
+    rows = [
+        SweepRow("6.08", {}, stage, 0.5, 27.0, (score("pitch", "top1_acc", 0.8333333333333334, 0.16666666666666666),
+                                                 score("scene", "mAP", 0.5))),
+        SweepRow("0.96", {}, stage, 0.25, 27.0, (score("pitch", "top1_acc", 0.6666666666666666, 0.0),)),
+    ]  # fmt: skip
+    write_outputs(rows, tmp_path, setting_header="window_seconds", plot=False)
+    with open(tmp_path / "sweep.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert float(table[0]["pitch top1_acc"]) == 0.8333333333333334  # full precision
+    assert float(table[0]["pitch top1_acc std"]) == 0.16666666666666666
+    assert table[1]["scene mAP"] == "" and "scene mAP std" not in table[0]  # one test split: no std column
+    assert "0.8333 ± 0.1667" in (tmp_path / "sweep.md").read_text()  # people still read mean ± std

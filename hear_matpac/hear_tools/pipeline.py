@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from .launch import PLUGIN_MODULE
 from ..results import TaskScore
+from .launch import PLUGIN_MODULE
 from .scores import read_scores
 from .tasks import write_suite
 

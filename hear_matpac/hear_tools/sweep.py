@@ -25,9 +25,8 @@ import soundfile as sf
 from ..atomic import atomic_write
 from ..checkpoint import load_encoder_weights
 from ..options import ModelOptions
-from ..results import LOWER_IS_BETTER
+from ..results import LOWER_IS_BETTER, TaskScore
 from .pipeline import GRIDS, Stage, embed_stage, predict_stage
-from ..results import TaskScore
 from .scores import read_scores, score_json
 from .tasks import write_suite
 
@@ -160,21 +159,31 @@ def _metric_columns(rows: Sequence[SweepRow], all_metrics: bool) -> List[Tuple[s
     return columns
 
 
-def table(rows: Sequence[SweepRow], setting_header: str = "setting", all_metrics: bool = False
-          ) -> Tuple[List[str], List[List[str]]]:  # fmt: skip
+def table(rows: Sequence[SweepRow], setting_header: str = "setting", all_metrics: bool = False,
+          for_csv: bool = False) -> Tuple[List[str], List[List[str]]]:  # fmt: skip
     """Header and cells: the setting, its cost, then one score column per (task, metric);
-    metrics where lower is better say so in the header."""
+    metrics where lower is better say so in the header. For people, k-fold scores read
+    "mean ± std" at 4 decimals; `for_csv` gives numbers only, at full precision, with the std
+    over folds in a "... std" column after each score column that has one."""
     columns = _metric_columns(rows, all_metrics)
+    found = [{(s.task, s.metric): s for s in row.scores} for row in rows]
+    with_std = {key for key in columns if any(f.get(key) is not None and f[key].std is not None for f in found)}
     header = [setting_header, "embed stage s", "encoding s", "audio-s per s", "peak RSS MiB"]
-    header += [f"{t} {m}" + (" (lower is better)" if m in LOWER_IS_BETTER else "") for t, m in columns]
+    for task, metric in columns:
+        name = f"{task} {metric}" + (" (lower is better)" if metric in LOWER_IS_BETTER else "")
+        header += [name, f"{name} std"] if for_csv and (task, metric) in with_std else [name]
     cells = []
-    for row in rows:
-        found = {(s.task, s.metric): s for s in row.scores}
+    for row, scores in zip(rows, found):
         line = [row.label, f"{row.embed.seconds:.1f}", f"{row.encode_seconds:.2f}",
                 f"{row.audio_per_second:.1f}", f"{row.embed.peak_rss_mib:.0f}"]  # fmt: skip
         for key in columns:
-            s = found.get(key)
-            line.append("" if s is None else f"{s.value:.4f}" + (f" ± {s.std:.4f}" if s.std is not None else ""))
+            s = scores.get(key)
+            if for_csv:
+                line.append("" if s is None else repr(s.value))
+                if key in with_std:
+                    line.append("" if s is None or s.std is None else repr(s.std))
+            else:
+                line.append("" if s is None else f"{s.value:.4f}" + (f" ± {s.std:.4f}" if s.std is not None else ""))
         cells.append(line)
     return header, cells
 
@@ -229,7 +238,7 @@ def write_outputs(rows: Sequence[SweepRow], out_dir: Path, stem: str = "sweep", 
     header, cells = table(rows, setting_header, all_metrics)
     out = Path(out_dir)
     written = []
-    for suffix, text in ((".md", to_markdown(header, cells)), (".csv", to_csv(header, cells)),
+    for suffix, text in ((".md", to_markdown(header, cells)), (".csv", to_csv(*table(rows, setting_header, all_metrics, True))),
                          (".json", json.dumps([_row_json(r) for r in rows], indent=2))):  # fmt: skip
         path = out / f"{stem}{suffix}"
         with atomic_write(path) as handle:
