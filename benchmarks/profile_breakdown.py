@@ -68,11 +68,11 @@ def main(argv=None) -> int:
           f"square fp32 matmul {rate / 1e9:.0f} GFLOP/s just before")
     print(f"whole call: {total / 1e6:.3f} s profiled, {flops / (total / 1e6) / 1e9:.0f} GFLOP/s = "
           f"{flops / (total / 1e6) / rate:.2f} of the square-matmul rate")
-    print(f"GEMMs (addmm, conv): {gemm / total:.0%} of the time, {gemm_flops / 1e9:.0f} GFLOP at "
+    print(f"GEMMs (packed mkl_linear or addmm, conv): {gemm / total:.0%} of the time, {gemm_flops / 1e9:.0f} GFLOP at "
           f"{gemm_flops / (gemm / 1e6) / 1e9:.0f} GFLOP/s = {gemm_flops / (gemm / 1e6) / rate:.2f} of the square rate")
     print(f"attention kernel: {attention / total:.0%} of the time for {attention_flops / flops:.1%} of the FLOPs, "
           f"{attention_flops / (attention / 1e6) / 1e9:.0f} GFLOP/s")
-    print(f"everything else (bias copies, GELU, adds, LayerNorm, front end, ...): {(total - gemm - attention) / total:.0%}")
+    print(f"everything else (GELU, adds, LayerNorm, copies, front end, ...): {(total - gemm - attention) / total:.0%}")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]:
         print(f"  {e.key:55s} {e.self_cpu_time_total / total:6.1%}  x{e.count}")
 
