@@ -70,7 +70,7 @@ class PackedLinear(nn.Linear):
             and x.numel() > 0
             and not weight.is_inference()  # no version counter: in-place changes would go unseen
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            and not torch.is_autocast_enabled("cpu")
+            and not _cpu_autocast_enabled()
             and packing_available()
         )
 
@@ -102,6 +102,13 @@ class PackedLinear(nn.Linear):
         state = self.__dict__.copy()
         state["_packed"] = None
         return state
+
+
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch before 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled()
 
 
 def set_weight_packing(module: nn.Module, enabled: bool) -> None:

@@ -102,3 +102,12 @@ def test_a_model_loaded_under_inference_mode_is_packed(clips):
         model.frame_features(clips)
     assert not any(p.is_inference() for p in model.parameters())
     assert all(layer._packed is not None for layer in packed_layers(model))
+
+
+@needs_packing
+def test_cpu_autocast_around_a_packed_layer_still_applies():
+    layer = PackedLinear(64, 32)
+    layer.pack = True
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(torch.randn(10, 64))
+    assert out.dtype == torch.bfloat16 and layer._packed is None
