@@ -107,7 +107,7 @@ class PackedLinear(nn.Linear):
 def _cpu_autocast_enabled() -> bool:
     try:
         return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch before 2.4 takes no device type
+    except TypeError:  # a torch whose is_autocast_enabled takes no device type
         return torch.is_autocast_cpu_enabled()
 
 
