@@ -57,7 +57,7 @@ class PackedLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.pack and self._packable(x):
-            rows = x.reshape(-1, self.in_features)
+            rows = x.reshape(-1, self.in_features).contiguous()
             out = torch.ops.mkl._mkl_linear(rows, self._packed_weight(), self.weight, self.bias, rows.shape[0])
             return out.view(*x.shape[:-1], self.out_features)
         return super().forward(x)

@@ -111,3 +111,13 @@ def test_cpu_autocast_around_a_packed_layer_still_applies():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(torch.randn(10, 64))
     assert out.dtype == torch.bfloat16 and layer._packed is None
+
+
+@needs_packing
+def test_non_contiguous_input_matches_linear():
+    layer = PackedLinear(64, 32)
+    layer.pack = True
+    x = torch.randn(64, 50).t()  # (50, 64), column-major
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+    assert layer._packed is not None
