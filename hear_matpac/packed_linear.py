@@ -56,30 +56,35 @@ class PackedLinear(nn.Linear):
         self._packed: Optional[tuple[tuple[int, int, int], Tensor]] = None
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.pack and self._packable(x):
+        if self._weight_packable() and self._call_packable(x):
             rows = x.reshape(-1, self.in_features).contiguous()
             out = torch.ops.mkl._mkl_linear(rows, self._packed_weight(), self.weight, self.bias, rows.shape[0])
             return out.view(*x.shape[:-1], self.out_features)
         return super().forward(x)
 
-    def _packable(self, x: Tensor) -> bool:
+    def prepack(self) -> None:
+        """Make the packed copy now if CPU float32 calls will use it."""
+        if self._weight_packable():
+            self._packed_weight()
+
+    def _weight_packable(self) -> bool:
         weight = self.weight
         return (
-            x.device.type == "cpu"
-            and x.dtype == weight.dtype == torch.float32
-            and x.numel() > 0
+            self.pack
+            and weight.device.type == "cpu"
+            and weight.dtype == torch.float32
             and not weight.is_inference()  # no version counter: in-place changes would go unseen
-            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-            and not _cpu_autocast_enabled()
             and packing_available()
         )
 
-    def prepack(self) -> None:
-        """Make the packed copy now if CPU float32 calls will use it."""
-        weight = self.weight
-        if self.pack and weight.device.type == "cpu" and weight.dtype == torch.float32 \
-                and not weight.is_inference() and packing_available():  # fmt: skip
-            self._packed_weight()
+    def _call_packable(self, x: Tensor) -> bool:
+        return (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.numel() > 0
+            and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+            and not _cpu_autocast_enabled()
+        )
 
     def _packed_weight(self) -> Tensor:
         weight = self.weight

@@ -235,10 +235,11 @@ def save_plot(rows: Sequence[SweepRow], path: Path, xlabel: str = "setting") -> 
 def write_outputs(rows: Sequence[SweepRow], out_dir: Path, stem: str = "sweep", setting_header: str = "setting",
                   all_metrics: bool = False, plot: bool = True) -> List[Path]:  # fmt: skip
     """`<stem>.md`, `<stem>.csv`, `<stem>.json` and (with `plot`) `<stem>.png` in `out_dir`."""
-    header, cells = table(rows, setting_header, all_metrics)
+    markdown = to_markdown(*table(rows, setting_header, all_metrics))
+    csv_text = to_csv(*table(rows, setting_header, all_metrics, for_csv=True))
     out = Path(out_dir)
     written = []
-    for suffix, text in ((".md", to_markdown(header, cells)), (".csv", to_csv(*table(rows, setting_header, all_metrics, True))),
+    for suffix, text in ((".md", markdown), (".csv", csv_text),
                          (".json", json.dumps([_row_json(r) for r in rows], indent=2))):  # fmt: skip
         path = out / f"{stem}{suffix}"
         with atomic_write(path) as handle:
