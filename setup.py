@@ -13,12 +13,15 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["hear_matpac", "hear_matpac.*"]),
     package_data={"hear_matpac": ["assets/*.pt", "assets/*.md", "hear_tools/*.txt"]},
-    # torchaudio wheels do not declare which torch they were built for: keep both on one line.
+    # No upper cap on torch: the front end is torch.stft + a filterbank built here, so any
+    # torch from the oldest tested (2.4) on works; tools/torch_matrix.py checks a release.
+    # torchaudio is no dependency: tests and benchmarks use it as a cross-check where it imports.
+    # soxr resamples files that are not at 16 kHz (constraints-hear.txt pins the same package).
     install_requires=[
-        "torch>=2.4,<2.12",
-        "torchaudio>=2.4,<2.12",
+        "torch>=2.4",
         "numpy",
         "soundfile",
+        "soxr>=0.3",
         "tqdm",
         "safetensors>=0.4",
     ],
