@@ -6,19 +6,20 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .checkpoint import PathLike, load_encoder_weights, resolve_weights_path
+from .checkpoint import PathLike, load_encoder_weights
 from .config import COLUMN_HOP_MS, SAMPLE_RATE
 from .encoder import MatpacEncoder
 from .model import MatpacModel
 from .options import ModelOptions
 from .timestamps import n_reported_columns, timestamps_ms
+from .weights_locate import resolve_weights_path
 
 
 def load_model(model_file_path: PathLike = "", **options: Any) -> MatpacModel:
     """Load a MATPAC checkpoint as a HEAR model, on CPU, in eval mode.
 
-    `model_file_path`: a `.pt` checkpoint; empty looks at `$HEAR_MATPAC_WEIGHTS`, then
-    `weights/matpac_10_2048.pt`. `options`: see `ModelOptions` (`layer`, `max_windows`, `timestamp_hop_ms`,
+    `model_file_path`: a `.pt` / `.safetensors` file or a published name; empty: as
+    `weights_locate.resolve_weights_path` says. `options`: see `ModelOptions` (`layer`, `max_windows`, `timestamp_hop_ms`,
     `window_overlap`, `window_seconds`, `precision`, `cpu_packed_weights`).
     """
     path = resolve_weights_path(model_file_path)

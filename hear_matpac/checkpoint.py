@@ -28,13 +28,10 @@ from .config import (
     N_MELS,
     PATCH,
     FREQ_PATCHES,
-    WEIGHTS_ENV,
-    WEIGHTS_URL,
     EncoderConfig,
 )
 from .integrity import verify_recorded
-from .registry import DEFAULT_NAME, REGISTRY, find_local, locate, search_dirs
-from .registry import repo_weights_dir  # noqa: F401  (re-exported: it used to live here)
+from .weights_locate import resolve_weights_path  # noqa: F401  (for cli/embed.py; see weights_locate)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -60,29 +57,6 @@ class EncoderWeights:
     state_dict: dict[str, Tensor]
     config: EncoderConfig
     ignored_keys: tuple[str, ...]
-
-
-def resolve_weights_path(path: PathLike = "") -> Path:
-    """The file to load: `path` if given, else `$HEAR_MATPAC_WEIGHTS`, either one a file or a
-    published checkpoint's name (`hear-matpac weights list`); else the default published
-    checkpoint (`matpac`) in the weights folders (`registry.search_dirs()`).
-
-    An existing file wins over a name it happens to share."""
-    given = str(path) or os.environ.get(WEIGHTS_ENV, "")
-    if given:
-        candidate = Path(given).expanduser()
-        if candidate.exists() or given not in REGISTRY:
-            return candidate
-        return locate(given)
-    found = find_local(REGISTRY[DEFAULT_NAME])
-    if found is not None:
-        return found
-    looked = " / ".join(str(d / REGISTRY[DEFAULT_NAME].file) for d in search_dirs())
-    raise FileNotFoundError(
-        f"No MATPAC weights given and none found: ${WEIGHTS_ENV} is not set and {looked} do not "
-        f"exist. Fetch the published checkpoint with `hear-matpac weights fetch {DEFAULT_NAME}` "
-        f"(from {WEIGHTS_URL}), or pass a file or a name from `hear-matpac weights list` to load_model()."
-    )
 
 
 def read_checkpoint(path: PathLike) -> Mapping[str, object]:

@@ -30,7 +30,8 @@ from .atomic import atomic_write
 from .checkpoint import CheckpointError, PathLike, extract_encoder, read_checkpoint
 from .head import find_head
 from .integrity import ChecksumError, read_record, record_path, sha256_file, verify_recorded, write_record
-from .registry import BASE_URL_ENV, WeightsEntry, default_fetch_dir
+from .registry import BASE_URL_ENV, WeightsEntry
+from .weights_locate import default_fetch_dir
 
 CHUNK_BYTES = 1 << 20
 DEFAULT_TIMEOUT_S = 60.0

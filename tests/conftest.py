@@ -30,6 +30,19 @@ def tiny_model() -> hear_matpac.api.MatpacModel:
 
 
 @pytest.fixture
+def no_weights_found(monkeypatch, tmp_path) -> Path:
+    """Nothing named and nothing in any weights folder, whatever this checkout has fetched into
+    its own weights/: the working directory is an empty `tmp_path`."""
+    from hear_matpac import weights_locate
+
+    monkeypatch.delenv(weights_locate.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(weights_locate.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(weights_locate, "repo_weights_dir", lambda: tmp_path / "no-weights-here")
+    return tmp_path
+
+
+@pytest.fixture
 def clips() -> torch.Tensor:
     """Three different 2.5 s clips, deterministic."""
     generator = torch.Generator().manual_seed(1234)

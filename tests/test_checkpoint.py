@@ -155,19 +155,12 @@ def test_environment_variable_is_used(monkeypatch, expected):
     assert torch.equal(model.frame_features(CLIP), expected)
 
 
-def test_no_weights_anywhere_says_where_to_get_them(monkeypatch, tmp_path):
-    from hear_matpac import checkpoint
-
-    monkeypatch.delenv("HEAR_MATPAC_WEIGHTS", raising=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(checkpoint, "repo_weights_dir", lambda: tmp_path / "no-weights-here")
+def test_no_weights_anywhere_says_where_to_get_them(no_weights_found):
     with pytest.raises(FileNotFoundError, match=r"HEAR_MATPAC_WEIGHTS.*releases/download/Initial_release/matpac_10_2048\.pt"):
         hear_matpac.load_model("")
 
 
-def test_default_weights_under_cwd(monkeypatch, tmp_path, flat_state, expected):
-    monkeypatch.delenv("HEAR_MATPAC_WEIGHTS", raising=False)
-    monkeypatch.chdir(tmp_path)
+def test_default_weights_under_cwd(no_weights_found, tmp_path, flat_state, expected):
     (tmp_path / "weights").mkdir()
     save(tmp_path / "weights", flat_state, name="matpac_10_2048.pt")
     assert torch.equal(hear_matpac.load_model().frame_features(CLIP), expected)

@@ -13,12 +13,9 @@ from safetensors import safe_open
 
 import hear_matpac
 from hear_matpac import registry
-from hear_matpac.checkpoint import (
-    CheckpointError,
-    load_encoder_weights,
-    read_checkpoint,
-    resolve_weights_path,
-)
+from hear_matpac import weights_locate
+from hear_matpac.checkpoint import CheckpointError, load_encoder_weights, read_checkpoint
+from hear_matpac.weights_locate import resolve_weights_path
 from hear_matpac.cli import main
 from hear_matpac.describe import describe
 from hear_matpac.export import export_safetensors
@@ -234,7 +231,7 @@ def test_registry_urls_and_readme_table():
 
 
 def test_names_resolve_to_local_files(tmp_path, monkeypatch):
-    monkeypatch.setenv(registry.WEIGHTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(weights_locate.WEIGHTS_DIR_ENV, str(tmp_path))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="hear-matpac weights fetch matpac-plus-music"):
         resolve_weights_path("matpac-plus-music")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import hear_matpac
-from hear_matpac import registry
+from hear_matpac import registry, weights_locate
 from hear_matpac.cli import main
 from hear_matpac.download import DownloadError, RejectedDownload, fetch
 from hear_matpac.integrity import ChecksumError, record_path
@@ -175,7 +175,7 @@ def test_base_url_from_environment(server, tmp_path, monkeypatch):
 
 def test_cli_fetch_then_load_by_name_verifies_every_use(server, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(registry.REGISTRY, "tiny", ENTRY)
-    monkeypatch.setenv(registry.WEIGHTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(weights_locate.WEIGHTS_DIR_ENV, str(tmp_path))
     argv = ["weights", "fetch", "tiny", "--base-url", server.base_url, "--quiet"]
     assert main(argv) == 0
     assert "downloaded tiny to" in capsys.readouterr().out
