@@ -8,15 +8,19 @@ complete file is kept is not decided here (`download.py`).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import http.client
 import json
 import shutil
+import os
 import socket
+import stat
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import BinaryIO, Optional, TextIO
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 
@@ -28,6 +32,10 @@ CHUNK_BYTES = 1 << 20
 USER_AGENT = f"hear-matpac/{__version__}"
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")
 _PAGE_TYPES = ("text/html", "application/xhtml+xml", "application/xml", "text/xml")
+
+
+MIN_RATE_BYTES_S = 1000  # slower than this over a whole `timeout` window: stalled
+_SNIFF_BYTES = 512
 
 
 class DownloadError(OSError):
@@ -44,18 +52,23 @@ class Interrupted(Exception):
 
 
 def transfer(url: str, part: Path, timeout: float, progress: Optional["Progress"], hint: str) -> None:
-    """Append the rest of `url` to `part` (everything, when `part` cannot be resumed)."""
+    """Append the rest of `url` to `part`, or write it all from byte 0.
+
+    A partial file is resumed only when it came from `url` and the server gave a validator
+    that `If-Range` can carry (a strong ETag, else Last-Modified): the server then sends the
+    rest of the same file or, if it changed, all of the new one. Without a validator it starts
+    again from byte 0. Every response body is sniffed for an HTML page, `part` is never a link,
+    and a transfer slower than `MIN_RATE_BYTES_S` over a `timeout` window is `Interrupted`."""
     meta_path = part.with_name(part.name + ".json")
     meta = _read_meta(meta_path)
-    have = part.stat().st_size if part.is_file() else 0
-    if have and meta.get("url") != url:
-        have = 0  # left by another URL, or by a crash before its description was written
+    have = _part_size(part, hint)
+    validator = _validator(meta.get("etag"), meta.get("last_modified")) if meta.get("url") == url else None
+    if validator is None:
+        have = 0  # left by another URL, a crash before its description, or not resumable safely
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
-        validator = meta.get("etag") or meta.get("last_modified")
-        if validator and not str(validator).startswith("W/"):
-            headers["If-Range"] = str(validator)
+        headers["If-Range"] = str(validator)
     try:
         response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except HTTPError as err:
@@ -81,16 +94,20 @@ def transfer(url: str, part: Path, timeout: float, progress: Optional["Progress"
         if response.headers.get_content_type() in _PAGE_TYPES:
             discard(part)
             raise RejectedDownload(_html_message(url, f"Content-Type {response.headers.get('Content-Type')}"))
+        served = _validator(response.headers.get("ETag"), response.headers.get("Last-Modified"))
         if response.status == 206:
             start, total = _content_range(response.headers.get("Content-Range", ""))
-            if start != have:
+            if start != have:  # includes a 206 at a non-zero offset to a request without Range
                 discard(part)
                 raise Interrupted(f"the server resumed at byte {start}, not {have}; restarting from zero")
-            mode = "ab"
+            if have and served is not None and served != validator:
+                discard(part)
+                raise Interrupted("the server resumed a file that changed (its validator differs); restarting from zero")
         else:  # 200: the whole file (the server ignored the Range, or the file changed)
-            have, mode = 0, "wb"
+            have = 0
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+        if have == 0:
             meta = {
                 "url": url,
                 "total": total,
@@ -99,12 +116,12 @@ def transfer(url: str, part: Path, timeout: float, progress: Optional["Progress"
             }
         if total is not None:
             _check_space(part.parent, total - have, hint)
-        with open(part, mode) as out:
+        with _open_part(part, append=have > 0, hint=hint) as out:
             _write_meta(meta_path, meta)
             if progress:
                 progress.start(have, total)
             try:
-                have = _stream(response, out, have, url, part, progress)
+                have = _stream(response, out, have, url, part, timeout, progress)
             finally:
                 if progress:
                     progress.finish(out.tell() if not out.closed else have)
@@ -117,12 +134,73 @@ def transfer(url: str, part: Path, timeout: float, progress: Optional["Progress"
         )
 
 
-def _stream(response, out, have: int, url: str, part: Path, progress: Optional["Progress"]) -> int:
-    """Copy the response body into `out`; returns the bytes now in the file."""
-    first = have == 0
+def _validator(etag: Optional[str], last_modified: Optional[str]) -> Optional[str]:
+    """What `If-Range` may carry: a strong ETag, else Last-Modified, else None (a weak ETag
+    cannot be used: RFC 9110 13.1.5)."""
+    if etag and not etag.startswith("W/"):
+        return etag
+    return last_modified or None
+
+
+def _part_size(part: Path, hint: str) -> int:
+    """Bytes in `part` (0 when absent); `DownloadError` when it is a link or not a plain file."""
+    try:
+        st = os.lstat(part)
+    except FileNotFoundError:
+        return 0
+    _refuse_links(part, st, hint)
+    return st.st_size
+
+
+def _refuse_links(part: Path, st: os.stat_result, hint: str) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        what = f"a symbolic link to {os.readlink(part)}"
+    elif not stat.S_ISREG(st.st_mode):
+        what = "not a plain file"
+    elif st.st_nlink != 1:
+        what = f"a file with {st.st_nlink} hard links"
+    else:
+        return
+    raise DownloadError(
+        f"{part} is {what}; refusing to write the download through it. Remove it, then run `{hint}`"
+    )
+
+
+def _open_part(part: Path, append: bool, hint: str) -> BinaryIO:
+    """`part` opened for appending, or created afresh (any old one removed first), without
+    following a link planted there (`O_NOFOLLOW`, `O_EXCL`; checked again once open)."""
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    if append:
+        flags |= os.O_APPEND
+    else:
+        flags |= os.O_EXCL
+        with contextlib.suppress(FileNotFoundError):
+            _refuse_links(part, os.lstat(part), hint)
+            part.unlink()
+    try:
+        fd = os.open(part, flags, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP or (err.errno == errno.EEXIST and part.is_symlink()):
+            _refuse_links(part, os.lstat(part), hint)
+        raise DownloadError(f"could not write {part} ({err.strerror}); then run `{hint}`") from None
+    try:
+        _refuse_links(part, os.fstat(fd), hint)
+    except DownloadError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab" if append else "wb")
+
+
+def _stream(
+    response, out, have: int, url: str, part: Path, timeout: float, progress: Optional["Progress"]
+) -> int:
+    """Copy the response body into `out` as it comes; returns the bytes now in the file. The
+    first bytes of every body are sniffed for an HTML page (a resumed one too)."""
+    window_start, window_have = time.monotonic(), have
+    first = True
     while True:
         try:
-            chunk = response.read(CHUNK_BYTES)
+            chunk = response.read(_SNIFF_BYTES) if first else response.read1(CHUNK_BYTES)
         except (
             http.client.IncompleteRead,
             socket.timeout,
@@ -131,9 +209,7 @@ def _stream(response, out, have: int, url: str, part: Path, progress: Optional["
             http.client.HTTPException,
         ) as err:
             out.flush()
-            raise Interrupted(
-                f"the connection broke at byte {have + len(getattr(err, 'partial', b''))} ({type(err).__name__})"
-            ) from None
+            raise Interrupted(f"the connection broke at byte {have} ({type(err).__name__})") from None
         if not chunk:
             return have
         if first and chunk.lstrip()[:16].lower().startswith(_HTML_STARTS):
@@ -141,10 +217,22 @@ def _stream(response, out, have: int, url: str, part: Path, progress: Optional["
             discard(part)
             raise RejectedDownload(_html_message(url, "the body starts like a web page"))
         first = False
-        out.write(chunk)
+        try:
+            out.write(chunk)
+        except OSError as err:
+            raise DownloadError(f"could not write {part} ({err.strerror}); {have} bytes are kept there") from None
         have += len(chunk)
         if progress:
             progress.update(have)
+        now = time.monotonic()
+        if now - window_start >= timeout:
+            if have - window_have < MIN_RATE_BYTES_S * (now - window_start):
+                out.flush()
+                raise Interrupted(
+                    f"the transfer stalled: {have - window_have} bytes in the last {now - window_start:.0f} s, "
+                    f"less than {MIN_RATE_BYTES_S // 1000} KB/s"
+                )
+            window_start, window_have = now, have
 
 
 def _content_range(value: str) -> tuple[Optional[int], Optional[int]]:

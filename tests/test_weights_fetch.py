@@ -37,7 +37,8 @@ def server():
 
 def _fetch(server, folder, entry=ENTRY, **kw):
     kw.setdefault("retries", 0)
-    return fetch(entry, folder, base_url=server.base_url, progress=False, timeout=10, **kw)
+    kw.setdefault("timeout", 10)
+    return fetch(entry, folder, base_url=server.base_url, progress=False, **kw)
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -213,7 +214,8 @@ def test_cli_reports_network_errors_without_traceback(tmp_path, monkeypatch, cap
 
 def test_complete_part_from_an_earlier_run_is_accepted(server, tmp_path):
     (tmp_path / "tiny.pt.part").write_bytes(TINY)  # e.g. killed while checking the file
-    (tmp_path / "tiny.pt.part.json").write_text(json.dumps({"url": ENTRY.url(server.base_url)}))
+    etag = '"' + hashlib.sha256(TINY).hexdigest()[:16] + '"'  # what the local server sends
+    (tmp_path / "tiny.pt.part.json").write_text(json.dumps({"url": ENTRY.url(server.base_url), "etag": etag}))
     result = _fetch(server, tmp_path)
     assert result.path.read_bytes() == TINY
     assert [r.range for r in server.requests] == [f"bytes={len(TINY)}-"]  # answered 416: nothing left
@@ -250,3 +252,88 @@ def test_fetch_waits_while_another_holds_the_folder(server, tmp_path, capsys):
         result = pending.result(timeout=30)
     assert result.downloaded and (tmp_path / "tiny.pt").read_bytes() == TINY
     assert f"waiting for another fetch into {tmp_path}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("validator", ["weak", "none"])
+def test_without_a_usable_validator_a_changed_file_restarts_instead_of_splicing(server, tmp_path, validator):
+    server.validator = validator
+    server.cut_after[URL_PATH] = CUT
+    with pytest.raises(DownloadError):
+        _fetch(server, tmp_path)
+    server.files[URL_PATH] = TINY_FAIRSEQ  # changed between the two requests
+    result = _fetch(server, tmp_path)
+    assert result.path.read_bytes() == TINY_FAIRSEQ
+    assert server.requests[-1].range is None  # nothing to carry in If-Range: from byte 0
+
+
+@pytest.mark.parametrize("validator", ["date", "weak+date"])
+def test_last_modified_guards_a_resume(server, tmp_path, validator):
+    server.validator = validator
+    server.cut_after[URL_PATH] = CUT
+    with pytest.raises(DownloadError):
+        _fetch(server, tmp_path)
+    assert _fetch(server, tmp_path).path.read_bytes() == TINY  # unchanged: resumed
+    resumed = server.requests[-1]
+    assert resumed.range == f"bytes={CUT}-" and resumed.if_range.endswith(" GMT")
+
+    (tmp_path / "tiny.pt").unlink()
+    (tmp_path / "tiny.pt.sha256").unlink()
+    server.cut_after[URL_PATH] = CUT
+    with pytest.raises(DownloadError):
+        _fetch(server, tmp_path)
+    server.files[URL_PATH] = TINY_FAIRSEQ  # new Last-Modified: If-Range fails, all of it comes
+    assert _fetch(server, tmp_path).path.read_bytes() == TINY_FAIRSEQ
+
+
+def test_206_to_a_request_without_range_restarts_cleanly(server, tmp_path):
+    (tmp_path / "tiny.pt.part").write_bytes(b"\0" * CUT)  # stale, of unknown origin
+    server.partial_always.add(URL_PATH)
+    result = _fetch(server, tmp_path)
+    assert server.requests[-1].range is None
+    assert result.path.read_bytes() == TINY  # not the stale bytes followed by the file
+
+
+def test_resumed_html_body_is_sniffed_and_rejected(server, tmp_path):
+    server.cut_after[URL_PATH] = CUT
+    with pytest.raises(DownloadError):
+        _fetch(server, tmp_path)
+    server.html_on_resume.add(URL_PATH)
+    with pytest.raises(RejectedDownload, match="the body starts like a web page"):
+        _fetch(server, tmp_path)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("with_meta", [False, True])
+def test_planted_part_symlink_is_refused_and_its_target_untouched(server, tmp_path, with_meta):
+    folder, elsewhere = tmp_path / "weights", tmp_path / "elsewhere"
+    folder.mkdir(), elsewhere.mkdir()
+    victim = elsewhere / "victim"
+    victim.write_bytes(b"precious")
+    (folder / "tiny.pt.part").symlink_to(victim)
+    if with_meta:  # as if a resume of the victim's bytes were due
+        etag = '"' + hashlib.sha256(TINY).hexdigest()[:16] + '"'
+        (folder / "tiny.pt.part.json").write_text(json.dumps({"url": ENTRY.url(server.base_url), "etag": etag}))
+    with pytest.raises(DownloadError, match=r"tiny\.pt\.part is a symbolic link to .*victim; refusing"):
+        _fetch(server, folder)
+    assert victim.read_bytes() == b"precious"
+    assert not (folder / "tiny.pt").exists() and not (folder / "tiny.pt").is_symlink()
+
+
+def test_part_with_another_hard_link_is_refused(server, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    os.link(victim, tmp_path / "tiny.pt.part")
+    with pytest.raises(DownloadError, match="2 hard links; refusing"):
+        _fetch(server, tmp_path)
+    assert victim.read_bytes() == b"precious"
+
+
+def test_trickling_server_trips_the_minimum_rate(server, tmp_path):
+    server.trickle[URL_PATH] = 1000  # then one byte every 20 ms: 50 B/s
+    with pytest.raises(DownloadError) as caught:
+        _fetch(server, tmp_path, timeout=0.5)
+    message = str(caught.value)
+    assert "the transfer stalled" in message and "less than 1 KB/s" in message
+    kept = (tmp_path / "tiny.pt.part").stat().st_size
+    assert kept >= 1000 and f"{kept} bytes are kept in {tmp_path / 'tiny.pt.part'}" in message
+    assert "run `hear-matpac weights fetch tiny --dir" in message
