@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .atomic import unwritable
 from .checkpoint import CheckpointError, PathLike, extract_encoder, read_checkpoint
 from .head import find_head
 from .http_transfer import DownloadError, Interrupted, Progress, RejectedDownload, discard, transfer
@@ -53,15 +54,27 @@ def fetch(
     A file already there is not fetched again: it is checked against its recorded sha256 (or,
     with no record yet, opened, checked and recorded). Otherwise it is downloaded from
     `entry.url(base_url)`, resuming an earlier `.part`; an interrupted transfer is resumed up to
-    `retries` more times. Raises `DownloadError` (kept `.part`, retry hint) or `RejectedDownload`.
+    `retries` more times. Raises `DownloadError` (kept `.part`, retry hint), `RejectedDownload`,
+    or `ValueError` when the folder cannot be written.
     Fetches into one folder from several processes (or threads) run one at a time.
     """
     if retries < 0:
         raise ValueError(f"retries must be 0 or more, got {retries}")
     folder = Path(dest_dir).expanduser() if dest_dir is not None else default_fetch_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    with _folder_lock(folder, progress):
-        return _fetch_locked(entry, folder, base_url, retries, timeout, progress, dest_dir)
+    advice = "choose another folder (--dir) or fix its permissions"
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder; choose another folder (--dir) for the weights")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with _folder_lock(folder, progress):
+            return _fetch_locked(entry, folder, base_url, retries, timeout, progress, dest_dir)
+    except DownloadError:
+        raise
+    except OSError as err:
+        one_line = unwritable(err, folder, advice)
+        if one_line is None:
+            raise DownloadError(f"{folder}: {err.strerror or err}") from None
+        raise one_line from None
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from . import __version__
-from .atomic import atomic_path
+from .atomic import atomic_path, unwritable
 from .checkpoint import PathLike, extract_encoder, published_layout, read_checkpoint
 from .config import EncoderConfig
 from .head import find_head
@@ -44,6 +44,8 @@ def export_safetensors(
     src, out = Path(src), Path(out).expanduser()
     if out.suffix != ".safetensors":
         raise ValueError(f"{out}: the output name must end in .safetensors")
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; give the output file's name (ending in .safetensors)")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another name or pass --force to replace it")
     if not out.parent.is_dir():
@@ -67,9 +69,15 @@ def export_safetensors(
         "frames": str(cfg.n_frames),
         "head": "yes" if head is not None else "no",
     }
-    with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-        _check_round_trip(tmp, tensors)
+    try:
+        with atomic_path(out) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+            _check_round_trip(tmp, tensors)
+    except OSError as err:
+        one_line = unwritable(err, out.parent, "choose a folder you can write to")
+        if one_line is None:
+            raise
+        raise one_line from None
     n_params = sum(v.numel() for v in weights.state_dict.values())
     return ExportResult(out, cfg, len(tensors), n_params, head is not None)
 

@@ -59,9 +59,20 @@ def transfer(url: str, part: Path, timeout: float, progress: Optional["Progress"
     rest of the same file or, if it changed, all of the new one. Without a validator it starts
     again from byte 0. Every response body is sniffed for an HTML page, `part` is never a link,
     and a transfer slower than `MIN_RATE_BYTES_S` over a `timeout` window is `Interrupted`."""
+    with _open_part(part, hint) as out:
+        try:
+            _transfer_into(out, url, part, timeout, progress, hint)
+        finally:
+            if not out.closed:
+                out.flush()
+                if os.fstat(out.fileno()).st_size == 0:
+                    discard(part)  # nothing came: no partial file to keep
+
+
+def _transfer_into(out: BinaryIO, url: str, part: Path, timeout: float, progress: Optional["Progress"], hint: str) -> None:
     meta_path = part.with_name(part.name + ".json")
     meta = _read_meta(meta_path)
-    have = _part_size(part, hint)
+    have = os.fstat(out.fileno()).st_size
     validator = _validator(meta.get("etag"), meta.get("last_modified")) if meta.get("url") == url else None
     if validator is None:
         have = 0  # left by another URL, a crash before its description, or not resumable safely
@@ -116,15 +127,16 @@ def transfer(url: str, part: Path, timeout: float, progress: Optional["Progress"
             }
         if total is not None:
             _check_space(part.parent, total - have, hint)
-        with _open_part(part, append=have > 0, hint=hint) as out:
-            _write_meta(meta_path, meta)
+        out.seek(have)
+        out.truncate()
+        _write_meta(meta_path, meta)
+        if progress:
+            progress.start(have, total)
+        try:
+            have = _stream(response, out, have, url, part, timeout, progress)
+        finally:
             if progress:
-                progress.start(have, total)
-            try:
-                have = _stream(response, out, have, url, part, timeout, progress)
-            finally:
-                if progress:
-                    progress.finish(out.tell() if not out.closed else have)
+                progress.finish(have)
     if total is not None and have < total:
         raise Interrupted(f"the connection closed at byte {have} of {total}")
     if total is not None and have > total:
@@ -142,16 +154,6 @@ def _validator(etag: Optional[str], last_modified: Optional[str]) -> Optional[st
     return last_modified or None
 
 
-def _part_size(part: Path, hint: str) -> int:
-    """Bytes in `part` (0 when absent); `DownloadError` when it is a link or not a plain file."""
-    try:
-        st = os.lstat(part)
-    except FileNotFoundError:
-        return 0
-    _refuse_links(part, st, hint)
-    return st.st_size
-
-
 def _refuse_links(part: Path, st: os.stat_result, hint: str) -> None:
     if stat.S_ISLNK(st.st_mode):
         what = f"a symbolic link to {os.readlink(part)}"
@@ -166,29 +168,22 @@ def _refuse_links(part: Path, st: os.stat_result, hint: str) -> None:
     )
 
 
-def _open_part(part: Path, append: bool, hint: str) -> BinaryIO:
-    """`part` opened for appending, or created afresh (any old one removed first), without
-    following a link planted there (`O_NOFOLLOW`, `O_EXCL`; checked again once open)."""
+def _open_part(part: Path, hint: str) -> BinaryIO:
+    """`part`, created if missing, opened for writing without following a link planted there
+    (`O_NOFOLLOW`) and checked once open: a plain file with no other hard link."""
     flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    if append:
-        flags |= os.O_APPEND
-    else:
-        flags |= os.O_EXCL
-        with contextlib.suppress(FileNotFoundError):
-            _refuse_links(part, os.lstat(part), hint)
-            part.unlink()
     try:
         fd = os.open(part, flags, 0o644)
     except OSError as err:
-        if err.errno == errno.ELOOP or (err.errno == errno.EEXIST and part.is_symlink()):
+        if os.path.islink(part):
             _refuse_links(part, os.lstat(part), hint)
-        raise DownloadError(f"could not write {part} ({err.strerror}); then run `{hint}`") from None
+        raise err from None
     try:
         _refuse_links(part, os.fstat(fd), hint)
     except DownloadError:
         os.close(fd)
         raise
-    return os.fdopen(fd, "ab" if append else "wb")
+    return os.fdopen(fd, "wb")
 
 
 def _stream(
@@ -213,7 +208,6 @@ def _stream(
         if not chunk:
             return have
         if first and chunk.lstrip()[:16].lower().startswith(_HTML_STARTS):
-            out.close()
             discard(part)
             raise RejectedDownload(_html_message(url, "the body starts like a web page"))
         first = False

@@ -280,3 +280,17 @@ def test_names_resolve_to_local_files(tmp_path, monkeypatch):
     assert resolve_weights_path("matpac") == Path("matpac")
     with pytest.raises(FileNotFoundError, match="weights list"):
         hear_matpac.load_model("no-such-name")
+
+
+def test_cli_export_into_a_read_only_folder_or_onto_a_folder_is_one_line(tmp_path, capsys, read_only_dir):
+    out = read_only_dir / "tiny.safetensors"
+    assert main(["weights", "export", str(TINY), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hear-matpac weights: error: cannot write into {read_only_dir}") and err.count("\n") == 1
+    folder = tmp_path / "taken.safetensors"
+    folder.mkdir()
+    (folder / "keep").write_text("x")
+    assert main(["weights", "export", str(TINY), str(folder), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"hear-matpac weights: error: {folder} is a folder; give the output file's name (ending in .safetensors)"
+    assert (folder / "keep").read_text() == "x"

@@ -337,3 +337,17 @@ def test_trickling_server_trips_the_minimum_rate(server, tmp_path):
     kept = (tmp_path / "tiny.pt.part").stat().st_size
     assert kept >= 1000 and f"{kept} bytes are kept in {tmp_path / 'tiny.pt.part'}" in message
     assert "run `hear-matpac weights fetch tiny --dir" in message
+
+
+def test_cli_fetch_into_a_read_only_folder_or_a_file_is_one_line(server, tmp_path, monkeypatch, capsys, read_only_dir):
+    monkeypatch.setitem(registry.REGISTRY, "tiny", ENTRY)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for folder, says in ((read_only_dir, "cannot write into"), (a_file, "is not a folder")):
+        argv = ["weights", "fetch", "tiny", "--dir", str(folder), "--base-url", server.base_url, "--quiet"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"hear-matpac weights: error: {folder}" if says == "is not a folder" else
+                              f"hear-matpac weights: error: cannot write into {folder}")
+        assert says in err and err.count("\n") == 1
+    assert list(read_only_dir.iterdir()) == []
