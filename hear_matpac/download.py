@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .atomic import unwritable
-from .checkpoint import CheckpointError, PathLike, extract_encoder, read_checkpoint
+from .checkpoint import CheckpointError, PathLike, extract_encoder, read_checkpoint_digest
 from .head import find_head
 from .http_transfer import DownloadError, Interrupted, Progress, RejectedDownload, discard, transfer
-from .integrity import ChecksumError, read_record, record_path, sha256_file, verify_recorded, write_record
+from .integrity import ChecksumError, read_record, record_path, verify_recorded, write_record
 from .registry import WeightsEntry
 from .weights_locate import default_fetch_dir
 
@@ -138,14 +138,13 @@ def _retry_hint(entry: WeightsEntry, dest_dir: Optional[PathLike], base_url: Opt
 def _accept_download(entry: WeightsEntry, part: Path, final: Path, url: str) -> FetchResult:
     """Check the complete `.part` and, only if it passes, rename it to `final` and record it."""
     try:
-        _check_checkpoint(entry, part)
+        digest = _check_checkpoint(entry, part)
     except CheckpointError as err:
         discard(part)
         raise RejectedDownload(
             f"the file downloaded from {url} is not the registered MATPAC checkpoint {entry.name!r}, so it "
             f"was deleted: {err}"
         ) from None
-    digest = sha256_file(part)
     recorded = read_record(final)
     for expected, source in (
         (entry.sha256, "the published sha256"),
@@ -170,8 +169,7 @@ def _accept_present(entry: WeightsEntry, final: Path) -> FetchResult:
     digest = verify_recorded(final)
     recorded_now = digest is None
     if digest is None:
-        _check_checkpoint(entry, final)
-        digest = sha256_file(final)
+        digest = _check_checkpoint(entry, final)
     if entry.sha256 and digest != entry.sha256:
         raise ChecksumError(
             f"{final}: sha256 {digest} is not the published {entry.sha256}; delete it and fetch again"
@@ -181,9 +179,10 @@ def _accept_present(entry: WeightsEntry, final: Path) -> FetchResult:
     return FetchResult(final, digest, downloaded=False, recorded=recorded_now)
 
 
-def _check_checkpoint(entry: WeightsEntry, path: Path) -> None:
-    """`CheckpointError` unless `path` holds a MATPAC encoder of `entry`'s window (and head)."""
-    raw = read_checkpoint(path)
+def _check_checkpoint(entry: WeightsEntry, path: Path) -> str:
+    """The sha256 of the bytes checked; `CheckpointError` unless `path` holds a MATPAC encoder
+    of `entry`'s window (and head)."""
+    raw, digest = read_checkpoint_digest(path)
     weights = extract_encoder(raw, path)
     if weights.config.n_frames != entry.frames:
         raise CheckpointError(
@@ -194,5 +193,7 @@ def _check_checkpoint(entry: WeightsEntry, path: Path) -> None:
         raise CheckpointError(
             path, f"{entry.name!r} should hold the AudioSet classification head; this file has none"
         )
+    assert digest is not None  # read into memory, so hashed
+    return digest
 
 

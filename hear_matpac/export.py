@@ -15,10 +15,9 @@ from safetensors.torch import save_file
 
 from . import __version__
 from .atomic import atomic_path, unwritable
-from .checkpoint import PathLike, extract_encoder, published_layout, read_checkpoint
+from .checkpoint import PathLike, extract_encoder, published_layout, read_checkpoint, read_checkpoint_digest
 from .config import EncoderConfig
 from .head import find_head
-from .integrity import sha256_file
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def export_safetensors(
         raise FileExistsError(f"{out} already exists; choose another name or pass --force to replace it")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"{out.parent}: no such folder for the output")
-    raw = read_checkpoint(src)
+    raw, src_sha256 = read_checkpoint_digest(src)
     weights = extract_encoder(raw, src)
     head = find_head(raw, src, weights.config.embed_dim) if include_head else None
     tensors = published_layout(weights.state_dict)
@@ -63,7 +62,7 @@ def export_safetensors(
         "format": "pt",
         "producer": f"hear-matpac {__version__}",
         "source": src.name,
-        "source_sha256": sha256_file(src),
+        "source_sha256": str(src_sha256),
         "embed_dim": str(cfg.embed_dim),
         "depth": str(cfg.depth),
         "frames": str(cfg.n_frames),
