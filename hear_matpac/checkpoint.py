@@ -95,9 +95,13 @@ def read_checkpoint_digest(path: PathLike, *, mmap: bool = False) -> tuple[Mappi
         raise CheckpointError(path, f"unreadable ({err.strerror or type(err).__name__})") from None
     digest = hashlib.sha256(data).hexdigest()
     check_digest(path, digest)
-    if _looks_safetensors(path, data[:9]):
-        return _parse_safetensors(data, path), digest
-    return _parse_pt(data, path), digest
+    if not _looks_safetensors(path, data[:9]):
+        return _parse_pt(data, path), digest
+    tensors = _parse_safetensors(data, path)
+    del data  # the file's bytes: not needed once parsed
+    for key in list(tensors):  # memory of their own (writable), each view's bytes freed in turn
+        tensors[key] = tensors[key].clone()
+    return tensors, digest
 
 
 def _parse_pt(data: bytes, path: Path) -> Mapping[str, object]:
@@ -142,14 +146,13 @@ def _looks_safetensors(path: Path, head: bytes) -> bool:
 
 
 def _parse_safetensors(data: bytes, path: Path) -> dict[str, Tensor]:
-    """Tensors of their own (writable, not views of `data`)."""
+    """Read-only views of per-tensor copies of `data`'s bytes (the caller clones them)."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # frombuffer over read-only bytes: cloned below
-            views = load_safetensors_bytes(data)
+            warnings.simplefilter("ignore", UserWarning)  # frombuffer over read-only bytes
+            return load_safetensors_bytes(data)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(path, f"unreadable or truncated safetensors file ({_first_line(err)})") from None
-    return {k: v.clone() for k, v in views.items()}
 
 
 def _read_safetensors_mapped(path: Path) -> dict[str, Tensor]:

@@ -69,7 +69,9 @@ def transfer(url: str, part: Path, timeout: float, progress: Optional["Progress"
                     discard(part)  # nothing came: no partial file to keep
 
 
-def _transfer_into(out: BinaryIO, url: str, part: Path, timeout: float, progress: Optional["Progress"], hint: str) -> None:
+def _transfer_into(
+    out: BinaryIO, url: str, part: Path, timeout: float, progress: Optional["Progress"], hint: str
+) -> None:
     meta_path = part.with_name(part.name + ".json")
     meta = _read_meta(meta_path)
     have = os.fstat(out.fileno()).st_size
@@ -113,7 +115,7 @@ def _transfer_into(out: BinaryIO, url: str, part: Path, timeout: float, progress
                 raise Interrupted(f"the server resumed at byte {start}, not {have}; restarting from zero")
             if have and served is not None and served != validator:
                 discard(part)
-                raise Interrupted("the server resumed a file that changed (its validator differs); restarting from zero")
+                raise Interrupted("the server resumed a file that changed (another validator); restarting from zero")
         else:  # 200: the whole file (the server ignored the Range, or the file changed)
             have = 0
             length = response.headers.get("Content-Length")
@@ -136,7 +138,7 @@ def _transfer_into(out: BinaryIO, url: str, part: Path, timeout: float, progress
             have = _stream(response, out, have, url, part, timeout, progress)
         finally:
             if progress:
-                progress.finish(have)
+                progress.finish(out.tell() if not out.closed else have)
     if total is not None and have < total:
         raise Interrupted(f"the connection closed at byte {have} of {total}")
     if total is not None and have > total:
