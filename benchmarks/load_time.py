@@ -1,15 +1,16 @@
-"""Load time of a ViT-Base-sized MATPAC checkpoint: `.pt` (torch.load) vs `.safetensors` (mmap).
+"""Load time of a ViT-Base-sized MATPAC checkpoint: `.pt`, `.safetensors` read into memory (the
+default) and `.safetensors` memory-mapped (`load_model(..., mmap=True)`).
 
 Builds a random encoder in the published layout (embed_dim 768, depth 12, 608 frames; nothing
 is downloaded or committed), saves it as `.pt`, exports it with `weights export`, then times,
 alternating the two files in each round:
-  - `load_model(path)` alone (safetensors maps the file, pages come in on first touch), and
+  - `load_model(path)` alone (a mapped file's pages come in on first touch), and
   - `load_model(path)` then reading one value per 4 KiB page of every parameter (every byte
     really in memory: mmap's deferred page faults are counted),
 each with the file in the page cache ("warm") and with its pages evicted first via
-posix_fadvise(DONTNEED) on that one file ("cold"). Prints medians and the ratio pt / safetensors,
-the private memory each loaded model holds, and the time of the sha256 check that a file with a
-recorded digest costs on every use.
+posix_fadvise(DONTNEED) on that one file ("cold"). Prints medians, the private memory each
+loaded model holds and the peak during the load, and the time of a separate sha256 pass (what
+a recorded mapped file costs on every use; a file read into memory is hashed from that read).
 
     python benchmarks/load_time.py [--repeats 9]
 """
@@ -58,12 +59,15 @@ def evict(path: Path) -> None:
         os.close(fd)
 
 
+MMAP = False  # set per variant by main()
+
+
 def load_only(path: Path) -> None:
-    hear_matpac.load_model(str(path))
+    hear_matpac.load_model(str(path), mmap=MMAP)
 
 
 def load_and_touch(path: Path) -> None:
-    model = hear_matpac.load_model(str(path))
+    model = hear_matpac.load_model(str(path), mmap=MMAP)
     with torch.no_grad():  # one float per 4 KiB page: every page of every weight is read
         total = sum(float(p.reshape(-1)[::1024].sum()) for p in model.parameters())
     assert total == total
@@ -79,27 +83,33 @@ def anon_memory_mb() -> float:
     return int(line.split()[1]) / 1e3
 
 
-def memory_cost(path: Path) -> float:
-    """Private memory the loaded model holds, MB: weights read into memory count, weights
-    mapped from the file (shared with the page cache) do not."""
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (VmHWM), MB (Linux), or NaN elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return float("nan")
+    return int(line.split()[1]) / 1e3
+
+
+def memory_cost(path: Path, mmap: bool) -> str:
+    """Private memory the loaded model holds, MB (weights read into memory count, weights
+    mapped from the file, shared with the page cache, do not), and the peak resident memory
+    the load added."""
     gc.collect()
-    before = anon_memory_mb()
-    model = hear_matpac.load_model(str(path))
+    before, peak_before = anon_memory_mb(), peak_rss_mb()
+    model = hear_matpac.load_model(str(path), mmap=mmap)
     with torch.no_grad():
         float(sum(p.reshape(-1)[::1024].sum() for p in model.parameters()))
-    cost = anon_memory_mb() - before
-    del model
-    gc.collect()
-    return cost
+    return f"{anon_memory_mb() - before:.0f} MB held, peak +{peak_rss_mb() - peak_before:.0f} MB"
 
 
-def memory_in_fresh_process(path: Path) -> str:
+def memory_in_fresh_process(path: Path, mmap: bool) -> str:
     """`memory_cost(path)` measured in a new interpreter: the allocator of this one keeps memory
     freed by earlier loads and would hide the cost."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--memory-of", str(path)], check=True, capture_output=True, text=True
-    )
-    return out.stdout.strip()
+    argv = [sys.executable, __file__, "--memory-of", str(path)] + (["--mmap"] if mmap else [])
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def timed(fn: Callable[[Path], None], path: Path, cold: bool) -> float:
@@ -117,10 +127,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--dir", default=None, help="where to write the two files (default: a temp dir)")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--mmap", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_of:
         hear_matpac.load_model(str(TINY_UNTRAINED))  # imports and one-off allocations first
-        print(f"{memory_cost(Path(args.memory_of)):.0f}")
+        print(memory_cost(Path(args.memory_of), args.mmap))
         return
     config = EncoderConfig()  # 768 / 12 / 608: the published ViT-Base
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -137,23 +148,25 @@ def main() -> None:
             f"{n_params:,} parameters; .pt {pt.stat().st_size / 1e6:.1f} MB, "
             f".safetensors {st.stat().st_size / 1e6:.1f} MB"
         )
-        load_only(pt), load_only(st)  # import and first-call costs out of the way
-        print(f"{'measure':<34} {'.pt (s)':>9} {'.safetensors (s)':>17} {'pt / st':>8}")
+        global MMAP
+        variants = ((".pt", pt, False), (".safetensors", st, False), (".safetensors mmap", st, True))
+        for _, path, mmap in variants:  # import and first-call costs out of the way
+            MMAP = mmap
+            load_only(path)
+        print(f"{'measure':<34}" + "".join(f"{name + ' (s)':>24}" for name, _, _ in variants))
         for cold in (False, True):
             for label, fn in (("load_model", load_only), ("load_model + read weights", load_and_touch)):
-                times: dict[Path, list[float]] = {pt: [], st: []}
+                times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
                 for _ in range(args.repeats):
-                    for path in (pt, st):
-                        times[path].append(timed(fn, path, cold))
-                a, b = statistics.median(times[pt]), statistics.median(times[st])
-                name = f"{label} ({'cold' if cold else 'warm'})"
-                print(f"{name:<34} {a:>9.3f} {b:>17.3f} {a / b:>7.1f}x")
-        print(
-            f"private memory held by the loaded model (fresh process each): .pt {memory_in_fresh_process(pt)} MB, "
-            f".safetensors {memory_in_fresh_process(st)} MB"
-        )
+                    for name, path, mmap in variants:
+                        MMAP = mmap
+                        times[name].append(timed(fn, path, cold))
+                row = f"{label} ({'cold' if cold else 'warm'})"
+                print(f"{row:<34}" + "".join(f"{statistics.median(times[name]):>24.3f}" for name, _, _ in variants))
+        for name, path, mmap in variants:
+            print(f"memory, {name} (fresh process): {memory_in_fresh_process(path, mmap)}")
         hashes = [timed(lambda p: sha256_file(p), st, cold=False) for _ in range(args.repeats)]
-        print(f"sha256 check of a recorded file (warm), per use: {statistics.median(hashes):.3f} s")
+        print(f"separate sha256 pass over the file (warm): {statistics.median(hashes):.3f} s")
         print(f"median of {args.repeats} alternating rounds")
 
 

@@ -6,26 +6,30 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .checkpoint import PathLike, load_encoder_weights, resolve_weights_path
+from .checkpoint import PathLike, load_encoder_weights
 from .config import COLUMN_HOP_MS, SAMPLE_RATE
 from .encoder import MatpacEncoder
 from .model import MatpacModel
 from .options import ModelOptions
 from .timestamps import n_reported_columns, timestamps_ms
+from .weights_locate import resolve_weights_path
 
 
-def load_model(model_file_path: PathLike = "", **options: Any) -> MatpacModel:
+def load_model(model_file_path: PathLike = "", *, mmap: bool = False, **options: Any) -> MatpacModel:
     """Load a MATPAC checkpoint as a HEAR model, on CPU, in eval mode.
 
-    `model_file_path`: a `.pt` checkpoint; empty looks at `$HEAR_MATPAC_WEIGHTS`, then
-    `weights/matpac_10_2048.pt`. `options`: see `ModelOptions` (`layer`, `max_windows`, `timestamp_hop_ms`,
-    `window_overlap`, `window_seconds`, `precision`, `cpu_packed_weights`).
+    `model_file_path`: a `.pt` / `.safetensors` file or a published name; empty: as
+    `weights_locate.resolve_weights_path` says. `options`: see `ModelOptions` (`layer`, `max_windows`, `timestamp_hop_ms`,
+    `window_overlap`, `window_seconds`, `precision`, `cpu_packed_weights`). The weights are read
+    into memory, so the model does not change when the file does; `mmap=True` memory-maps a
+    `.safetensors` file instead (see `checkpoint.read_checkpoint_digest` for the risk).
+    `model.weights_sha256`: the sha256 of the bytes loaded (None for an unrecorded mapped file).
     """
     path = resolve_weights_path(model_file_path)
     # Ordinary parameters even when called under torch.inference_mode: inference tensors
     # could not be fine-tuned, nor packed for CPU (they keep no version counter).
     with torch.inference_mode(False):
-        weights = load_encoder_weights(path)
+        weights = load_encoder_weights(path, mmap=bool(mmap))
         parsed = ModelOptions.parse(options, weights.config)
         with torch.device("meta"):
             encoder = MatpacEncoder(weights.config)
@@ -33,6 +37,7 @@ def load_model(model_file_path: PathLike = "", **options: Any) -> MatpacModel:
         encoder.load_state_dict(state, strict=True, assign=True)
         model = MatpacModel(encoder, parsed)
     model.weights_path = str(path)
+    model.weights_sha256 = weights.sha256
     model.ignored_keys = weights.ignored_keys
     return model.eval()
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO, Iterator, Optional, Union
 
 
 @contextlib.contextmanager
@@ -34,6 +35,17 @@ def atomic_write(path: Union[str, "os.PathLike[str]"]) -> Iterator[BinaryIO]:
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
+
+
+def unwritable(err: OSError, where: Union[str, "os.PathLike[str]"], advice: str) -> Optional[ValueError]:
+    """A one-line `ValueError` when `err` says that `where` cannot be written (permissions, a
+    read-only or immutable folder, a file where a folder should be), else None."""
+    if err.errno not in _NOT_WRITABLE:
+        return None
+    return ValueError(f"cannot write into {where} ({err.strerror or type(err).__name__}); {advice}")
 
 
 def _umask() -> int:

@@ -2,23 +2,29 @@
 
 Accepted: a flat state dict in the published layout, or a training checkpoint
 `{"model": state_dict, ...}`, with `module.` / `model.` prefixes, as a PyTorch `.pt` file or a
-`.safetensors` file (memory-mapped). Training-only entries (decoder, teacher / EMA, heads,
-optimizer state) are ignored. Nothing is unpickled beyond tensors and plain containers
-(`weights_only=True`), nothing is loaded partially, and a file with a recorded sha256
-(`integrity.py`) is checked against it on every read.
+`.safetensors` file (read into memory; memory-mapped only on request). Training-only entries
+(decoder, teacher / EMA, heads, optimizer state) are ignored. Nothing is unpickled beyond
+tensors and plain containers (`weights_only=True`), nothing is loaded partially, a file with a
+recorded sha256 (`integrity.py`) is checked against it on every read, and an encoder with
+NaN / Inf values or with two entries for one tensor (after prefix stripping) is refused.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
 import re
+import warnings
 import zipfile
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
@@ -28,13 +34,10 @@ from .config import (
     N_MELS,
     PATCH,
     FREQ_PATCHES,
-    WEIGHTS_ENV,
-    WEIGHTS_URL,
     EncoderConfig,
 )
-from .integrity import verify_recorded
-from .registry import DEFAULT_NAME, REGISTRY, find_local, locate, search_dirs
-from .registry import repo_weights_dir  # noqa: F401  (re-exported: it used to live here)
+from .integrity import check_digest, verify_recorded
+from .weights_locate import resolve_weights_path  # noqa: F401  (for cli/embed.py; see weights_locate)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -60,53 +63,56 @@ class EncoderWeights:
     state_dict: dict[str, Tensor]
     config: EncoderConfig
     ignored_keys: tuple[str, ...]
+    sha256: Optional[str] = None  # of the bytes read (None: memory-mapped without a record)
 
 
-def resolve_weights_path(path: PathLike = "") -> Path:
-    """The file to load: `path` if given, else `$HEAR_MATPAC_WEIGHTS`, either one a file or a
-    published checkpoint's name (`hear-matpac weights list`); else the default published
-    checkpoint (`matpac`) in the weights folders (`registry.search_dirs()`).
-
-    An existing file wins over a name it happens to share."""
-    given = str(path) or os.environ.get(WEIGHTS_ENV, "")
-    if given:
-        candidate = Path(given).expanduser()
-        if candidate.exists() or given not in REGISTRY:
-            return candidate
-        return locate(given)
-    found = find_local(REGISTRY[DEFAULT_NAME])
-    if found is not None:
-        return found
-    looked = " / ".join(str(d / REGISTRY[DEFAULT_NAME].file) for d in search_dirs())
-    raise FileNotFoundError(
-        f"No MATPAC weights given and none found: ${WEIGHTS_ENV} is not set and {looked} do not "
-        f"exist. Fetch the published checkpoint with `hear-matpac weights fetch {DEFAULT_NAME}` "
-        f"(from {WEIGHTS_URL}), or pass a file or a name from `hear-matpac weights list` to load_model()."
-    )
+def read_checkpoint(path: PathLike, *, mmap: bool = False) -> Mapping[str, object]:
+    """The raw contents of a checkpoint, after checking its recorded sha256 if it has one (see
+    `read_checkpoint_digest`)."""
+    return read_checkpoint_digest(path, mmap=mmap)[0]
 
 
-def read_checkpoint(path: PathLike) -> Mapping[str, object]:
-    """The raw contents of a checkpoint: a `.safetensors` file (memory-mapped tensors) or a
-    `.pt` file (unpickling tensors and plain containers only), after checking its recorded
-    sha256 if it has one."""
+def read_checkpoint_digest(path: PathLike, *, mmap: bool = False) -> tuple[Mapping[str, object], Optional[str]]:
+    """`(raw contents, sha256)` of the checkpoint at `path`: a `.pt` file (unpickling tensors and
+    plain containers only) or a `.safetensors` file.
+
+    The file is read into memory once; that one read is hashed, checked against the file's
+    record (`integrity.py`) and parsed, so what is returned is exactly what was checked, and it
+    owns its memory: changing or truncating the file later does not change it. `mmap=True`
+    memory-maps a `.safetensors` file instead (no private copy, faster from a warm cache): the
+    file is hashed first when it has a record (sha256 None when not), and the tensors stay tied
+    to the file, so rewriting it changes them and truncating it kills the process (SIGBUS)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no such checkpoint file (nor a published checkpoint's name: see `hear-matpac weights list`)"
         )
-    verify_recorded(path)
-    if is_safetensors(path):
-        return _read_safetensors(path)
-    with open(path, "rb") as file:
-        head = file.read(64)
-    if not head.startswith((_ZIP_MAGIC, _PICKLE_PROTO)):
+    if mmap and is_safetensors(path):
+        return _read_safetensors_mapped(path), verify_recorded(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(path, f"unreadable ({err.strerror or type(err).__name__})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    check_digest(path, digest)
+    if not _looks_safetensors(path, data[:9]):
+        return _parse_pt(data, path), digest
+    tensors = _parse_safetensors(data, path)
+    del data  # the file's bytes: not needed once parsed
+    for key in list(tensors):  # memory of their own (writable), each view's bytes freed in turn
+        tensors[key] = tensors[key].clone()
+    return tensors, digest
+
+
+def _parse_pt(data: bytes, path: Path) -> Mapping[str, object]:
+    if not data.startswith((_ZIP_MAGIC, _PICKLE_PROTO)):
         raise CheckpointError(
             path,
-            f"unreadable: not a PyTorch checkpoint (it starts with {head[:24]!r}; "
+            f"unreadable: not a PyTorch checkpoint (it starts with {data[:24]!r}; "
             "an HTML error page or a partial download?)",
         )
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err), flags=re.IGNORECASE)
         if not found:
@@ -132,11 +138,24 @@ def is_safetensors(path: PathLike) -> bool:
     a `.pt` file starts with `PK` (zip) or a pickle opcode instead."""
     path = Path(path)
     with open(path, "rb") as f:
-        head = f.read(9)
+        return _looks_safetensors(path, f.read(9))
+
+
+def _looks_safetensors(path: Path, head: bytes) -> bool:
     return path.suffix == ".safetensors" or head[8:9] == b"{"
 
 
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
+def _parse_safetensors(data: bytes, path: Path) -> dict[str, Tensor]:
+    """Read-only views of per-tensor copies of `data`'s bytes (the caller clones them)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # frombuffer over read-only bytes
+            return load_safetensors_bytes(data)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(path, f"unreadable or truncated safetensors file ({_first_line(err)})") from None
+
+
+def _read_safetensors_mapped(path: Path) -> dict[str, Tensor]:
     try:
         return load_safetensors(path)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
@@ -154,18 +173,27 @@ def extract_encoder(raw: Mapping[str, object], path: PathLike) -> EncoderWeights
     """Find the encoder's tensors in a flat or training checkpoint, check every shape and
     infer the encoder's configuration from them."""
     state = model_state(raw)
-    tensors = {}
+    if state is not raw:
+        beside = sorted(str(k) for k, v in raw.items() if isinstance(v, Tensor) and _encoder_name(str(k)))
+        if beside:
+            raise CheckpointError(
+                path,
+                f"ambiguous: encoder tensors both under 'model' and at the top level ({', '.join(beside[:4])}"
+                f"{' ...' if len(beside) > 4 else ''}); keep one copy",
+            )
+    tensors: dict[str, Tensor] = {}
+    source: dict[str, str] = {}
     ignored = []
     for key, value in state.items():
-        name = strip_prefixes(str(key))
-        if not isinstance(value, Tensor):
+        name = _encoder_name(str(key)) if isinstance(value, Tensor) else None
+        if name is None:
             ignored.append(str(key))
-        elif name in _TOP_LEVEL_KEYS:
-            tensors[name] = value
-        elif name.startswith(ENCODER_PREFIX):
-            tensors[name[len(ENCODER_PREFIX):]] = value
-        else:
-            ignored.append(str(key))
+            continue
+        if name in source:
+            raise CheckpointError(
+                path, f"ambiguous: {source[name]!r} and {str(key)!r} are both the encoder's {name}; keep one"
+            )
+        tensors[name], source[name] = value, str(key)
     missing = [k for k in _TOP_LEVEL_KEYS if k not in tensors]
     if missing:
         raise CheckpointError(
@@ -178,6 +206,14 @@ def extract_encoder(raw: Mapping[str, object], path: PathLike) -> EncoderWeights
     return EncoderWeights(tensors, config, tuple(sorted(ignored)))
 
 
+def _encoder_name(key: str) -> Optional[str]:
+    """The encoder tensor a checkpoint key names (keys as in `MatpacEncoder`), or None."""
+    name = strip_prefixes(key)
+    if name in _TOP_LEVEL_KEYS:
+        return name
+    return name[len(ENCODER_PREFIX):] if name.startswith(ENCODER_PREFIX) else None
+
+
 def published_layout(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Encoder tensors (keys as in `MatpacEncoder`) keyed as in the published checkpoints:
     `cls_token`, `pos_embed`, `patch_embed.*` at the top, the rest under `student_encoder.`;
@@ -185,9 +221,10 @@ def published_layout(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {(k if k in _TOP_LEVEL_KEYS else ENCODER_PREFIX + k): v for k, v in state_dict.items()}
 
 
-def load_encoder_weights(path: PathLike) -> EncoderWeights:
-    """Read and check the encoder of the checkpoint at `path`."""
-    return extract_encoder(read_checkpoint(path), path)
+def load_encoder_weights(path: PathLike, *, mmap: bool = False) -> EncoderWeights:
+    """Read and check the encoder of the checkpoint at `path` (`mmap`: see `read_checkpoint_digest`)."""
+    raw, digest = read_checkpoint_digest(path, mmap=mmap)
+    return dataclasses.replace(extract_encoder(raw, path), sha256=digest)
 
 
 def strip_prefixes(key: str) -> str:
@@ -267,3 +304,9 @@ def _check_shapes(tensors: Mapping[str, Tensor], config: EncoderConfig, path: Pa
             raise CheckpointError(path, f"{key} has shape {tuple(tensor.shape)}, expected {shape}")
         if not tensor.is_floating_point():
             raise CheckpointError(path, f"{key} has dtype {tensor.dtype}, expected floating point")
+    for key in expected:  # in the model's order, so the first bad tensor is named
+        if not bool(torch.isfinite(tensors[key]).all()):
+            bad = int((~torch.isfinite(tensors[key])).sum())
+            raise CheckpointError(
+                path, f"{key} holds {bad} NaN or infinite value(s); the checkpoint is corrupt or diverged"
+            )

@@ -35,11 +35,6 @@ COLUMN_CENTRE_SAMPLES = COLUMN_SPAN_SAMPLES // 2  # 1400 samples = 87.5 ms
 COLUMN_HOP_MS = COLUMN_HOP_SAMPLES * 1000 // SAMPLE_RATE  # 160 ms: MATPAC's native frame hop
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 log-mel frames per second
 
-DEFAULT_WEIGHTS_FILE = "matpac_10_2048.pt"
-WEIGHTS_URL = (
-    "https://github.com/aurianworld/matpac/releases/download/Initial_release/matpac_10_2048.pt"
-)
-WEIGHTS_ENV = "HEAR_MATPAC_WEIGHTS"
 
 
 @dataclass(frozen=True)
@@ -61,3 +56,7 @@ class EncoderConfig:
     def feature_dim(self) -> int:
         """Size of one column's frame feature: the frequency tokens concatenated."""
         return (self.n_freq // PATCH) * self.embed_dim
+
+
+# Kept for cli/embed.py until it imports it from weights_locate (which owns the variable).
+from .weights_locate import WEIGHTS_ENV  # noqa: E402,F401

@@ -20,12 +20,12 @@ from .checkpoint import (
     extract_encoder,
     is_safetensors,
     model_state,
-    read_checkpoint,
+    read_checkpoint_digest,
     strip_prefixes,
 )
 from .config import EncoderConfig, SAMPLE_RATE, HOP_LENGTH
 from .head import HeadWeights, find_head
-from .integrity import read_record, record_path, sha256_file
+from .integrity import read_record, record_path
 from .registry import REGISTRY, WeightsEntry
 
 
@@ -83,7 +83,7 @@ class CheckpointInfo:
 def describe(path: PathLike) -> CheckpointInfo:
     """Read and check `path` (its recorded sha256 included) and say what it holds."""
     path = Path(path)
-    raw = read_checkpoint(path)  # FileNotFoundError / CheckpointError / ChecksumError first
+    raw, digest = read_checkpoint_digest(path)  # FileNotFoundError / CheckpointError / ChecksumError first
     weights = extract_encoder(raw, path)
     head, head_problem = None, None
     try:
@@ -103,7 +103,7 @@ def describe(path: PathLike) -> CheckpointInfo:
         path=path,
         file_format=_file_format(path),
         size_bytes=path.stat().st_size,
-        sha256=sha256_file(path),
+        sha256=str(digest),
         sha256_record=record,
         layout=layout,
         config=weights.config,

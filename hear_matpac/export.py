@@ -14,11 +14,10 @@ import torch
 from safetensors.torch import save_file
 
 from . import __version__
-from .atomic import atomic_path
-from .checkpoint import PathLike, extract_encoder, published_layout, read_checkpoint
+from .atomic import atomic_path, unwritable
+from .checkpoint import PathLike, extract_encoder, published_layout, read_checkpoint, read_checkpoint_digest
 from .config import EncoderConfig
 from .head import find_head
-from .integrity import sha256_file
 
 
 @dataclass(frozen=True)
@@ -44,11 +43,13 @@ def export_safetensors(
     src, out = Path(src), Path(out).expanduser()
     if out.suffix != ".safetensors":
         raise ValueError(f"{out}: the output name must end in .safetensors")
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; give the output file's name (ending in .safetensors)")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another name or pass --force to replace it")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"{out.parent}: no such folder for the output")
-    raw = read_checkpoint(src)
+    raw, src_sha256 = read_checkpoint_digest(src)
     weights = extract_encoder(raw, src)
     head = find_head(raw, src, weights.config.embed_dim) if include_head else None
     tensors = published_layout(weights.state_dict)
@@ -61,15 +62,21 @@ def export_safetensors(
         "format": "pt",
         "producer": f"hear-matpac {__version__}",
         "source": src.name,
-        "source_sha256": sha256_file(src),
+        "source_sha256": str(src_sha256),
         "embed_dim": str(cfg.embed_dim),
         "depth": str(cfg.depth),
         "frames": str(cfg.n_frames),
         "head": "yes" if head is not None else "no",
     }
-    with atomic_path(out) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-        _check_round_trip(tmp, tensors)
+    try:
+        with atomic_path(out) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+            _check_round_trip(tmp, tensors)
+    except OSError as err:
+        one_line = unwritable(err, out.parent, "choose a folder you can write to")
+        if one_line is None:
+            raise
+        raise one_line from None
     n_params = sum(v.numel() for v in weights.state_dict.values())
     return ExportResult(out, cfg, len(tensors), n_params, head is not None)
 

@@ -48,11 +48,14 @@ def find_head(raw: Mapping[str, object], path: PathLike, embed_dim: int) -> Opti
     """The checkpoint's classification head on `embed_dim`-d tokens, or None when it has none.
 
     Raises `CheckpointError` when head entries are present but do not form the published head."""
-    found = {}
+    found: dict[str, object] = {}
+    source: dict[str, str] = {}
     for key, value in model_state(raw).items():
         name = strip_prefixes(str(key))
         if name.startswith(_HEAD_PREFIXES):
-            found[name] = value
+            if name in source:
+                raise CheckpointError(path, f"ambiguous: {source[name]!r} and {str(key)!r} are both the head's {name}")
+            found[name], source[name] = value, str(key)
     if not found:
         return None
     expected = (

@@ -1,21 +1,19 @@
-"""The published MATPAC / MATPAC++ checkpoints by name, and where they live on disk.
+"""The published MATPAC / MATPAC++ checkpoints by name, and where they are downloaded from.
 
-Pure data and path arithmetic: nothing here reads a checkpoint or touches the network.
+Pure data: nothing here reads a checkpoint or touches the network; which local file is used
+is decided in `weights_locate.py`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
 
-from .config import DEFAULT_WEIGHTS_FILE
 
 DOWNLOAD_BASE_URL = "https://github.com/aurianworld/matpac/releases/download/"
 BASE_URL_ENV = "HEAR_MATPAC_WEIGHTS_BASE_URL"  # a mirror, or a local server in tests
-WEIGHTS_DIR_ENV = "HEAR_MATPAC_WEIGHTS_DIR"  # where `weights fetch` writes and names are looked up
 DEFAULT_NAME = "matpac"
 
 _AS_HEAD_NOTE = (
@@ -54,7 +52,7 @@ REGISTRY: dict[str, WeightsEntry] = {
     for e in (
         WeightsEntry(
             "matpac", "MATPAC", "self-supervised (AudioSet)", "Initial_release",
-            DEFAULT_WEIGHTS_FILE, 608, notes="ICASSP 2025 release; the default weights",
+            "matpac_10_2048.pt", 608, notes="ICASSP 2025 release; the default weights",
         ),
         WeightsEntry(
             "matpac-plus", "MATPAC++", "self-supervised (AudioSet)", "MATPAC++",
@@ -86,45 +84,6 @@ def get_entry(name: str) -> WeightsEntry:
     if name not in REGISTRY:
         raise ValueError(f"no published checkpoint named {name!r}; known names: {', '.join(REGISTRY)}")
     return REGISTRY[name]
-
-
-def repo_weights_dir() -> Path:
-    """`weights/` beside the package (the repository's, for an editable install)."""
-    return Path(__file__).resolve().parent.parent / "weights"
-
-
-def default_fetch_dir() -> Path:
-    """Where `weights fetch` writes: `$HEAR_MATPAC_WEIGHTS_DIR`, else `./weights`."""
-    return Path(os.environ.get(WEIGHTS_DIR_ENV, "") or "weights").expanduser()
-
-
-def search_dirs() -> list[Path]:
-    """Folders searched for a named checkpoint, in order: `$HEAR_MATPAC_WEIGHTS_DIR` (if set),
-    `./weights`, the repository's `weights/`."""
-    dirs = [Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()] if os.environ.get(WEIGHTS_DIR_ENV) else []
-    return dirs + [Path("weights"), repo_weights_dir()]
-
-
-def find_local(entry: WeightsEntry) -> Optional[Path]:
-    """The first existing copy of `entry`'s file in `search_dirs()`, or None."""
-    for folder in search_dirs():
-        candidate = folder / entry.file
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def locate(name: str) -> Path:
-    """The local file of the checkpoint called `name`; `FileNotFoundError` saying how to fetch it."""
-    entry = get_entry(name)
-    found = find_local(entry)
-    if found is None:
-        looked = ", ".join(str(d / entry.file) for d in search_dirs())
-        raise FileNotFoundError(
-            f"checkpoint {name!r} is not downloaded (looked at {looked}); "
-            f"fetch it with: hear-matpac weights fetch {name}"
-        )
-    return found
 
 
 def markdown_table() -> str:

@@ -30,6 +30,19 @@ def tiny_model() -> hear_matpac.api.MatpacModel:
 
 
 @pytest.fixture
+def no_weights_found(monkeypatch, tmp_path) -> Path:
+    """Nothing named and nothing in any weights folder, whatever this checkout has fetched into
+    its own weights/: the working directory is an empty `tmp_path`."""
+    from hear_matpac import weights_locate
+
+    monkeypatch.delenv(weights_locate.WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv(weights_locate.WEIGHTS_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(weights_locate, "repo_weights_dir", lambda: tmp_path / "no-weights-here")
+    return tmp_path
+
+
+@pytest.fixture
 def clips() -> torch.Tensor:
     """Three different 2.5 s clips, deterministic."""
     generator = torch.Generator().manual_seed(1234)
@@ -41,3 +54,32 @@ def pytest_configure(config):
         "markers",
         "slow: end-to-end run of the HEAR tools (tens of seconds); part of the default run and of CI",
     )
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """An empty folder nobody can write into: mode 0o555, and immutable (`chattr +i`) when the
+    tests run as root (who ignores modes). Skips where neither works."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = hasattr(os, "geteuid") and os.geteuid() == 0
+    if immutable and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("running as root on a filesystem without chattr +i: no read-only folder to test with")
+    try:
+        probe = folder / "probe"
+        try:
+            probe.write_bytes(b"")
+        except OSError:
+            pass
+        else:
+            probe.unlink()
+            pytest.skip("this folder stays writable")
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        folder.chmod(0o755)

@@ -155,19 +155,12 @@ def test_environment_variable_is_used(monkeypatch, expected):
     assert torch.equal(model.frame_features(CLIP), expected)
 
 
-def test_no_weights_anywhere_says_where_to_get_them(monkeypatch, tmp_path):
-    from hear_matpac import checkpoint
-
-    monkeypatch.delenv("HEAR_MATPAC_WEIGHTS", raising=False)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(checkpoint, "repo_weights_dir", lambda: tmp_path / "no-weights-here")
+def test_no_weights_anywhere_says_where_to_get_them(no_weights_found):
     with pytest.raises(FileNotFoundError, match=r"HEAR_MATPAC_WEIGHTS.*releases/download/Initial_release/matpac_10_2048\.pt"):
         hear_matpac.load_model("")
 
 
-def test_default_weights_under_cwd(monkeypatch, tmp_path, flat_state, expected):
-    monkeypatch.delenv("HEAR_MATPAC_WEIGHTS", raising=False)
-    monkeypatch.chdir(tmp_path)
+def test_default_weights_under_cwd(no_weights_found, tmp_path, flat_state, expected):
     (tmp_path / "weights").mkdir()
     save(tmp_path / "weights", flat_state, name="matpac_10_2048.pt")
     assert torch.equal(hear_matpac.load_model().frame_features(CLIP), expected)
@@ -203,3 +196,33 @@ def test_992_frame_checkpoint_loads_and_runs(tmp_path, flat_state):
     assert (features[:, :62] - first_window).abs().max() <= 1e-5
     embeddings, timestamps = hear_matpac.get_timestamp_embeddings(audio, model)
     assert embeddings.shape == (2, 83, 960) and timestamps[0, -1].item() == 160 * 82 + 87.5
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_encoder_tensor_is_refused_naming_the_first(tmp_path, flat_state, value):
+    bad = dict(flat_state)
+    for key in ("student_encoder.blocks.1.mlp.fc1.weight", "student_encoder.blocks.2.norm1.bias"):
+        bad[key] = bad[key].clone()
+        bad[key].view(-1)[3] = value
+    with pytest.raises(CheckpointError, match=r"blocks\.1\.mlp\.fc1\.weight holds 1 NaN or infinite value"):
+        hear_matpac.load_model(save(tmp_path, bad))
+
+
+def test_two_keys_for_one_tensor_after_prefix_stripping_are_refused(tmp_path, flat_state):
+    both = {**flat_state, "module.cls_token": flat_state["cls_token"] + 1}
+    with pytest.raises(CheckpointError, match=r"ambiguous: 'cls_token' and 'module.cls_token' are both the encoder's cls_token"):
+        hear_matpac.load_model(save(tmp_path, both))
+
+
+def test_flat_dict_with_a_model_entry_too_is_refused(tmp_path, flat_state):
+    both = {**flat_state, "model": {k: v + 1 for k, v in flat_state.items()}}
+    with pytest.raises(CheckpointError, match=r"ambiguous: encoder tensors both under 'model' and at the top level \(cls_token"):
+        hear_matpac.load_model(save(tmp_path, both))
+
+
+def test_two_keys_for_one_head_tensor_are_refused(tmp_path, flat_state):
+    from hear_matpac.head import find_head
+
+    raw = {**flat_state, "head.bias": torch.zeros(5), "module.head.bias": torch.ones(5)}
+    with pytest.raises(CheckpointError, match=r"'head.bias' and 'module.head.bias' are both the head's head.bias"):
+        find_head(raw, "x.pt", 192)

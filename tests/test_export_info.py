@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -13,12 +14,9 @@ from safetensors import safe_open
 
 import hear_matpac
 from hear_matpac import registry
-from hear_matpac.checkpoint import (
-    CheckpointError,
-    load_encoder_weights,
-    read_checkpoint,
-    resolve_weights_path,
-)
+from hear_matpac import weights_locate
+from hear_matpac.checkpoint import CheckpointError, load_encoder_weights, read_checkpoint
+from hear_matpac.weights_locate import resolve_weights_path
 from hear_matpac.cli import main
 from hear_matpac.describe import describe
 from hear_matpac.export import export_safetensors
@@ -83,18 +81,52 @@ def test_safetensors_matches_reference_outputs(tmp_path):
     assert (emb - expected).abs().max().item() <= 1e-4
 
 
-def test_safetensors_tensors_are_memory_mapped(tmp_path):
-    out = export_safetensors(TINY, tmp_path / "tiny.safetensors").path
-    model = hear_matpac.load_model(str(out))
+def _mapped_files(tensor: torch.Tensor) -> list[str]:
     maps = Path("/proc/self/maps")
     if not maps.exists():
         pytest.skip("needs Linux /proc/self/maps")
-    pointer = model.encoder.pos_embed.data_ptr()
-    mapped = [
+    pointer = tensor.data_ptr()
+    return [
         line.split()[-1] for line in maps.read_text().splitlines()
         if int(line.split("-")[0], 16) <= pointer < int(line.split()[0].split("-")[1], 16)
     ]  # fmt: skip
-    assert mapped == [str(out.resolve())]  # the tensor's bytes are a mapping of the file itself
+
+
+def test_safetensors_tensors_are_memory_mapped_on_request(tmp_path):
+    out = export_safetensors(TINY, tmp_path / "tiny.safetensors").path
+    model = hear_matpac.load_model(str(out), mmap=True)
+    assert _mapped_files(model.encoder.pos_embed) == [str(out.resolve())]  # a mapping of the file itself
+    assert hear_matpac.load_model(str(out), mmap=True).weights_sha256 is None  # no record: not hashed
+    assert str(out.resolve()) not in _mapped_files(hear_matpac.load_model(str(out)).encoder.pos_embed)
+
+
+def _overwrite_tensor_bytes(path: Path) -> None:
+    """Rewrite every tensor byte of a .safetensors file in place with zeros (same size, same inode)."""
+    header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(header)
+        f.write(bytes(size - header))
+
+
+@pytest.mark.parametrize("name", ["tiny.safetensors", "tiny.pt"])
+def test_loaded_model_does_not_change_when_its_file_does(tmp_path, name):
+    path = tmp_path / name
+    if name.endswith(".safetensors"):
+        export_safetensors(TINY, path)
+    else:
+        path.write_bytes(TINY.read_bytes())
+    model = hear_matpac.load_model(str(path))
+    audio = _audio(2.0)
+    before = hear_matpac.get_scene_embeddings(audio, model)
+    if name.endswith(".safetensors"):
+        mapped = hear_matpac.load_model(str(path), mmap=True)
+        _overwrite_tensor_bytes(path)
+        assert not mapped.encoder.pos_embed.any()  # the opt-in's risk: the mapped model changed with it
+    else:
+        path.write_bytes(b"\0" * path.stat().st_size)
+    assert torch.equal(hear_matpac.get_scene_embeddings(audio, model), before)
+    assert model.weights_sha256 == hashlib.sha256(TINY.read_bytes()).hexdigest() or name.endswith(".safetensors")
 
 
 def test_head_is_recognised_and_does_not_disturb_the_encoder(with_head):
@@ -234,7 +266,7 @@ def test_registry_urls_and_readme_table():
 
 
 def test_names_resolve_to_local_files(tmp_path, monkeypatch):
-    monkeypatch.setenv(registry.WEIGHTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(weights_locate.WEIGHTS_DIR_ENV, str(tmp_path))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="hear-matpac weights fetch matpac-plus-music"):
         resolve_weights_path("matpac-plus-music")
@@ -248,3 +280,17 @@ def test_names_resolve_to_local_files(tmp_path, monkeypatch):
     assert resolve_weights_path("matpac") == Path("matpac")
     with pytest.raises(FileNotFoundError, match="weights list"):
         hear_matpac.load_model("no-such-name")
+
+
+def test_cli_export_into_a_read_only_folder_or_onto_a_folder_is_one_line(tmp_path, capsys, read_only_dir):
+    out = read_only_dir / "tiny.safetensors"
+    assert main(["weights", "export", str(TINY), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hear-matpac weights: error: cannot write into {read_only_dir}") and err.count("\n") == 1
+    folder = tmp_path / "taken.safetensors"
+    folder.mkdir()
+    (folder / "keep").write_text("x")
+    assert main(["weights", "export", str(TINY), str(folder), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"hear-matpac weights: error: {folder} is a folder; give the output file's name (ending in .safetensors)"
+    assert (folder / "keep").read_text() == "x"

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import hear_matpac
-from hear_matpac import registry
+from hear_matpac import registry, weights_locate
 from hear_matpac.cli import main
 from hear_matpac.download import DownloadError, RejectedDownload, fetch
 from hear_matpac.integrity import ChecksumError, record_path
@@ -37,7 +37,8 @@ def server():
 
 def _fetch(server, folder, entry=ENTRY, **kw):
     kw.setdefault("retries", 0)
-    return fetch(entry, folder, base_url=server.base_url, progress=False, timeout=10, **kw)
+    kw.setdefault("timeout", 10)
+    return fetch(entry, folder, base_url=server.base_url, progress=False, **kw)
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -175,7 +176,7 @@ def test_base_url_from_environment(server, tmp_path, monkeypatch):
 
 def test_cli_fetch_then_load_by_name_verifies_every_use(server, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(registry.REGISTRY, "tiny", ENTRY)
-    monkeypatch.setenv(registry.WEIGHTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(weights_locate.WEIGHTS_DIR_ENV, str(tmp_path))
     argv = ["weights", "fetch", "tiny", "--base-url", server.base_url, "--quiet"]
     assert main(argv) == 0
     assert "downloaded tiny to" in capsys.readouterr().out
@@ -213,7 +214,8 @@ def test_cli_reports_network_errors_without_traceback(tmp_path, monkeypatch, cap
 
 def test_complete_part_from_an_earlier_run_is_accepted(server, tmp_path):
     (tmp_path / "tiny.pt.part").write_bytes(TINY)  # e.g. killed while checking the file
-    (tmp_path / "tiny.pt.part.json").write_text(json.dumps({"url": ENTRY.url(server.base_url)}))
+    etag = '"' + hashlib.sha256(TINY).hexdigest()[:16] + '"'  # what the local server sends
+    (tmp_path / "tiny.pt.part.json").write_text(json.dumps({"url": ENTRY.url(server.base_url), "etag": etag}))
     result = _fetch(server, tmp_path)
     assert result.path.read_bytes() == TINY
     assert [r.range for r in server.requests] == [f"bytes={len(TINY)}-"]  # answered 416: nothing left
@@ -250,3 +252,102 @@ def test_fetch_waits_while_another_holds_the_folder(server, tmp_path, capsys):
         result = pending.result(timeout=30)
     assert result.downloaded and (tmp_path / "tiny.pt").read_bytes() == TINY
     assert f"waiting for another fetch into {tmp_path}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("validator", ["weak", "none"])
+def test_without_a_usable_validator_a_changed_file_restarts_instead_of_splicing(server, tmp_path, validator):
+    server.validator = validator
+    server.cut_after[URL_PATH] = CUT
+    with pytest.raises(DownloadError):
+        _fetch(server, tmp_path)
+    server.files[URL_PATH] = TINY_FAIRSEQ  # changed between the two requests
+    result = _fetch(server, tmp_path)
+    assert result.path.read_bytes() == TINY_FAIRSEQ
+    assert server.requests[-1].range is None  # nothing to carry in If-Range: from byte 0
+
+
+@pytest.mark.parametrize("validator", ["date", "weak+date"])
+def test_last_modified_guards_a_resume(server, tmp_path, validator):
+    server.validator = validator
+    server.cut_after[URL_PATH] = CUT
+    with pytest.raises(DownloadError):
+        _fetch(server, tmp_path)
+    assert _fetch(server, tmp_path).path.read_bytes() == TINY  # unchanged: resumed
+    resumed = server.requests[-1]
+    assert resumed.range == f"bytes={CUT}-" and resumed.if_range.endswith(" GMT")
+
+    (tmp_path / "tiny.pt").unlink()
+    (tmp_path / "tiny.pt.sha256").unlink()
+    server.cut_after[URL_PATH] = CUT
+    with pytest.raises(DownloadError):
+        _fetch(server, tmp_path)
+    server.files[URL_PATH] = TINY_FAIRSEQ  # new Last-Modified: If-Range fails, all of it comes
+    assert _fetch(server, tmp_path).path.read_bytes() == TINY_FAIRSEQ
+
+
+def test_206_to_a_request_without_range_restarts_cleanly(server, tmp_path):
+    (tmp_path / "tiny.pt.part").write_bytes(b"\0" * CUT)  # stale, of unknown origin
+    server.partial_always.add(URL_PATH)
+    result = _fetch(server, tmp_path)
+    assert server.requests[-1].range is None
+    assert result.path.read_bytes() == TINY  # not the stale bytes followed by the file
+
+
+def test_resumed_html_body_is_sniffed_and_rejected(server, tmp_path):
+    server.cut_after[URL_PATH] = CUT
+    with pytest.raises(DownloadError):
+        _fetch(server, tmp_path)
+    server.html_on_resume.add(URL_PATH)
+    with pytest.raises(RejectedDownload, match="the body starts like a web page"):
+        _fetch(server, tmp_path)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("with_meta", [False, True])
+def test_planted_part_symlink_is_refused_and_its_target_untouched(server, tmp_path, with_meta):
+    folder, elsewhere = tmp_path / "weights", tmp_path / "elsewhere"
+    folder.mkdir(), elsewhere.mkdir()
+    victim = elsewhere / "victim"
+    victim.write_bytes(b"precious")
+    (folder / "tiny.pt.part").symlink_to(victim)
+    if with_meta:  # as if a resume of the victim's bytes were due
+        etag = '"' + hashlib.sha256(TINY).hexdigest()[:16] + '"'
+        (folder / "tiny.pt.part.json").write_text(json.dumps({"url": ENTRY.url(server.base_url), "etag": etag}))
+    with pytest.raises(DownloadError, match=r"tiny\.pt\.part is a symbolic link to .*victim; refusing"):
+        _fetch(server, folder)
+    assert victim.read_bytes() == b"precious"
+    assert not (folder / "tiny.pt").exists() and not (folder / "tiny.pt").is_symlink()
+
+
+def test_part_with_another_hard_link_is_refused(server, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    os.link(victim, tmp_path / "tiny.pt.part")
+    with pytest.raises(DownloadError, match="2 hard links; refusing"):
+        _fetch(server, tmp_path)
+    assert victim.read_bytes() == b"precious"
+
+
+def test_trickling_server_trips_the_minimum_rate(server, tmp_path):
+    server.trickle[URL_PATH] = 1000  # then one byte every 20 ms: 50 B/s
+    with pytest.raises(DownloadError) as caught:
+        _fetch(server, tmp_path, timeout=0.5)
+    message = str(caught.value)
+    assert "the transfer stalled" in message and "less than 1 KB/s" in message
+    kept = (tmp_path / "tiny.pt.part").stat().st_size
+    assert kept >= 1000 and f"{kept} bytes are kept in {tmp_path / 'tiny.pt.part'}" in message
+    assert "run `hear-matpac weights fetch tiny --dir" in message
+
+
+def test_cli_fetch_into_a_read_only_folder_or_a_file_is_one_line(server, tmp_path, monkeypatch, capsys, read_only_dir):
+    monkeypatch.setitem(registry.REGISTRY, "tiny", ENTRY)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for folder, says in ((read_only_dir, "cannot write into"), (a_file, "is not a folder")):
+        argv = ["weights", "fetch", "tiny", "--dir", str(folder), "--base-url", server.base_url, "--quiet"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"hear-matpac weights: error: {folder}" if says == "is not a folder" else
+                              f"hear-matpac weights: error: cannot write into {folder}")
+        assert says in err and err.count("\n") == 1
+    assert list(read_only_dir.iterdir()) == []

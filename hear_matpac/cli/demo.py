@@ -10,6 +10,7 @@ import torch
 from ..api import get_scene_and_timestamp_embeddings, load_model
 from ..config import SAMPLE_RATE
 from ..weights_choice import best_available_weights
+from ..weights_locate import weights_help
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,10 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="embed a synthetic clip with the best weights available and print the result",
         description="Embed a synthetic clip (a chirp over noise) and print shapes, timestamps "
-        "and timing. Uses --weights, else $HEAR_MATPAC_WEIGHTS, else weights/matpac_10_2048.pt, "
-        "else the bundled tiny untrained checkpoint (with a warning).",
+        "and timing. Weights: " + weights_help(fallback=True) + ".",
     )
-    parser.add_argument("--weights", default="", help="checkpoint path (default: best available)")
+    parser.add_argument("--weights", default="", help=weights_help(fallback=True))
     parser.add_argument("--seconds", type=float, default=4.0, help="clip length (default 4.0)")
     parser.add_argument("--layer", type=int, default=-1, help="encoder layer, 0-based (default -1: last)")
     parser.add_argument("--timestamp-hop-ms", type=int, default=160, help="160 (default), 80, 40 or 20")

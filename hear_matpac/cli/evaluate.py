@@ -11,6 +11,7 @@ from ..hear_tools.pipeline import GRIDS, StageFailed, evaluate
 from ..hear_tools.scores import format_scores, score_json
 from ..hear_tools.tensorflow_standin import MODES
 from ..weights_choice import TINY_UNTRAINED, best_available_weights
+from ..weights_locate import weights_help
 from .validate import TENSORFLOW_HELP
 
 
@@ -20,12 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="validator + heareval (embed, predict) on the synthetic tasks; prints scores",
         description="The HEAR tools end to end on hear_matpac: write the synthetic task suite, "
         "run hear-validator, heareval's embedding runner and its predictions runner, and print "
-        "each stage's wall time and the test scores. Weights: --weights, else "
-        "$HEAR_MATPAC_WEIGHTS, else weights/matpac_10_2048.pt, else the bundled tiny "
-        "UNTRAINED checkpoint (with a warning: its scores mean nothing). Needs "
-        "`hear-matpac install-hear-tools` first.",
+        "each stage's wall time and the test scores. Weights: " + weights_help(fallback=True)
+        + " (its scores mean nothing). Needs `hear-matpac install-hear-tools` first.",
     )
-    parser.add_argument("--weights", default="", help="checkpoint path (default: best available)")
+    parser.add_argument("--weights", default="", help=weights_help(fallback=True))
     parser.add_argument("--out", default="hear-runs", help="output folder (default hear-runs)")
     parser.add_argument("--grid", choices=GRIDS, default="faster", help="heareval grid (default faster)")
     parser.add_argument("--grid-points", type=int, default=8, help="grid points per task (default 8)")

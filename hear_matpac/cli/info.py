@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..checkpoint import resolve_weights_path
+from ..weights_locate import resolve_weights_path
 from ..describe import describe, format_info
 
 

@@ -11,6 +11,7 @@ from ..hear_tools.pipeline import GRIDS, StageFailed
 from ..hear_tools.sweep import parse_window_seconds, run_sweep, write_outputs
 from ..hear_tools.tensorflow_standin import MODES
 from ..weights_choice import TINY_UNTRAINED, best_available_weights
+from ..weights_locate import weights_help
 from .validate import TENSORFLOW_HELP
 
 DEFAULT_WINDOWS = "0.96,1.92,3.04,6.08"
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--window-seconds", default=DEFAULT_WINDOWS,  # fmt: skip
                         help=f"window lengths in seconds, comma-separated (default {DEFAULT_WINDOWS})")
-    parser.add_argument("--weights", default="", help="checkpoint path (default: best available)")
+    parser.add_argument("--weights", default="", help=weights_help(fallback=True))
     parser.add_argument("--tasks-dir", default="", help="folder of HEAR tasks (default: generate the synthetic suite)")
     parser.add_argument("--tasks", default="", help="synthetic tasks to generate, comma-separated (default all)")
     parser.add_argument("--out", default="sweep-runs", help="output folder (default sweep-runs)")

@@ -5,6 +5,7 @@ import argparse
 
 from ..hear_tools.tensorflow_standin import MODES
 from ..weights_choice import best_available_weights
+from ..weights_locate import weights_help
 
 TENSORFLOW_HELP = (
     "which `tensorflow` the HEAR tool imports: auto (the real one if installed, else "
@@ -17,11 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "validate",
         help="run hear-validator on hear_matpac (no TensorFlow needed)",
         description="Run hear-validator (hearvalidator 2021.0.6, unmodified) on hear_matpac. "
-        "Uses --weights, else $HEAR_MATPAC_WEIGHTS, else weights/matpac_10_2048.pt, else the "
-        "bundled tiny untrained checkpoint (with a warning). Needs `hear-matpac "
-        "install-hear-tools` first.",
+        "Weights: " + weights_help(fallback=True) + ". Needs `hear-matpac install-hear-tools` first.",
     )
-    parser.add_argument("--weights", default="", help="checkpoint path (default: best available)")
+    parser.add_argument("--weights", default="", help=weights_help(fallback=True))
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     parser.add_argument("--tensorflow", choices=MODES, default="auto", help=TENSORFLOW_HELP)
     parser.set_defaults(func=run)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..checkpoint import resolve_weights_path
 from ..download import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, DownloadError, fetch
 from ..export import export_safetensors
-from ..registry import BASE_URL_ENV, REGISTRY, WEIGHTS_DIR_ENV, find_local, get_entry, markdown_table
+from ..registry import BASE_URL_ENV, REGISTRY, get_entry, markdown_table
+from ..weights_locate import WEIGHTS_DIR_ENV, find_local, resolve_weights_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT_S,
-        help=f"network timeout in seconds (default {DEFAULT_TIMEOUT_S:g})",
+        help=f"seconds without a byte, or under 1 KB/s, before a transfer counts as stalled (default {DEFAULT_TIMEOUT_S:g})",
     )
     getter.add_argument("--quiet", action="store_true", help="no progress line")
     getter.set_defaults(func=run_fetch)
@@ -58,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="write a checkpoint's encoder (and head) to .safetensors",
         description="Write the encoder of IN (a file or a published name), and its AudioSet head "
-        "when present, to OUT.safetensors: no pickle, memory-mapped when loaded. Training-only "
-        "entries are left out.",
+        "when present, to OUT.safetensors: no pickle, can be memory-mapped when loaded. "
+        "Training-only entries are left out.",
     )
     exporter.add_argument("src", metavar="IN", help="checkpoint file or published name")
     exporter.add_argument("out", metavar="OUT", help="output file, ending in .safetensors")
