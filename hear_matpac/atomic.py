@@ -18,7 +18,7 @@ def atomic_path(path: Union[str, "os.PathLike[str]"]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -36,7 +36,8 @@ def atomic_write(path: Union[str, "os.PathLike[str]"]) -> Iterator[BinaryIO]:
         os.fsync(handle.fileno())
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting it and back: Python has no other way)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -47,6 +47,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .embed_outputs import FRAMES_SUFFIX, INFO_FILE, SCENE_SUFFIX, output_paths, save_frames, save_scene
+from .folders import ensure_folder
 from .integrity import read_record, sha256_file
 
 FORMAT = 2  # embed-info.json without "format" comes from a version that did not record sources
@@ -121,7 +122,7 @@ class OutputStore:
 
         `ValueError` when the folder holds outputs made with other settings (unless
         `overwrite`: they are all deleted first) or its state files are malformed."""
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_folder(out)
         with open(out / LOCK_FILE, "ab") as lock:  # closing it releases the lock
             _lock_exclusive(lock, out, report)
             store = cls(out, lock, {})
