@@ -2,7 +2,7 @@
 
 tqdm draws nothing when stderr is not a terminal (nohup, Slurm), and a bar counting files
 stalls on a long file; this counts audio seconds and, off a terminal, prints one plain line
-every `every` seconds instead.
+every few seconds instead.
 """
 from __future__ import annotations
 
@@ -12,18 +12,20 @@ from typing import Optional, TextIO
 
 from tqdm import tqdm
 
+PLAIN_EVERY_S = 10.0  # off a terminal: one line at most this often
+
 
 class AudioProgress:
     """`total` seconds of audio in `files` files to get through. `quiet`: show nothing but
     the lines passed to `write`."""
 
     def __init__(self, total: float, files: int, prefix: str, quiet: bool = False,
-                 stream: Optional[TextIO] = None, every: float = 10.0) -> None:  # fmt: skip
+                 stream: Optional[TextIO] = None, every: Optional[float] = None) -> None:  # fmt: skip
         self.stream = stream if stream is not None else sys.stderr
         self.prefix = prefix
         self.total, self.files = total, files
         self.done, self.files_done = 0.0, 0
-        self.every = every
+        self.every = PLAIN_EVERY_S if every is None else every
         self._last = time.monotonic()
         terminal = bool(getattr(self.stream, "isatty", lambda: False)())
         self._plain = not quiet and not terminal

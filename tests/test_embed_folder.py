@@ -18,7 +18,7 @@ import soundfile
 import torch
 
 import hear_matpac
-from hear_matpac import embed_files, output_store
+from hear_matpac import embed_files, output_store, progress
 from hear_matpac.audio_io import read_audio
 from hear_matpac.cli import main
 from hear_matpac.integrity import write_record
@@ -346,3 +346,15 @@ def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
     done = subprocess.run(f"'{sys.executable}' -m hear_matpac.cli info '{TINY}' | head -1", shell=True,
                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert done.stdout.count("\n") == 1 and done.stderr == ""
+
+
+def test_progress_off_a_terminal_is_plain_lines_in_audio_seconds(tmp_path: Path, monkeypatch, capsys) -> None:
+    inp = tmp_path / "in"
+    _tone(inp / "a.wav", 300, 2.0)
+    _tone(inp / "b.wav", 600, 0.5, rate=8000)
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    assert main(["embed", str(inp), "--out", str(tmp_path / "o"), "--weights", TINY, "--device", "cpu",
+                 "--batch-size", "1"]) == 0  # fmt: skip
+    lines = capsys.readouterr().err.splitlines()  # capsys's stderr is not a terminal
+    assert lines == ["hear-matpac embed: 2.0 of 2.5 s of audio (80%), 1 of 2 files",
+                     "hear-matpac embed: 2.5 of 2.5 s of audio (100%), 2 of 2 files"]  # fmt: skip
