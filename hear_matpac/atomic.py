@@ -19,7 +19,7 @@ def atomic_path(path: Union[str, "os.PathLike[str]"]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -48,7 +48,8 @@ def unwritable(err: OSError, where: Union[str, "os.PathLike[str]"], advice: str)
     return ValueError(f"cannot write into {where} ({err.strerror or type(err).__name__}); {advice}")
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting it and back: Python has no other way)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -22,7 +22,7 @@ def test_demo_falls_back_to_tiny_with_a_warning(capsys, no_weights_found):
 def test_demo_bad_argument_is_one_line(capsys):
     assert main(["demo", "--weights", str(TINY_FLAT), "--seconds", "-1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "hear-matpac demo: error: --seconds must be positive, got -1.0"
+    assert err == "hear-matpac demo: error: --seconds must be a number of seconds in (0, 3600], got -1.0"
 
 
 @pytest.mark.parametrize("command", ["demo", "validate", "evaluate", "sweep"])

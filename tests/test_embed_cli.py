@@ -1,6 +1,7 @@
 """`hear-matpac embed` and what it is built from: reading audio, naming inputs, atomic writes."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import torch
 import hear_matpac
 from hear_matpac.atomic import atomic_write
 from hear_matpac.audio_io import AudioFileError, read_audio
+from hear_matpac import embed_files
 from hear_matpac.cli import embed as embed_cli
 from hear_matpac.cli import main
 from hear_matpac.file_inputs import collect_inputs
@@ -61,7 +63,7 @@ def test_mixed_inputs_one_call(audio_dir: Path, tmp_path: Path, capsys) -> None:
     assert "2 embedded, 0 skipped (already there), 2 failed" in captured.out
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == [
-        "embed-info.json",
+        ".embed.lock", "embed-info.json", "embed-manifest.jsonl",
         "stereo.wav.frames.npz", "stereo.wav.scene.npy",
         "sub/tone8k.flac.frames.npz", "sub/tone8k.flac.scene.npy",
     ]  # fmt: skip
@@ -77,7 +79,10 @@ def test_mixed_inputs_one_call(audio_dir: Path, tmp_path: Path, capsys) -> None:
     # 2.5 s at 44.1 kHz -> 40000 samples at 16 kHz; centres 2560 j + 1400 <= 40000 for j = 0..15.
     assert np.load(out / "stereo.wav.frames.npz")["timestamps"].shape == (16,)
     info = json.loads((out / "embed-info.json").read_text())
-    assert info["model_options"] == {"layer": 2} and info["weights"] == str(Path(TINY).resolve())
+    assert info["model_options"] == {"layer": 2, "precision": "fp32", "timestamp_hop_ms": 160,
+                                     "window_overlap": 0.0, "window_seconds": 6.08}  # fmt: skip
+    assert info["weights"] == str(Path(TINY).resolve())
+    assert info["weights_sha256"] == hashlib.sha256(Path(TINY).read_bytes()).hexdigest()
 
 
 def test_rerun_skips_and_overwrite_recomputes(audio_dir: Path, tmp_path: Path, capsys) -> None:
@@ -123,8 +128,8 @@ def test_batch_size_groups_equal_lengths_without_changing_results(tmp_path: Path
         soundfile.write(src / f"same{i}.wav", _sine(freq, 16000, 7.0, 0.5), 16000)  # 2 windows each
     soundfile.write(src / "other.wav", _sine(300, 16000, 1.0, 0.5), 16000)
     calls = []
-    real = embed_cli.get_scene_embeddings
-    monkeypatch.setattr(embed_cli, "get_scene_embeddings", lambda audio, model: calls.append(
+    real = embed_files.get_scene_embeddings
+    monkeypatch.setattr(embed_files, "get_scene_embeddings", lambda audio, model: calls.append(
         (*audio.shape, model.options.max_windows)) or real(audio, model))  # fmt: skip
     assert _embed(str(src), "--out", str(tmp_path / "b1"), "--batch-size", "1") == 0
     assert sorted(calls) == sorted([(1, 112000, 1)] * 3 + [(1, 16000, 1)])
@@ -147,9 +152,9 @@ def test_model_options_pass_through_only_when_given(audio_dir: Path, tmp_path: P
     monkeypatch.setattr(embed_cli, "load_model", fake_load_model)
     wav = str(audio_dir / "stereo.wav")
     assert _embed(wav, "--out", str(tmp_path / "o")) == 2
-    assert _embed(wav, "--out", str(tmp_path / "o"), "--timestamp-hop-ms", "25", "--precision", "fp16",
+    assert _embed(wav, "--out", str(tmp_path / "o"), "--timestamp-hop-ms", "25", "--precision", "bf16",
                   "--layer", "1", "--batch-size", "3") == 2  # fmt: skip
-    assert seen == [{"max_windows": 16}, {"max_windows": 3, "layer": 1, "timestamp_hop_ms": 25.0, "precision": "fp16"}]
+    assert seen == [{"max_windows": 16}, {"max_windows": 3, "layer": 1, "timestamp_hop_ms": 25.0, "precision": "bf16"}]
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "hear-matpac embed: error: unknown option(s) precision; valid options: layer, max_windows"
 

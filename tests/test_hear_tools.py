@@ -87,8 +87,10 @@ def test_auto_prefers_real_tensorflow_except_cpu_build_on_gpu(monkeypatch):
     monkeypatch.setattr(tensorflow_standin, "tensorflow_installed", lambda: True)
     monkeypatch.setattr(tensorflow_standin, "_cpu_only_tensorflow", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    tried = []  # auto tries the import (a broken install falls back: test_cli_errors); not done here
+    monkeypatch.setattr(tensorflow_standin, "_import_problem", lambda: tried.append(1))
     assert tensorflow_standin.select_tensorflow("auto") == "real"
-    assert "tensorflow" not in sys.modules  # the tool imports it, not us
+    assert tried == [1] and "tensorflow" not in sys.modules
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert tensorflow_standin.select_tensorflow("real") == "real"
     assert tensorflow_standin.select_tensorflow("auto") == "stand-in"

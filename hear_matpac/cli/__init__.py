@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn, Optional, Sequence
 
@@ -50,9 +51,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"hear-matpac {args.command}: error: {err}", file=sys.stderr)
+    except BrokenPipeError:  # stdout closed early (`... | head -1`): end quietly, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+        return 141  # 128 + SIGPIPE, the status of a shell tool killed by it
+    except (ValueError, TypeError, OSError) as err:
+        print(f"hear-matpac {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: BaseException) -> str:
+    """`err` on one line; an operating-system error as `PATH: reason`."""
+    if isinstance(err, OSError) and err.strerror:
+        where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+        return f"{where}: {err.strerror}" if where else err.strerror
+    return " ".join(line.strip() for line in str(err).strip().splitlines()) or type(err).__name__
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..atomic import atomic_write
 from ..chart import require_matplotlib, save_chart
 from ..comparison import build_comparison, to_csv, to_markdown
+from ..folders import ensure_folder
 from ..results import SCORES_FILE, find_scores
 
 
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         )
     comparison = build_comparison(scores)
     markdown = to_markdown(comparison)
+    ensure_folder(args.out)
     written = [args.out / f"{args.name}.md", args.out / f"{args.name}.csv"]
     for path, text in zip(written, (markdown, to_csv(comparison))):
         with atomic_write(path) as handle:

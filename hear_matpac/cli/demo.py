@@ -12,6 +12,8 @@ from ..config import SAMPLE_RATE
 from ..weights_choice import best_available_weights
 from ..weights_locate import weights_help
 
+MAX_SECONDS = 3600.0  # one synthetic clip held in memory at once, with its spectrogram
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -43,8 +45,8 @@ def synthetic_clip(seconds: float) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.seconds <= 0:
-        raise ValueError(f"--seconds must be positive, got {args.seconds}")
+    if not 0 < args.seconds <= MAX_SECONDS:  # also refuses nan and inf
+        raise ValueError(f"--seconds must be a number of seconds in (0, {MAX_SECONDS:g}], got {args.seconds}")
     path = best_available_weights(args.weights)
     model = load_model(
         str(path), layer=args.layer, timestamp_hop_ms=args.timestamp_hop_ms,

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..hear_tools.pipeline import GRIDS, StageFailed, evaluate
 from ..hear_tools.scores import format_scores, score_json
 from ..hear_tools.tensorflow_standin import MODES
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_scores(scores))
     summary = {"weights": str(weights), "stages": {s.name: s.seconds for s in stages},
                "scores": [score_json(s) for s in scores]}
-    (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
+    with atomic_write(Path(args.out) / "summary.json") as handle:
+        handle.write(json.dumps(summary, indent=2).encode("utf-8"))
     if weights == TINY_UNTRAINED:
         print("\nWARNING: these scores come from the bundled TINY UNTRAINED stand-in checkpoint "
               "and mean nothing about MATPAC. Put real weights in weights/ or $HEAR_MATPAC_WEIGHTS.",

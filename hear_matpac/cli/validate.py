@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..devices import resolve_device
 from ..hear_tools.tensorflow_standin import MODES
 from ..weights_choice import best_available_weights
 from ..weights_locate import weights_help
@@ -29,4 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..hear_tools.launch import run_validator
 
+    if args.device is not None:
+        resolve_device(args.device)  # a one-line error before hear-validator starts
     return run_validator(str(best_available_weights(args.weights)), args.device, args.tensorflow)

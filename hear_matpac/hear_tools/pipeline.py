@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
+from ..folders import ensure_folder
 from ..results import TaskScore
 from .launch import PLUGIN_MODULE
 from .scores import read_scores
@@ -98,8 +99,7 @@ def evaluate(
         raise ValueError(f"grid_points must be at least 1, got {grid_points}")
     if not isinstance(json.loads(model_options), dict):
         raise ValueError(f"model options must be a JSON object, got {model_options!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(out_dir)
     for owned in ("tasks", "embeddings", "logs"):
         shutil.rmtree(out / owned, ignore_errors=True)
     stages = []

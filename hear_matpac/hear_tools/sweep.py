@@ -24,6 +24,7 @@ import soundfile as sf
 
 from ..atomic import atomic_write
 from ..checkpoint import load_encoder_weights
+from ..folders import ensure_folder
 from ..options import ModelOptions
 from ..results import LOWER_IS_BETTER, TaskScore
 from .pipeline import GRIDS, Stage, embed_stage, predict_stage
@@ -118,8 +119,7 @@ def run_sweep(
     labels = [label for label, _ in settings]
     if not labels or len(set(labels)) != len(labels):
         raise ValueError(f"settings need distinct labels, got {labels}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(out_dir)
     if tasks_dir is None:
         tasks_dir = out / "tasks"
         write_suite(tasks_dir, scale=scale, tasks=tasks, overwrite=True)

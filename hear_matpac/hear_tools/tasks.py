@@ -22,7 +22,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
+from ..atomic import current_umask
 from ..config import SAMPLE_RATE
+from ..folders import ensure_folder
 from .synth_audio import SOUNDS, room_noise, sound, tone
 
 SUITE_VERSION = "hear_matpac-synthetic-1"
@@ -167,7 +169,9 @@ def write_suite(
 ) -> List[Path]:
     """Write the suite's task folders into `out_dir` (nothing else goes there, as heareval's
     `--tasks-dir` expects) and return their paths. Written to a temporary folder and renamed,
-    so `out_dir` is complete or absent. `tasks`: names to keep (default all)."""
+    so `out_dir` is complete or absent; folders get the umask's mode. `overwrite` replaces an
+    existing `out_dir` (through a symlink: the folder it points to). `tasks`: names to keep
+    (default all)."""
     out = Path(out_dir)
     specs = suite(scale)
     known = [s.name for s in specs]
@@ -176,9 +180,14 @@ def write_suite(
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if os.path.lexists(out) and not overwrite:
         raise ValueError(f"{out} already exists; choose a new folder or pass overwrite (--force)")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_symlink():  # replace the folder it points to; the link stays
+        out = Path(os.path.realpath(out))
+    if os.path.lexists(out) and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder of tasks; remove it or choose a folder")
+    ensure_folder(out.parent, f"cannot create {out_dir}:")
     partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
+        os.chmod(partial, 0o777 & ~current_umask())  # mkdtemp makes it 0700
         for spec in specs:
             if not tasks or spec.name in tasks:
                 write_task(spec, partial / spec.name, seed)
@@ -188,4 +197,4 @@ def write_suite(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return sorted(p for p in out.iterdir())
+    return sorted(Path(out_dir) / p.name for p in out.iterdir())

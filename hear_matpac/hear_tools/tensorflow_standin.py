@@ -72,6 +72,21 @@ def tensorflow_installed() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
+def _import_problem() -> Optional[str]:
+    """None when the real TensorFlow imports here, else why not, in one line (what it left in
+    `sys.modules` removed, so that the stand-in can take its place)."""
+    if "tensorflow" in sys.modules:
+        return None
+    try:
+        importlib.import_module("tensorflow")
+    except Exception as err:  # noqa: BLE001 - a broken install fails in many ways
+        for name in [n for n in sys.modules if n == "tensorflow" or n.startswith("tensorflow.")]:
+            del sys.modules[name]
+        text = str(err).strip().splitlines()
+        return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return None
+
+
 def _cpu_only_tensorflow() -> bool:
     try:
         importlib.metadata.distribution("tensorflow-cpu")
@@ -83,9 +98,10 @@ def _cpu_only_tensorflow() -> bool:
 def select_tensorflow(mode: str = "auto") -> str:
     """Make `import tensorflow` in this process give the real one or the stand-in.
 
-    `auto`: the real TensorFlow where it is installed, except `tensorflow-cpu` on a machine
-    where torch sees a GPU (it would fail heareval's GPU check); the stand-in otherwise.
-    `real`: the real one, or `ValueError` if it is not installed. `stand-in`: always the
+    `auto`: the real TensorFlow where it is installed and imports, except `tensorflow-cpu` on
+    a machine where torch sees a GPU (it would fail heareval's GPU check); the stand-in
+    otherwise, saying so on stderr when an installed one fails to import. `real`: the real
+    one, or `ValueError` if it is not installed or fails to import. `stand-in`: always the
     stand-in. Returns `"real"` or `"stand-in"`. Call before heareval or hear-validator is
     imported.
     """
@@ -99,7 +115,14 @@ def select_tensorflow(mode: str = "auto") -> str:
                 "(pip install tensorflow-cpu) or use the stand-in (--tensorflow stand-in)"
             )
         if not (mode == "auto" and torch.cuda.is_available() and _cpu_only_tensorflow()):
-            return "real"
+            problem = _import_problem()
+            if problem is None:
+                return "real"
+            if mode == "real":
+                raise ValueError(f"TensorFlow is installed but fails to import ({problem}); "
+                                 "repair it, or use --tensorflow stand-in")  # fmt: skip
+            print(f"hear-matpac: TensorFlow is installed but fails to import ({problem}); using "
+                  "hear_matpac's stand-in instead (--tensorflow stand-in skips the attempt)", file=sys.stderr)  # fmt: skip
     loaded = sys.modules.get("tensorflow")
     if loaded is not None and not getattr(loaded, STANDIN_FLAG, False):
         raise ValueError(

@@ -1,0 +1,136 @@
+"""Embed audio files into an output folder: read them a chunk at a time, embed the files of
+one length together, find the culprit when such a call fails, and keep the tally.
+
+Nothing is written for a file that fails (unreadable audio, a `ValueError` of the HEAR API
+such as non-finite audio, non-finite embeddings); an error while *writing* (disk full,
+read-only folder) ends the run, since every later file would meet it too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import soundfile
+import torch
+
+from .api import get_scene_and_timestamp_embeddings, get_scene_embeddings
+from .audio_io import AudioFileError, read_audio
+from .file_inputs import InputFile
+from .model import MatpacModel
+from .output_store import Need, OutputStore, Source
+from .progress import AudioProgress
+
+# What embedding one group may raise for a reason of its own files (a bad clip, too little
+# memory for the group); anything else is a bug or an error of the run as a whole.
+_FILE_ERRORS = (ValueError, TypeError, RuntimeError)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input to embed: the file, its identity when planned, the outputs it needs, and its
+    length in seconds for the progress display (0 when unknown)."""
+
+    item: InputFile
+    source: Source
+    need: Need
+    seconds: float = 0.0
+
+
+@dataclass
+class Tally:
+    embedded: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+Output = tuple[np.ndarray, Optional[tuple[np.ndarray, np.ndarray]]]  # scene, (embeddings, timestamps)
+
+
+def audio_seconds(path: object) -> float:
+    """The length of an audio file from its header, 0 when it cannot be read (it fails later)."""
+    try:
+        return float(soundfile.info(str(path)).duration)
+    except Exception:  # noqa: BLE001 - only an estimate for the progress display
+        return 0.0
+
+
+class FileEmbedder:
+    """Embeds jobs with `model` on `device` into `store`, reporting through `progress`."""
+
+    def __init__(self, model: MatpacModel, device: torch.device, store: OutputStore,
+                 progress: AudioProgress, prefix: str) -> None:  # fmt: skip
+        self.model, self.device, self.store = model, device, store
+        self.progress, self.prefix = progress, prefix
+        self.tally = Tally()
+
+    def fail(self, what: str, problem: str, seconds: float = 0.0) -> None:
+        """Count `what` as failed and say why."""
+        self.tally.failed.append(what)
+        self.progress.write(f"{self.prefix}: failed: {what}: {problem}")
+        self.progress.advance(seconds)
+
+    def run(self, jobs: Sequence[Job], batch_size: int) -> Tally:
+        """Embed `jobs`, `batch_size` files read at a time."""
+        for first in range(0, len(jobs), batch_size):
+            self._chunk(jobs[first:first + batch_size])
+        return self.tally
+
+    def _chunk(self, chunk: Sequence[Job]) -> None:
+        """Read `chunk`, then embed its files of equal length together (the HEAR API takes
+        clips of one length per call; padding would change the embeddings)."""
+        by_length: dict[int, list[tuple[Job, torch.Tensor]]] = {}
+        for job in chunk:
+            try:
+                clip = read_audio(job.item.path)
+            except (AudioFileError, OSError) as err:
+                self.fail(str(job.item.path), getattr(err, "problem", None) or first_line(err), job.seconds)
+                continue
+            by_length.setdefault(clip.samples.shape[0], []).append((job, clip.samples))
+        for group in by_length.values():
+            try:
+                outputs = self._compute(group)
+            except _FILE_ERRORS as err:
+                if len(group) == 1:
+                    self.fail(str(group[0][0].item.path), first_line(err), group[0][0].seconds)
+                else:  # find the culprit: one file at a time
+                    for member in group:
+                        self._one(member)
+                continue
+            self._write(group, outputs)
+
+    def _one(self, member: tuple[Job, torch.Tensor]) -> None:
+        try:
+            outputs = self._compute([member])
+        except _FILE_ERRORS as err:
+            self.fail(str(member[0].item.path), first_line(err), member[0].seconds)
+            return
+        self._write([member], outputs)
+
+    def _compute(self, group: list[tuple[Job, torch.Tensor]]) -> list[Output]:
+        """Embed clips of one length in one call; each one's scene and (when needed) frames,
+        on the CPU, checked finite."""
+        audio = torch.stack([samples for _, samples in group]).to(self.device)  # (clips, samples)
+        if any(job.need.frames for job, _ in group):
+            scene_t, emb_t, ts_t = get_scene_and_timestamp_embeddings(audio, self.model)
+            frames: Optional[tuple[np.ndarray, np.ndarray]] = (emb_t.cpu().numpy(), ts_t.cpu().numpy())
+        else:
+            scene_t, frames = get_scene_embeddings(audio, self.model), None
+        scene = scene_t.cpu().numpy()
+        finite = np.isfinite(scene).all() and (frames is None or np.isfinite(frames[0]).all())
+        if not finite:
+            raise ValueError("its embeddings are not finite (NaN or Inf); nothing written")
+        return [(scene[i], None if frames is None else (frames[0][i], frames[1][i])) for i in range(len(group))]
+
+    def _write(self, group: list[tuple[Job, torch.Tensor]], outputs: list[Output]) -> None:
+        self.store.write(
+            (job.item.name, job.source, job.need, scene, frames) for (job, _), (scene, frames) in zip(group, outputs)
+        )
+        self.tally.embedded += len(group)
+        self.progress.advance(sum(job.seconds for job, _ in group), len(group))
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, or its type's name."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

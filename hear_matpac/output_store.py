@@ -1,0 +1,374 @@
+"""The state of an `embed` output folder: which settings made its outputs, which source file
+each output came from, and which run may write it now.
+
+Files kept in OUT besides the outputs (`embed_outputs` names those):
+
+- `embed-info.json`: the folder's settings: format version, the weights' sha256 (their
+  content, so a byte-identical copy at another path is the same weights; the path is kept for
+  information), the model options that change the numbers, normalised by `load_model` (a
+  default given explicitly equals one omitted) and the embedding sizes.
+- `embed-manifest.jsonl`: one JSON line per output name, `{"name", "source", "size",
+  "mtime_ns", "frames"}`: the source file's absolute path and its size and modification time
+  when it was read, and whether `NAME.frames.npz` exists too. A later line for a name replaces
+  an earlier one; `{"name", "removed": true}` drops it. Lines are appended as outputs are
+  written and the file is rewritten compactly when a run opens and closes the folder.
+- `.embed.lock`: locked (`flock`, exclusive) for the whole run.
+
+The invariant, after any sequence of runs (killed ones included): every output file in OUT
+is recorded in the manifest and equals what the settings in `embed-info.json` give for its
+recorded source. It is kept by: outputs written atomically (temp file, rename) and recorded
+after they are written, a name's old record dropped (durably) before its outputs are
+rewritten; on opening, deleting temporary files of killed runs, output files the manifest
+does not record, and records whose output is gone; new settings accepted only in a folder
+without outputs, or with `overwrite`, which first deletes every output in it.
+
+Sharing with the ranks of one `torchrun` job (a later issue shards a corpus across them):
+the lock is the only exclusive step. Rank 0 opens the folder as here (lock, clean, claim
+settings) and writes its run id (`TORCHELASTIC_RUN_ID`) into `.embed.lock`; the other ranks
+then take the lock *shared* after checking that id, so another job (exclusive) still waits.
+Each rank embeds only the inputs with `index % WORLD_SIZE == RANK`, so no two ranks write one
+name; each appends its records to its own `embed-manifest.rank<R>.jsonl`, which rank 0 folds
+into `embed-manifest.jsonl` at the end (`_read_manifest` reads any number of such journals in
+order: last line wins).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Optional
+
+import numpy as np
+
+from .atomic import atomic_write
+from .embed_outputs import FRAMES_SUFFIX, INFO_FILE, SCENE_SUFFIX, output_paths, save_frames, save_scene
+from .folders import ensure_folder
+from .integrity import read_record, sha256_file
+
+FORMAT = 2  # embed-info.json without "format" comes from a version that did not record sources
+MANIFEST_FILE = "embed-manifest.jsonl"
+LOCK_FILE = ".embed.lock"
+_STATE_FILES = (INFO_FILE, MANIFEST_FILE)
+_OUTPUT_SUFFIXES = (SCENE_SUFFIX, FRAMES_SUFFIX)
+# atomic.atomic_path's temporary files: ".<target name>.<8 random chars>.tmp"
+_TEMP = re.compile(r"\.(.+)\.[A-Za-z0-9_]{8}\.tmp")
+
+
+def weights_sha256(path: Path) -> str:
+    """The sha256 of the weights file at `path`: its `PATH.sha256` record when it has one (the
+    checkpoint reader has checked the file against it when loading), else computed.
+
+    Stand-in for `integrity.weights_sha256` of the weights issue: swap it once that is merged.
+    """
+    recorded = read_record(path)
+    return recorded if recorded is not None else sha256_file(path)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Which file an output came from: absolute path, size and mtime (ns) when it was read."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> "Source":
+        """`path`'s identity now (follows symlinks: the content is what counts)."""
+        st = os.stat(path)
+        return cls(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A name's outputs: made from `source`; `frames`: `NAME.frames.npz` exists too."""
+
+    source: Source
+    frames: bool
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a run must compute for one input: the scene and/or frames outputs (both False: skip)."""
+
+    scene: bool
+    frames: bool
+
+
+class OutputStore:
+    """An output folder opened for one run: locked, cleaned, its settings claimed. Use as a
+    context manager (`OutputStore.open(...)`); closing compacts the manifest and unlocks."""
+
+    def __init__(self, out: Path, lock: IO[bytes], records: dict[str, Record]) -> None:
+        self.out = out
+        self._lock = lock
+        self.records = records
+        self.info: Optional[dict[str, Any]] = None
+        self._present: set[str] = set()
+        self._journal: Optional[IO[str]] = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(
+        cls, out: Path, settings: Mapping[str, Any], overwrite: bool, report: Callable[[str], None]
+    ) -> Iterator["OutputStore"]:
+        """Create `out` if needed, lock it (waiting, with a message through `report`, while
+        another run holds it), clean what killed runs left, and claim `settings` for it.
+
+        `ValueError` when the folder holds outputs made with other settings (unless
+        `overwrite`: they are all deleted first) or its state files are malformed."""
+        ensure_folder(out)
+        with open(out / LOCK_FILE, "ab") as lock:  # closing it releases the lock
+            _lock_exclusive(lock, out, report)
+            store = cls(out, lock, {})
+            try:
+                store._load_and_clean(report)
+                store._claim(dict(settings), overwrite, report)
+                store._compact()
+                yield store
+                store._compact()
+            finally:
+                store._close_journal()
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def need(self, name: str, source: Source, frames: bool, overwrite: bool) -> Need:
+        """What to compute for input `name` read from `source` (`frames`: frames wanted).
+
+        A name recorded from another path is a `ValueError` unless `overwrite` (see
+        `collision`); a changed source or `overwrite` recomputes every output the name has or
+        wants, so a name's scene and frames always come from one source and one run."""
+        record = self.records.get(name)
+        if record is None:
+            return Need(True, frames)
+        if overwrite or record.source != source:
+            return Need(True, frames or record.frames)
+        return Need(False, frames and not record.frames)
+
+    def collision(self, name: str, source: Source) -> Optional[str]:
+        """The problem, when output `name` is recorded as made from a file other than `source`."""
+        record = self.records.get(name)
+        if record is None or record.source.path == source.path:
+            return None
+        return (
+            f"{output_paths(self.out, name).scene} holds the embedding of {record.source.path}, and "
+            f"{source.path} has the same name"
+        )
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write(self, outputs: Iterable[tuple[str, Source, Need, np.ndarray, Optional[tuple[np.ndarray, np.ndarray]]]]) -> None:
+        """Write and record each `(name, source, need, scene, (embeddings, timestamps) or None)`.
+        A rewritten name's old record is dropped (durably) before its files change."""
+        outputs = list(outputs)
+        rewritten = [name for name, _, need, _, _ in outputs if need.scene and name in self.records]
+        if rewritten:
+            self._append([json.dumps({"name": name, "removed": True}) for name in rewritten], sync=True)
+            for name in rewritten:
+                del self.records[name]
+        lines = []
+        for name, source, need, scene, frames in outputs:
+            paths = output_paths(self.out, name)
+            if need.scene:
+                save_scene(paths.scene, scene)
+            if need.frames:
+                save_frames(paths.frames, *frames)
+            old = self.records.get(name)
+            record = Record(source, need.frames or (old is not None and old.frames))
+            self.records[name] = record
+            lines.append(_record_line(name, record))
+        self._append(lines, sync=False)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _load_and_clean(self, report: Callable[[str], None]) -> None:
+        self.info = _read_info(self.out / INFO_FILE)
+        self.records = _read_manifest(self.out / MANIFEST_FILE)
+        temps, present = _scan(self.out)
+        for temp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        if temps:
+            report(f"removed {len(temps)} temporary file(s) left by an interrupted run")
+        self._present = present
+        if self.info is None or "format" not in self.info:
+            return  # outputs of unknown or unrecorded origin: _claim decides
+        orphans = [p for p in present if not self._recorded(p)]
+        for path in orphans:
+            with contextlib.suppress(FileNotFoundError):
+                (self.out / path).unlink()
+        if orphans:
+            report(f"removed {len(orphans)} output file(s) not in {MANIFEST_FILE} (left by an interrupted run)")
+        self._present = present.difference(orphans)
+        for name, record in list(self.records.items()):
+            if (name + SCENE_SUFFIX) not in self._present:
+                del self.records[name]
+                with contextlib.suppress(FileNotFoundError):
+                    output_paths(self.out, name).frames.unlink()
+            elif record.frames and (name + FRAMES_SUFFIX) not in self._present:
+                self.records[name] = Record(record.source, False)
+
+    def _recorded(self, relative: str) -> bool:
+        if relative.endswith(SCENE_SUFFIX):
+            return relative[: -len(SCENE_SUFFIX)] in self.records
+        record = self.records.get(relative[: -len(FRAMES_SUFFIX)])
+        return record is not None and record.frames
+
+    def _claim(self, settings: dict[str, Any], overwrite: bool, report: Callable[[str], None]) -> None:
+        settings["format"] = FORMAT
+        previous = self.info
+        if previous is not None and _same_settings(previous, settings):
+            return
+        present = self._present
+        if present:
+            if not overwrite:
+                raise ValueError(f"{self.out} holds embeddings made with other settings "
+                                 f"({_difference(previous, settings)}; {len(present)} file(s)); use another "
+                                 "--out, or --overwrite to delete them all and embed these inputs with the "
+                                 "new settings")  # fmt: skip
+            for path in present:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.out / path).unlink()
+            report(f"--overwrite with new settings: removed the {len(present)} output file(s) of the old ones")
+        self.records = {}
+        (self.out / MANIFEST_FILE).unlink(missing_ok=True)
+        _write_json(self.out / INFO_FILE, settings)
+        self.info = settings
+
+    def _append(self, lines: list[str], sync: bool) -> None:
+        if not lines:
+            return
+        if self._journal is None:
+            self._journal = open(self.out / MANIFEST_FILE, "a", encoding="utf-8")
+        self._journal.write("".join(line + "\n" for line in lines))
+        self._journal.flush()
+        if sync:
+            os.fsync(self._journal.fileno())
+
+    def _close_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _compact(self) -> None:
+        self._close_journal()
+        path = self.out / MANIFEST_FILE
+        if not self.records:
+            path.unlink(missing_ok=True)
+            return
+        with atomic_write(path) as handle:
+            text = "".join(_record_line(name, r) + "\n" for name, r in sorted(self.records.items()))
+            handle.write(text.encode("utf-8"))
+
+
+def _lock_exclusive(lock: IO[bytes], out: Path, report: Callable[[str], None]) -> None:
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        report(f"waiting for another embed run writing to {out} (it holds {out / LOCK_FILE})")
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+
+
+def _scan(out: Path) -> tuple[list[Path], set[str]]:
+    """Temporary files of embed's writes, and output files (POSIX paths relative to `out`)."""
+    temps, outputs = [], set()
+    for root, dirs, files in os.walk(out):
+        dirs.sort()
+        base = Path(root)
+        for name in files:
+            match = _TEMP.fullmatch(name)
+            if match:
+                target = match.group(1)
+                if target.endswith(_OUTPUT_SUFFIXES) or (base == out and target in _STATE_FILES):
+                    temps.append(base / name)
+            elif name.endswith(_OUTPUT_SUFFIXES):
+                outputs.add((base / name).relative_to(out).as_posix())
+    return temps, outputs
+
+
+def _read_info(path: Path) -> Optional[dict[str, Any]]:
+    if not path.exists():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not an embed-info record (not UTF-8 text: {err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not an embed-info record (not JSON: {err})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("model_options", {}), dict):
+        raise ValueError(
+            f"{path}: not an embed-info record (expected a JSON object with the weights and model "
+            f"options, found {type(info).__name__}); delete it and the folder's outputs, or use another --out"
+        )
+    return info
+
+
+def _read_manifest(path: Path) -> dict[str, Record]:
+    """Name -> record, last line winning; a torn last line (a run killed while appending) is ignored."""
+    records: dict[str, Record] = {}
+    if not path.exists():
+        return records
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            name = entry["name"]
+            if not isinstance(name, str):
+                raise TypeError("name is not a string")
+            if entry.get("removed"):
+                records.pop(name, None)
+                continue
+            source = Source(str(entry["source"]), int(entry["size"]), int(entry["mtime_ns"]))
+            records[name] = Record(source, bool(entry["frames"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            if number == len(lines):  # no newline after it: cut short by a kill
+                continue
+            raise ValueError(f"{path}:{number}: not a manifest line ({type(err).__name__}: {err}); "
+                             "delete the folder's outputs and this file, or use another --out") from None  # fmt: skip
+    return records
+
+
+def _record_line(name: str, record: Record) -> str:
+    s = record.source
+    return json.dumps({"name": name, "source": s.path, "size": s.size, "mtime_ns": s.mtime_ns,
+                       "frames": record.frames}, sort_keys=True)  # fmt: skip
+
+
+def _same_settings(previous: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    return all(previous.get(k) == v for k, v in settings.items() if k not in _INFORMATIONAL)
+
+
+_INFORMATIONAL = ("weights", "hear_matpac_version")  # recorded, not compared (path: content counts)
+
+
+def _difference(previous: Optional[Mapping[str, Any]], settings: Mapping[str, Any]) -> str:
+    if previous is None:
+        return f"no {INFO_FILE}"
+    if "format" not in previous:
+        return f"{INFO_FILE} from an older hear-matpac that did not record each output's source file"
+    there = _flat(previous)
+    return "; ".join(f"{k}: {there.get(k)!r} there, {v!r} now" for k, v in _flat(settings).items()
+                     if k not in _INFORMATIONAL and there.get(k) != v)  # fmt: skip
+
+
+def _flat(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings with the model options as keys of their own, for a short difference."""
+    flat = {k: v for k, v in settings.items() if k != "model_options"}
+    options = settings.get("model_options")
+    flat.update(options if isinstance(options, dict) else {"model_options": options})
+    return flat
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    with atomic_write(path) as handle:
+        handle.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))

@@ -1,0 +1,127 @@
+"""Every subcommand: a user's mistake or an operating-system error is one line on stderr with
+the path and the reason, exit status 2; folders are made with the umask like other tools."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from hear_matpac.cli import main
+from hear_matpac.hear_tools import tensorflow_standin
+from hear_matpac.hear_tools.tasks import write_suite
+from hear_matpac.weights_choice import TINY_UNTRAINED
+
+TINY = str(TINY_UNTRAINED)
+
+
+def _one_line_error(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith(("!", "WARNING", "Its embeddings", "No MATPAC"))]
+    assert len(lines) == 1 and lines[0].startswith(f"hear-matpac {command}: error: "), err
+    return lines[0]
+
+
+@pytest.fixture()
+def afile(tmp_path: Path) -> Path:
+    path = tmp_path / "afile"
+    path.write_text("not a folder")
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "--weights", TINY, "--tensorflow", "stand-in"],
+        ["sweep", "--weights", TINY, "--no-chart", "--tasks", "synth_pitch_3fold"],
+    ],
+    ids=["evaluate", "sweep"],
+)
+def test_out_naming_a_file(argv, afile: Path, capsys) -> None:
+    assert main([*argv, "--out", str(afile)]) == 2
+    line = _one_line_error(capsys, argv[0])
+    assert f"--out {afile} is not a folder" in line
+    assert afile.read_text() == "not a folder"
+
+
+def test_compare_out_naming_a_file(tmp_path: Path, afile: Path, capsys) -> None:
+    task = tmp_path / "embeddings" / "hear_matpac" / "t"
+    task.mkdir(parents=True)
+    (task / "task_metadata.json").write_text(json.dumps({"task_name": "t", "evaluation": ["top1_acc"]}))
+    (task / "test.predicted-scores.json").write_text(json.dumps({"test": {"test_score": 0.5, "test_top1_acc": 0.5}}))
+    assert main(["compare", str(tmp_path / "embeddings"), "--no-chart", "--out", str(afile)]) == 2
+    assert f"--out {afile} is not a folder" in _one_line_error(capsys, "compare")
+
+
+def test_make_tasks_under_a_file(afile: Path, capsys) -> None:
+    assert main(["make-tasks", str(afile / "sub"), "--task", "synth_pitch_3fold"]) == 2
+    assert f"cannot create {afile / 'sub'}: {afile} is not a folder" in _one_line_error(capsys, "make-tasks")
+
+
+def test_make_tasks_force_through_a_symlink_replaces_its_target(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "real"
+    write_suite(target, tasks=["synth_pitch_3fold"])
+    (target / "stale.txt").write_text("old")
+    link = tmp_path / "link"
+    link.symlink_to(target, target_is_directory=True)
+    assert main(["make-tasks", str(link), "--force", "--task", "synth_scene_multiclass"]) == 0
+    assert capsys.readouterr().out.split() == [str(link / "synth_scene_multiclass")]
+    assert link.is_symlink() and sorted(p.name for p in target.iterdir()) == ["synth_scene_multiclass"]
+
+
+def test_make_tasks_folders_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        write_suite(tmp_path / "tasks", tasks=["synth_pitch_3fold"])
+    finally:
+        os.umask(old)
+    for folder in [tmp_path / "tasks", tmp_path / "tasks" / "synth_pitch_3fold"]:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+
+
+@pytest.mark.parametrize("seconds", ["inf", "nan", "-1", "1e9"])
+def test_demo_seconds_out_of_range(seconds: str, capsys) -> None:
+    assert main(["demo", "--weights", TINY, "--seconds", seconds]) == 2
+    assert "--seconds must be a number of seconds in (0, 3600]" in _one_line_error(capsys, "demo")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where CUDA is missing")
+def test_validate_cuda_without_gpu(capsys) -> None:
+    assert main(["validate", "--weights", TINY, "--device", "cuda", "--tensorflow", "stand-in"]) == 2
+    assert "--device cuda: CUDA is not available here" in _one_line_error(capsys, "validate")
+
+
+@pytest.fixture()
+def broken_tensorflow(tmp_path: Path, monkeypatch) -> None:
+    """An installed `tensorflow` whose import fails, as a TensorFlow built for another CPU or
+    numpy does; nothing of any real TensorFlow stays imported."""
+    package = tmp_path / "site" / "tensorflow"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from . import _core\n")
+    (package / "_core.py").write_text("raise ImportError('libtensorflow_framework.so.2: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in [n for n in sys.modules if n == "tensorflow" or n.startswith("tensorflow.")]:
+        monkeypatch.delitem(sys.modules, name)
+    yield
+    for name in [n for n in sys.modules if n == "tensorflow" or n.startswith("tensorflow.")]:
+        del sys.modules[name]
+
+
+def test_tensorflow_that_fails_to_import_falls_back_to_the_standin(broken_tensorflow, capsys) -> None:
+    assert tensorflow_standin.select_tensorflow("auto") == "stand-in"
+    err = capsys.readouterr().err
+    assert "TensorFlow is installed but fails to import (ImportError: libtensorflow_framework" in err
+    assert "stand-in" in err
+    import tensorflow
+
+    assert isinstance(tensorflow, types.ModuleType) and getattr(tensorflow, tensorflow_standin.STANDIN_FLAG)
+
+
+def test_tensorflow_real_that_fails_to_import_is_one_line(broken_tensorflow) -> None:
+    with pytest.raises(ValueError, match="fails to import .*use --tensorflow stand-in"):
+        tensorflow_standin.select_tensorflow("real")

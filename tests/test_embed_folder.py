@@ -1,0 +1,360 @@
+"""`hear-matpac embed`'s output folder: one set of settings, each output from its recorded
+source, whatever sequence of runs (concurrent, killed, with --overwrite) made it."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+import hear_matpac
+from hear_matpac import embed_files, output_store, progress
+from hear_matpac.audio_io import read_audio
+from hear_matpac.cli import main
+from hear_matpac.integrity import write_record
+from hear_matpac.weights_choice import TINY_UNTRAINED
+
+TINY = str(TINY_UNTRAINED)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tone(path: Path, freq: float, seconds: float = 1.0, rate: int = 16000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(round(rate * seconds)) / rate
+    soundfile.write(path, (0.4 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
+    return path
+
+
+def _embed(*args: str, weights: str = TINY) -> int:
+    return main(["embed", "--weights", weights, "--device", "cpu", "--quiet", *args])
+
+
+def _outputs(out: Path) -> list[str]:
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.name.endswith((".npy", ".npz")))
+
+
+def _assert_consistent(out: Path, weights: str = "") -> dict:
+    """Every output file is recorded, and equals what the recorded settings give for the
+    recorded source (computed here, independently of the CLI). `weights`: a file holding the
+    recorded weights, when the recorded path no longer does."""
+    info = json.loads((out / "embed-info.json").read_text())
+    weights = weights or info["weights"]
+    assert hashlib.sha256(Path(weights).read_bytes()).hexdigest() == info["weights_sha256"]
+    manifest = out / "embed-manifest.jsonl"
+    records = {}
+    if manifest.exists():
+        for line in manifest.read_text().splitlines():
+            entry = json.loads(line)
+            records[entry["name"]] = entry
+    expected_files = sorted([f"{n}.scene.npy" for n in records] + [f"{n}.frames.npz" for n, r in records.items() if r["frames"]])
+    assert _outputs(out) == expected_files
+    options = dict(info["model_options"])
+    model = hear_matpac.load_model(weights, **options)
+    for name, entry in records.items():
+        source = Path(entry["source"])
+        assert (source.stat().st_size, source.stat().st_mtime_ns) == (entry["size"], entry["mtime_ns"])
+        audio = read_audio(source).samples.unsqueeze(0)
+        scene, emb, ts = hear_matpac.api.get_scene_and_timestamp_embeddings(audio, model)
+        np.testing.assert_allclose(np.load(out / f"{name}.scene.npy"), scene[0].numpy(), atol=1e-5)
+        if entry["frames"]:
+            with np.load(out / f"{name}.frames.npz") as frames:
+                np.testing.assert_allclose(frames["embeddings"], emb[0].numpy(), atol=1e-5)
+    return records
+
+
+# 1 -------------------------------------------------------------------------------------------
+
+def test_other_source_with_the_same_name_is_refused_not_skipped(tmp_path: Path, capsys) -> None:
+    train = _tone(tmp_path / "ds" / "train" / "clip1.wav", 300)
+    test = _tone(tmp_path / "ds" / "test" / "clip1.wav", 2000)
+    out = tmp_path / "emb"
+    assert _embed(str(tmp_path / "ds" / "train"), "--out", str(out)) == 0
+    capsys.readouterr()
+    assert _embed(str(tmp_path / "ds" / "test"), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(train) in err and str(test) in err
+    assert _assert_consistent(out)["clip1.wav"]["source"] == str(train)
+    # --overwrite replaces it; the record follows.
+    assert _embed(str(tmp_path / "ds" / "test"), "--out", str(out), "--overwrite") == 0
+    assert _assert_consistent(out)["clip1.wav"]["source"] == str(test)
+
+
+def test_a_changed_source_is_recomputed_not_skipped(tmp_path: Path, capsys) -> None:
+    wav = _tone(tmp_path / "in" / "a.wav", 300)
+    out = tmp_path / "emb"
+    assert _embed(str(wav), "--out", str(out), "--timestamps") == 0
+    _tone(wav, 2500)  # same path and length, other audio
+    os.utime(wav, ns=(wav.stat().st_atime_ns, wav.stat().st_mtime_ns + 10**9))
+    capsys.readouterr()
+    assert _embed(str(wav), "--out", str(out)) == 0  # frames not asked for: recomputed all the same
+    assert "1 embedded, 0 skipped" in capsys.readouterr().out
+    assert _assert_consistent(out)["a.wav"]["frames"] is True
+
+
+# 2 -------------------------------------------------------------------------------------------
+
+def test_overwrite_of_a_subset_with_new_settings_never_mixes(tmp_path: Path, capsys) -> None:
+    inp = tmp_path / "inp"
+    for i, freq in enumerate([300, 700, 1500]):
+        _tone(inp / f"f{i}.wav", freq)
+    out = tmp_path / "X"
+    assert _embed(str(inp), "--out", str(out), "--timestamps") == 0
+    assert _embed(str(inp / "f0.wav"), "--layer", "0", "--overwrite", "--out", str(out)) == 0
+    assert "removed the 6 output file(s) of the old ones" in capsys.readouterr().err
+    assert _outputs(out) == ["f0.wav.scene.npy"]
+    assert _embed(str(inp), "--layer", "0", "--out", str(out)) == 0  # f1, f2 embedded anew, not skipped
+    assert "2 embedded, 1 skipped" in capsys.readouterr().out
+    records = _assert_consistent(out)
+    assert sorted(records) == ["f0.wav", "f1.wav", "f2.wav"]
+    assert json.loads((out / "embed-info.json").read_text())["model_options"]["layer"] == 0
+
+
+def test_frames_added_later_come_from_the_same_settings(tmp_path: Path, capsys) -> None:
+    wav = _tone(tmp_path / "a.wav", 440)
+    out = tmp_path / "o"
+    assert _embed(str(wav), "--out", str(out)) == 0
+    assert _embed(str(wav), "--out", str(out), "--timestamps", "--layer", "0") == 2  # would mix
+    assert _embed(str(wav), "--out", str(out), "--timestamps") == 0
+    assert _assert_consistent(out)["a.wav"]["frames"] is True
+
+
+# 3 -------------------------------------------------------------------------------------------
+
+def _start(out: Path, inputs: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "hear_matpac.cli", "embed", str(inputs), "--out", str(out),
+               "--weights", TINY, "--device", "cpu", "--quiet", *extra]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_two_concurrent_runs_into_one_folder_leave_it_consistent(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    for i in range(6):
+        _tone(inputs / f"c{i}.wav", 200 + 150 * i, 0.5)
+    out = tmp_path / "r"
+    out.mkdir()
+    with open(out / ".embed.lock", "ab") as held:  # hold the folder so that both runs start while it is busy
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        runs = [_start(out, inputs), _start(out, inputs, "--layer", "0")]
+        for run in runs:  # each says it waits, then blocks
+            assert "waiting for another embed run" in run.stderr.readline()
+    results = [(run.wait(timeout=120), run.stdout.read(), run.stderr.read()) for run in runs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results  # the first to get the folder embeds; the other is refused
+    refused = next(err for code, _, err in results if code == 2)
+    assert "holds embeddings made with other settings" in refused
+    assert len(_assert_consistent(out)) == 6
+
+
+# 4 -------------------------------------------------------------------------------------------
+
+def _other_weights(path: Path) -> Path:
+    state = torch.load(TINY, weights_only=True, map_location="cpu")
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()} \
+        if isinstance(state, dict) else {}  # fmt: skip
+    assert tensors
+    for value in tensors.values():
+        value.mul_(0.5)
+    torch.save(state, path)
+    return path
+
+
+def test_weights_are_identified_by_content(tmp_path: Path, capsys) -> None:
+    a, b = tmp_path / "w" / "a.pt", tmp_path / "w2" / "b.pt"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    shutil.copyfile(TINY, a)
+    shutil.copyfile(TINY, b)
+    first, second = _tone(tmp_path / "in" / "x.wav", 300), _tone(tmp_path / "in" / "y.wav", 900)
+    out = tmp_path / "o"
+    assert _embed(str(first), "--out", str(out), weights=str(a)) == 0
+    assert _embed(str(second), "--out", str(out), weights=str(b)) == 0  # a byte-identical copy: the same
+    _other_weights(a)  # replaced at the same path
+    capsys.readouterr()
+    assert _embed(str(tmp_path / "in"), "--out", str(out), weights=str(a)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weights_sha256" in err
+    assert len(_assert_consistent(out, weights=str(b))) == 2
+
+
+def test_weights_sha256_reuses_a_valid_record(tmp_path: Path, monkeypatch) -> None:
+    weights = tmp_path / "w.pt"
+    shutil.copyfile(TINY, weights)
+    digest = output_store.sha256_file(weights)
+    write_record(weights, digest)
+    monkeypatch.setattr(output_store, "sha256_file", lambda path: pytest.fail("hashed again"))
+    assert output_store.weights_sha256(weights) == digest
+    weights.with_name("w.pt.sha256").write_text("not a digest\n")
+    with pytest.raises(ValueError, match="not a sha256 record"):
+        output_store.weights_sha256(weights)
+
+
+# 5 -------------------------------------------------------------------------------------------
+
+def test_fp16_on_cpu_is_refused_before_any_decoding(tmp_path: Path, monkeypatch, capsys) -> None:
+    wav = _tone(tmp_path / "a.wav", 440)
+    monkeypatch.setattr(embed_files, "read_audio", lambda path: pytest.fail("decoded a file"))
+    assert _embed(str(wav), "--out", str(tmp_path / "o"), "--precision", "fp16") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--device cuda" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_without_outputs_takes_any_settings(tmp_path: Path, capsys) -> None:
+    broken = tmp_path / "in" / "broken.wav"
+    broken.parent.mkdir()
+    broken.write_bytes(b"RIFF....WAVEjunk")
+    out = tmp_path / "o"
+    assert _embed(str(broken), "--out", str(out)) == 1  # every file failed
+    good = _tone(tmp_path / "in" / "good.wav", 440)
+    assert _embed(str(good), "--out", str(out), "--precision", "bf16") == 0
+    assert json.loads((out / "embed-info.json").read_text())["model_options"]["precision"] == "bf16"
+
+
+def test_defaults_given_explicitly_are_the_same_settings(tmp_path: Path, capsys) -> None:
+    wav = _tone(tmp_path / "a.wav", 440)
+    out = tmp_path / "o"
+    assert _embed(str(wav), "--out", str(out)) == 0
+    capsys.readouterr()
+    assert _embed(str(wav), "--out", str(out), "--timestamp-hop-ms", "160", "--precision", "fp32", "--layer", "-1") == 0
+    assert "0 embedded, 1 skipped" in capsys.readouterr().out
+
+
+# 6 (embed's side) -----------------------------------------------------------------------------
+
+def test_non_finite_results_are_failures_and_nothing_is_written(tmp_path: Path, monkeypatch, capsys) -> None:
+    inp = tmp_path / "in"
+    _tone(inp / "good.wav", 440)
+    huge = np.full(16000, 1e20, np.float32)
+    soundfile.write(inp / "huge.wav", huge, 16000, subtype="FLOAT")  # finite samples, NaN embeddings
+    _tone(inp / "refused.wav", 900)
+    real = embed_files.get_scene_embeddings
+
+    out = tmp_path / "o"
+    assert _embed(str(inp), "--out", str(out)) == 1
+    captured = capsys.readouterr()
+    assert "huge.wav: its embeddings are not finite" in captured.err
+    assert "1 failed" in captured.out and not (out / "huge.wav.scene.npy").exists()
+    # A ValueError of the API for one clip of a group: that file fails, the others are written.
+    refused = inp / "refused.wav"
+    first_sample = float(read_audio(refused).samples[1])
+    monkeypatch.setattr(embed_files, "get_scene_embeddings", lambda audio, model: (
+        (_ for _ in ()).throw(ValueError("clips 0 are not finite")) if any(
+            abs(float(row[1]) - first_sample) < 1e-7 for row in audio) else real(audio, model)))  # fmt: skip
+    shutil.rmtree(out)
+    assert _embed(str(inp), "--out", str(out)) == 1
+    captured = capsys.readouterr()
+    assert "refused.wav: clips 0 are not finite" in captured.err
+    assert _outputs(out) == ["good.wav.scene.npy"]
+    assert list(_assert_consistent(out)) == ["good.wav"]
+
+
+# 8 and leftovers --------------------------------------------------------------------------------
+
+def test_leftovers_of_a_killed_run_are_cleaned(tmp_path: Path, capsys) -> None:
+    inp = tmp_path / "in"
+    _tone(inp / "a.wav", 300)
+    _tone(inp / "sub" / "b.wav", 800)
+    out = tmp_path / "o"
+    assert _embed(str(inp), "--out", str(out)) == 0
+    temps = [out / ".a.wav.scene.npy.k1l2m3n4.tmp", out / "sub" / ".b.wav.frames.npz.abcd_123.tmp",
+             out / ".embed-info.json.zz99zz99.tmp"]  # fmt: skip
+    for temp in temps:
+        temp.write_bytes(b"half")
+    keep = out / ".notes.abcdefgh.tmp"  # not one of embed's
+    keep.write_bytes(b"mine")
+    shutil.copyfile(out / "a.wav.scene.npy", out / "sub" / "b.wav.frames.npz")  # written, never recorded
+    with open(out / "embed-manifest.jsonl", "a") as manifest:
+        manifest.write('{"name": "sub/b.wav", "frames": tr')  # a line cut short by a kill
+    capsys.readouterr()
+    assert _embed(str(inp), "--out", str(out)) == 0
+    captured = capsys.readouterr()
+    assert "removed 3 temporary file(s)" in captured.err and "removed 1 output file(s) not in" in captured.err
+    assert "0 embedded, 2 skipped" in captured.out
+    assert not any(t.exists() for t in temps) and keep.exists()
+    assert len(_assert_consistent(out)) == 2
+
+
+@pytest.mark.parametrize("content", ["[]", "{not json", '"text"', '{"model_options": []}'])
+def test_malformed_embed_info_is_one_line(tmp_path: Path, capsys, content: str) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "embed-info.json").write_text(content)
+    assert _embed(str(_tone(tmp_path / "a.wav", 440)), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out / "embed-info.json") in err and "not an embed-info record" in err
+
+
+def test_malformed_manifest_line_is_one_line(tmp_path: Path, capsys) -> None:
+    wav = _tone(tmp_path / "a.wav", 440)
+    out = tmp_path / "o"
+    assert _embed(str(wav), "--out", str(out)) == 0
+    (out / "embed-manifest.jsonl").write_text('[1, 2]\n{"name": "a.wav"}\n')
+    capsys.readouterr()
+    assert _embed(str(wav), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out / 'embed-manifest.jsonl'}:1: not a manifest line" in err
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_out_that_cannot_be_a_folder_is_one_line(tmp_path: Path, capsys, where: str) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    out = afile if where == "file" else afile / "sub"
+    assert _embed(str(_tone(tmp_path / "a.wav", 440)), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hear-matpac embed: error: ") and str(afile) in err
+
+
+def test_disk_full_while_writing_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(output_store, "_write_json", full)
+    out = tmp_path / "o"
+    assert _embed(str(_tone(tmp_path / "a.wav", 440)), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert err == f"hear-matpac embed: error: {out / 'embed-info.json'}: No space left on device\n"
+
+
+def test_read_only_out_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    real_open = open
+
+    def read_only(path, *args, **kwargs):  # as on a read-only mount, where root is refused too
+        if str(path).endswith(".embed.lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", read_only)
+    out = tmp_path / "o"
+    assert _embed(str(_tone(tmp_path / "a.wav", 440)), "--out", str(out)) == 2
+    assert capsys.readouterr().err == f"hear-matpac embed: error: {out / '.embed.lock'}: Read-only file system\n"
+
+
+def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(f"'{sys.executable}' -m hear_matpac.cli info '{TINY}' | head -1", shell=True,
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert done.stdout.count("\n") == 1 and done.stderr == ""
+
+
+def test_progress_off_a_terminal_is_plain_lines_in_audio_seconds(tmp_path: Path, monkeypatch, capsys) -> None:
+    inp = tmp_path / "in"
+    _tone(inp / "a.wav", 300, 2.0)
+    _tone(inp / "b.wav", 600, 0.5, rate=8000)
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    assert main(["embed", str(inp), "--out", str(tmp_path / "o"), "--weights", TINY, "--device", "cpu",
+                 "--batch-size", "1"]) == 0  # fmt: skip
+    lines = capsys.readouterr().err.splitlines()  # capsys's stderr is not a terminal
+    assert lines == ["hear-matpac embed: 2.0 of 2.5 s of audio (80%), 1 of 2 files",
+                     "hear-matpac embed: 2.5 of 2.5 s of audio (100%), 2 of 2 files"]  # fmt: skip
