@@ -58,15 +58,15 @@ class MatpacModel(nn.Module):
         )
         # max_windows counts full-length windows; shorter ones share the same frame budget
         per_batch = max(1, self.options.max_windows * self.encoder.config.n_frames // window_frames)
-        out = torch.empty(
-            audio.shape[0], plan.n_columns, self.timestamp_embedding_size,
+        rows = torch.empty(  # every clip's columns, then a spare row (see `stitch`)
+            audio.shape[0] * plan.n_columns + 1, self.timestamp_embedding_size,
             dtype=torch.float32, device=audio.device,
         )  # fmt: skip
         for windows, clip, dest in iter_batches(mel, plan, per_batch):
             with autocast:
                 features = self.encoder(windows, self.options.layer)
-            stitch(out, features.float(), clip, dest)
-        return out
+            stitch(rows, features.float(), clip, dest, plan.n_columns)
+        return rows[:-1].view(audio.shape[0], plan.n_columns, -1)
 
     def forward(self, audio: Tensor) -> Tensor:
         return self.frame_features(audio)
