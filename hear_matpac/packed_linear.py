@@ -47,7 +47,8 @@ class PackedLinear(nn.Linear):
     `(..., out_features)`.
 
     The packed copy is never used without being checked against the weight first: inside a
-    `checked_packing(module)` block, once when the block begins; elsewhere, on every call.
+    `checked_packing(module)` block, once when the block begins (and on every call for the
+    weight's identity, version and the thread count); elsewhere, fully on every call.
     It is made again unless the weight is the same tensor, at the same version, under the same
     thread count, with the same fingerprint (each row's wrapping sum of its 64-bit words) as
     when it was packed: so writes that bypass the version counter (through `.data` or a numpy
@@ -65,7 +66,9 @@ class PackedLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         if self._weight_packable() and self._call_packable(x):
-            packed = self._packed if self._checked_blocks and self._packed else self._checked_copy()
+            packed = self._packed
+            if not (self._checked_blocks and packed is not None and packed.key == self._key()):
+                packed = self._checked_copy()
             rows = x.reshape(-1, self.in_features).contiguous()
             out = torch.ops.mkl._mkl_linear(rows, packed.weight, self.weight, self.bias, rows.shape[0])
             return out.view(*x.shape[:-1], self.out_features)
@@ -93,7 +96,7 @@ class PackedLinear(nn.Linear):
     def _checked_copy(self) -> "_Packed":
         """The packed copy, made again unless it still matches the weight."""
         weight = self.weight.detach()
-        key = (weight.data_ptr(), weight._version, torch.get_num_threads())
+        key = self._key()
         fingerprint = _fingerprint(weight)
         if self._packed is not None and self._packed.key == key and torch.equal(self._packed.fingerprint, fingerprint):
             return self._packed
@@ -102,6 +105,9 @@ class PackedLinear(nn.Linear):
             packed = torch.ops.mkl._mkl_reorder_linear_weight(weight, PACK_ROWS_HINT)
         self._packed = _Packed(key, fingerprint, packed)
         return self._packed
+
+    def _key(self) -> tuple[int, int, int]:
+        return (self.weight.data_ptr(), self.weight._version, torch.get_num_threads())
 
     def _apply(self, *args, **kwargs):
         self._packed = None  # `.to()`, `.cuda()`, `.half()`...: the weight is about to move
