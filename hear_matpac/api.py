@@ -7,8 +7,9 @@ import torch
 from torch import Tensor
 
 from .checkpoint import PathLike, load_encoder_weights
-from .config import COLUMN_HOP_MS, SAMPLE_RATE
+from .config import COLUMN_HOP_MS, SAMPLE_RATE, WIN_LENGTH
 from .encoder import MatpacEncoder
+from .finite_checks import verify_call
 from .model import MatpacModel
 from .options import ModelOptions
 from .timestamps import n_reported_columns, timestamps_ms
@@ -49,47 +50,64 @@ def get_timestamp_embeddings(audio: Tensor, model: MatpacModel) -> Tuple[Tensor,
     `(clips, T, timestamp_embedding_size)` float32 and timestamps `(clips, T)` float32 in ms,
     on `audio`'s device. Column j is centred at 160 j + 87.5 ms; columns centred past the end
     of the clip are left out (a clip shorter than 87.5 ms gets one, at its end). With option
-    `timestamp_hop_ms` h, column i is centred at h i + 87.5 ms.
+    `timestamp_hop_ms` h, column i is centred at h i + 87.5 ms. `ValueError` names the clips
+    whose audio (as float32) or embeddings are not finite.
     """
-    return _with_timestamps(_frame_features(audio, model), audio, model)
+    x = _model_input(audio, model)
+    embeddings, times = _with_timestamps(model.frame_features(x), audio, model)
+    verify_call(model, x, embeddings)
+    return embeddings.to(audio.device), times
 
 
 def get_scene_embeddings(audio: Tensor, model: MatpacModel) -> Tensor:
     """Clip embeddings: `(clips, samples)` -> `(clips, scene_embedding_size)` float32, the mean
     of the chosen layer's features over all columns (MATPAC's clip embedding), on MATPAC's own
-    160 ms grid whatever `timestamp_hop_ms` says."""
-    return _frame_features(audio, model, COLUMN_HOP_MS).mean(dim=1).to(audio.device)
+    160 ms grid whatever `timestamp_hop_ms` says. Non-finite audio or embeddings: `ValueError`."""
+    x = _model_input(audio, model)
+    scene = model.frame_features(x, COLUMN_HOP_MS).mean(dim=1)
+    verify_call(model, x, scene)
+    return scene.to(audio.device)
 
 
 def get_scene_and_timestamp_embeddings(audio: Tensor, model: MatpacModel) -> Tuple[Tensor, Tensor, Tensor]:
     """`(scene, embeddings, timestamps)`, exactly what the two HEAR functions return, with one
     encoder pass when their column grids coincide (`timestamp_hop_ms` 160, the default)."""
-    features = _frame_features(audio, model)
+    x = _model_input(audio, model)
+    features = model.frame_features(x)
     on_scene_grid = model.options.timestamp_hop_ms == COLUMN_HOP_MS
-    scene_features = features if on_scene_grid else _frame_features(audio, model, COLUMN_HOP_MS)
-    return (scene_features.mean(dim=1).to(audio.device), *_with_timestamps(features, audio, model))
+    scene = (features if on_scene_grid else model.frame_features(x, COLUMN_HOP_MS)).mean(dim=1)
+    embeddings, times = _with_timestamps(features, audio, model)
+    verify_call(model, x, scene, embeddings)
+    return scene.to(audio.device), embeddings.to(audio.device), times
 
 
 def _with_timestamps(features: Tensor, audio: Tensor, model: MatpacModel) -> Tuple[Tensor, Tensor]:
-    """Trim `(clips, columns, dim)` features to the columns centred inside the clip; add their
-    centres in ms."""
+    """Trim `(clips, columns, dim)` features to the columns centred inside the clip (left on
+    their device); add their centres in ms, on `audio`'s device."""
     n_samples = audio.shape[1]
     hop_samples = model.options.timestamp_hop_ms * SAMPLE_RATE // 1000
     reported = n_reported_columns(n_samples, features.shape[1], hop_samples)
-    embeddings = features[:, :reported].contiguous().to(audio.device)
+    embeddings = features[:, :reported].contiguous()
     times = timestamps_ms(n_samples, features.shape[1], hop_samples).to(audio.device)
     return embeddings, times.expand(audio.shape[0], -1).contiguous()
 
 
 def _frame_features(audio: Tensor, model: MatpacModel, hop_ms: Optional[int] = None) -> Tensor:
+    """Every column's features for checked audio, on the model's device (no finiteness check)."""
+    return model.frame_features(_model_input(audio, model), hop_ms)
+
+
+def _model_input(audio: Tensor, model: MatpacModel) -> Tensor:
+    """`audio` checked (`check_audio`) and converted to float32 on the model's device."""
     if not isinstance(model, MatpacModel):
         raise TypeError(f"model must come from hear_matpac.load_model(), got {type(model).__name__}")
     check_audio(audio)
-    return model.frame_features(audio.to(device=model.device, dtype=torch.float32), hop_ms)
+    return audio.to(device=model.device, dtype=torch.float32)
 
 
 def check_audio(audio: Tensor) -> None:
-    """Reject what HEAR audio cannot be, saying what is wrong and what to do."""
+    """Reject what HEAR audio cannot be, saying what is wrong and what to do. (Finiteness is
+    checked after the call, on the device: `verify_call`.)"""
     if not isinstance(audio, Tensor):
         raise TypeError(
             f"audio must be a torch.Tensor of shape (n_sounds, n_samples), got {type(audio).__name__}; "
@@ -103,10 +121,18 @@ def check_audio(audio: Tensor) -> None:
             f"audio must be floating point in [-1, 1], got {audio.dtype}; "
             "scale integer PCM to [-1, 1] first, e.g. audio.float() / 32768 for int16"
         )
-    if audio.shape[1] == 0:
+    n_sounds, n_samples = audio.shape
+    if n_sounds == 0:
+        raise ValueError(f"audio holds no sounds: shape {tuple(audio.shape)}; pass at least one clip")
+    if n_samples == 0:
         raise ValueError("audio has zero samples; HEAR clips must hold at least one sample")
-    finite = torch.isfinite(audio).all(dim=1)
-    if not bool(finite.all()):
-        bad = torch.nonzero(~finite).flatten().tolist()
-        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
-        raise ValueError(f"audio contains NaN or Inf in clip(s) {shown}; clean or drop those clips")
+    if n_samples <= _MAX_CHANNELS and n_sounds >= WIN_LENGTH:
+        raise ValueError(
+            f"audio of shape {tuple(audio.shape)} looks like (n_samples, channels), as soundfile.read "
+            "returns, not HEAR's (n_sounds, n_samples): transpose it (audio.T, one clip per channel) "
+            "or mix to mono (audio.mean(dim=1).unsqueeze(0))"
+        )
+
+
+# A second dimension this small under a first of at least one STFT window is a channel count.
+_MAX_CHANNELS = 8

@@ -16,7 +16,8 @@ MISSING_MD = "–"
 class Comparison:
     """`models`: column labels in order of first appearance; `tasks`: sorted row labels;
     `metrics[task]`: its primary metric; `cells[(task, model)]`: the score, where there is one;
-    `best[task]`: the model(s) with the best finite score (ties all marked)."""
+    `best[task]`: the model(s) with the best finite score (ties all marked; none where the
+    task's scores are of different metrics, `metrics[task]` then naming them joined by `/`)."""
 
     models: tuple[str, ...]
     tasks: tuple[str, ...]
@@ -46,7 +47,7 @@ def build_comparison(scores: Iterable[TaskScore]) -> Comparison:
     best = {}
     for task in tasks:
         finite = {m: s.value for (t, m), s in cells.items() if t == task and math.isfinite(s.value)}
-        if finite:
+        if finite and "/" not in metrics[task]:  # scores of different metrics are not ranked
             pick = max if metrics[task] not in LOWER_IS_BETTER else min
             top = pick(finite.values())
             best[task] = frozenset(m for m, v in finite.items() if v == top)

@@ -10,7 +10,7 @@ from .config import COLUMN_HOP_MS, SAMPLE_RATE
 from .encoder import MatpacEncoder
 from .frontend import LogMel
 from .options import ModelOptions
-from .packed_linear import prepack_weights, set_weight_packing
+from .packed_linear import checked_packing, set_weight_packing
 from .precision import encoder_autocast, float32_context, store_for_autocast
 from .windows import iter_batches, plan_windows, stitch
 
@@ -50,23 +50,23 @@ class MatpacModel(nn.Module):
         autocast = encoder_autocast(self.options.precision, self.device)  # checked before any work
         hop_ms = self.options.timestamp_hop_ms if timestamp_hop_ms is None else timestamp_hop_ms
         window_frames = self.options.window_frames(self.encoder.config)
-        prepack_weights(self.encoder)
-        with float32_context(audio.device):
-            mel = self.frontend(audio)  # (clips, n_mels, frames)
-        plan = plan_windows(
-            mel.shape[-1], window_frames, passes=COLUMN_HOP_MS // hop_ms, overlap=self.options.window_overlap
-        )
-        # max_windows counts full-length windows; shorter ones share the same frame budget
-        per_batch = max(1, self.options.max_windows * self.encoder.config.n_frames // window_frames)
-        out = torch.empty(
-            audio.shape[0], plan.n_columns, self.timestamp_embedding_size,
-            dtype=torch.float32, device=audio.device,
-        )  # fmt: skip
-        for windows, clip, dest in iter_batches(mel, plan, per_batch):
-            with autocast:
-                features = self.encoder(windows, self.options.layer)
-            stitch(out, features.float(), clip, dest)
-        return out
+        with checked_packing(self.encoder):  # packed copies checked against the weights once per call
+            with float32_context(audio.device):
+                mel = self.frontend(audio)  # (clips, n_mels, frames)
+            plan = plan_windows(
+                mel.shape[-1], window_frames, passes=COLUMN_HOP_MS // hop_ms, overlap=self.options.window_overlap
+            )
+            # max_windows counts full-length windows; shorter ones share the same frame budget
+            per_batch = max(1, self.options.max_windows * self.encoder.config.n_frames // window_frames)
+            rows = torch.empty(  # every clip's columns, then a spare row (see `stitch`)
+                audio.shape[0] * plan.n_columns + 1, self.timestamp_embedding_size,
+                dtype=torch.float32, device=audio.device,
+            )  # fmt: skip
+            for windows, clip, dest in iter_batches(mel, plan, per_batch):
+                with autocast:
+                    features = self.encoder(windows, self.options.layer)
+                stitch(rows, features.float(), clip, dest, plan.n_columns)
+        return rows[:-1].view(audio.shape[0], plan.n_columns, -1)
 
     def forward(self, audio: Tensor) -> Tensor:
         return self.frame_features(audio)

@@ -53,31 +53,84 @@ class TaskScore:
 
 def find_scores(runs: Sequence[Path]) -> tuple[list[TaskScore], list[str]]:
     """Every `test.predicted-scores.json` under the `runs` (directories at any level of a
-    heareval tree, or such files), read; plus a warning for each that could not be read and
-    each task directory without scores. Models are labelled by their directory name, or by
-    its path where two directories share a name."""
-    scores: list[TaskScore] = []
+    heareval tree, or such files; symlinked directories followed, each real directory once),
+    read; plus a warning for each that could not be read, each embedded task without scores
+    and each task whose primary metric had to be inferred. Each task has one metric for every
+    model. Models are labelled by their directory name, or by its path where two directories
+    share a name."""
+    files: list[Path] = []
     warnings: list[str] = []
     seen: set[str] = set()
     for run in runs:
         if not run.exists():
             raise FileNotFoundError(f"{run}: no such result directory")
-        files = [run] if run.is_file() else sorted(run.rglob(SCORES_FILE))
-        for path in files:
-            if os.path.abspath(path) in seen:  # overlapping RUN arguments
-                continue
-            seen.add(os.path.abspath(path))
-            try:
-                scores.append(read_task_score(path))
-            except (OSError, ValueError, TypeError) as err:
-                warnings.append(f"skipped {err}")
-        if run.is_dir():
-            warnings += [
-                f"no {SCORES_FILE} in {meta.parent} (predictions not run yet?)"
-                for meta in sorted(run.rglob(METADATA_FILE))
-                if not (meta.parent / SCORES_FILE).is_file()
-            ]
+        found, unscored = ([run], []) if run.is_file() else _walk(run)
+        for path in found:
+            if os.path.realpath(path) not in seen:  # overlapping RUN arguments, links to a model twice
+                seen.add(os.path.realpath(path))
+                files.append(path)
+        warnings += [f"no {SCORES_FILE} in {task} (predictions not run yet?)" for task in unscored]
+    primaries = _task_primaries(files, warnings)
+    scores: list[TaskScore] = []
+    for path in files:
+        try:
+            scores.append(read_task_scores(path, primaries.get(path.parent.name))[0])
+        except (OSError, ValueError, TypeError) as err:
+            warnings.append(f"skipped {err}")
     return _disambiguate(scores), list(dict.fromkeys(warnings))
+
+
+def _walk(root: Path) -> tuple[list[Path], list[Path]]:
+    """Scores files under `root`, and task directories with `task_metadata.json` but no scores
+    (a task's own folder, holding its audio under a sample-rate folder such as `16000/`, is not
+    one); symlinks followed, each real directory visited once (no cycles)."""
+    found: list[Path] = []
+    unscored: list[Path] = []
+    visited: set[tuple[int, int]] = set()
+    for top, dirs, names in os.walk(root, followlinks=True):
+        stat = os.stat(top)
+        if (stat.st_dev, stat.st_ino) in visited:
+            dirs[:] = []
+            continue
+        visited.add((stat.st_dev, stat.st_ino))
+        dirs.sort()
+        if SCORES_FILE in names:
+            found.append(Path(top) / SCORES_FILE)
+        elif METADATA_FILE in names and not any(d.isdigit() for d in dirs):
+            unscored.append(Path(top))
+    return sorted(found), sorted(unscored)
+
+
+def _task_primaries(files: Sequence[Path], warnings: list[str]) -> dict[str, str]:
+    """Task -> the one primary metric for every model's file of that task: the first metric of
+    any copy of its `task_metadata.json`; else inferred the same way for all files (the metric
+    equal to `test_score` in every file, heareval's metric order breaking ties), with a
+    warning saying so."""
+    by_task: dict[str, list[Path]] = {}
+    for path in files:
+        by_task.setdefault(path.parent.name, []).append(path)
+    primaries = {}
+    for task, paths in by_task.items():
+        declared = [e[0] for e in (_evaluation(p.parent / METADATA_FILE) for p in paths) if e]
+        if declared:
+            primaries[task] = declared[0]
+            continue
+        candidates = []
+        for path in paths:
+            try:
+                folds = _folds(_load_results(path), path)
+                candidates.append(set.intersection(*(set(_primary_candidates(f)) for f in folds)))
+            except ValueError:
+                continue  # warned about when it is read
+        if not candidates:
+            continue
+        in_all = [m for m in KNOWN_METRICS if all(m in c for c in candidates)]
+        in_any = [m for m in KNOWN_METRICS if any(m in c for c in candidates)]
+        primaries[task] = (in_all or in_any or [UNKNOWN_METRIC])[0]
+        warnings.append(
+            f"{task}: no {METADATA_FILE}; primary metric inferred as {primaries[task]} for every model"
+        )
+    return primaries
 
 
 def read_task_score(path: Path) -> TaskScore:
@@ -86,27 +139,25 @@ def read_task_score(path: Path) -> TaskScore:
     return read_task_scores(path)[0]
 
 
-def read_task_scores(path: Path) -> list[TaskScore]:
+def read_task_scores(path: Path, primary: Optional[str] = None) -> list[TaskScore]:
     """Every metric of the task's `evaluation` list in one `test.predicted-scores.json`, the
     primary one first (only that one without `task_metadata.json`); a metric heareval did not
-    write comes back as NaN. `ValueError` naming the file when it holds no score."""
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))  # NaN / Infinity accepted
-    except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(results, Mapping):
-        raise ValueError(f"{path}: expected a JSON object, found {type(results).__name__}")
-    folds = [v for k, v in results.items() if k != AGGREGATE_KEY and isinstance(v, Mapping) and "test_score" in v]
-    if not folds:
-        raise ValueError(f"{path}: no test split with a 'test_score' entry")
+    write comes back as NaN. `primary`: the metric to report first where the metadata does
+    not say (default: inferred from this file alone). `ValueError` naming the file when it
+    holds no score or cannot be read as numbers."""
+    results = _load_results(path)
+    folds = _folds(results, path)
     evaluation = _evaluation(path.parent / METADATA_FILE)
-    primary = evaluation[0] if evaluation else _primary_metric(folds[0])
+    if evaluation:
+        primary = evaluation[0]
+    elif primary is None:
+        primary = (_primary_candidates(folds[0]) or [UNKNOWN_METRIC])[0]
     aggregate = results.get(AGGREGATE_KEY)
     scores = []
     for metric in [primary] + evaluation[1:]:
-        key = f"test_{metric}"
+        key = "test_score" if metric == UNKNOWN_METRIC else f"test_{metric}"
         if not all(key in f for f in folds):
-            key = "test_score" if metric == primary else None
+            key = "test_score" if metric == primary and evaluation else None
         if key is None:
             value, std = math.nan, None
         elif isinstance(aggregate, Mapping) and f"{key}_mean" in aggregate:
@@ -122,38 +173,56 @@ def read_task_scores(path: Path) -> list[TaskScore]:
     return scores
 
 
+def _load_results(path: Path) -> Mapping[str, Any]:
+    """The JSON object in a scores file; `ValueError` naming the file for anything else
+    (including JSON nested too deep for the parser)."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))  # NaN / Infinity accepted
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{path}: not valid JSON ({type(err).__name__}: {str(err)[:80]})") from None
+    if not isinstance(results, Mapping):
+        raise ValueError(f"{path}: expected a JSON object, found {type(results).__name__}")
+    return results
+
+
+def _folds(results: Mapping[str, Any], path: Path) -> list[Mapping[str, Any]]:
+    folds = [v for k, v in results.items() if k != AGGREGATE_KEY and isinstance(v, Mapping) and "test_score" in v]
+    if not folds:
+        raise ValueError(f"{path}: no test split with a 'test_score' entry")
+    return folds
+
+
 def _evaluation(metadata_path: Path) -> list[str]:
     """The task's `evaluation` metrics from `task_metadata.json`, or [] where it cannot say."""
     if metadata_path.is_file():
         try:
             evaluation = json.loads(metadata_path.read_text(encoding="utf-8")).get("evaluation")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, RecursionError, AttributeError):
             evaluation = None
         if isinstance(evaluation, list) and evaluation and all(isinstance(m, str) for m in evaluation):
             return evaluation
     return []
 
 
-def _primary_metric(fold: Mapping[str, Any]) -> str:
-    """Without metadata: the known metric whose value is `test_score` (heareval sets it to the
-    first metric of the task's `evaluation` list)."""
-    present = [m for m in KNOWN_METRICS if f"test_{m}" in fold]
-    for metric in present:
-        if _same(fold[f"test_{metric}"], fold["test_score"]):
-            return metric
-    return present[0] if len(present) == 1 else UNKNOWN_METRIC
+def _primary_candidates(fold: Mapping[str, Any]) -> list[str]:
+    """Known metrics whose value in `fold` is its `test_score` (heareval sets that to the first
+    metric of the task's `evaluation` list), in heareval's metric order."""
+    return [m for m in KNOWN_METRICS if f"test_{m}" in fold and _same(fold[f"test_{m}"], fold["test_score"])]
 
 
 def _number(value: Any, path: Path) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{path}: score {value!r} is not a number")
-    return float(value)
+        raise ValueError(f"{path}: score {str(value)[:40]!r} is not a number")
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise ValueError(f"{path}: score {str(value)[:20]}... ({len(str(value))} digits) is too large") from None
 
 
 def _same(a: Any, b: Any) -> bool:
     try:
         return float(a) == float(b) or (math.isnan(float(a)) and math.isnan(float(b)))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
 
 

@@ -21,8 +21,9 @@ def centre_samples(n_columns: int, hop_samples: int = COLUMN_HOP_SAMPLES) -> Ten
 
 def n_reported_columns(n_samples: int, n_columns: int, hop_samples: int = COLUMN_HOP_SAMPLES) -> int:
     """Columns whose centre lies within the clip; at least one for a non-empty clip."""
-    inside = int((centre_samples(n_columns, hop_samples) <= n_samples).sum())
-    return max(inside, 1)
+    if n_samples < COLUMN_CENTRE_SAMPLES:
+        return 1
+    return max(min(n_columns, (n_samples - COLUMN_CENTRE_SAMPLES) // hop_samples + 1), 1)
 
 
 def timestamps_ms(n_samples: int, n_columns: int, hop_samples: int = COLUMN_HOP_SAMPLES) -> Tensor:

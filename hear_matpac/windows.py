@@ -32,15 +32,12 @@ class WindowGroup:
 
 @dataclass(frozen=True)
 class WindowPlan:
-    """How one clip's log-mel is cut: `n_columns` output columns filled by `groups`."""
+    """How one clip's log-mel is cut: `n_columns` output columns filled by `groups`;
+    `padded_frames`: frames the log-mel must have (zero-padded) for every window to lie inside it."""
 
     n_columns: int
     groups: tuple[WindowGroup, ...]
-
-    @property
-    def padded_frames(self) -> int:
-        """Frames the log-mel must have (zero-padded) for every window to lie inside it."""
-        return max(int(g.starts.max()) + g.frames for g in self.groups)
+    padded_frames: int
 
 
 def padded_columns(n_frames: int) -> int:
@@ -75,13 +72,15 @@ def plan_windows(
     window_columns = window_frames // PATCH
     shift_frames = PATCH // passes
     pieces: dict[int, list[tuple[Tensor, Tensor]]] = {}  # window frames -> (starts, dest) pieces
-    n_columns = 0
+    n_columns = padded_frames = 0
     for k in range(passes):
         pass_frames = n_frames - k * shift_frames
         if pass_frames <= 0:
             continue
         columns = padded_columns(pass_frames)
         n_columns += columns
+        # every cut ends its last window at the pass's last padded column
+        padded_frames = max(padded_frames, columns * PATCH + k * shift_frames)
         for start_columns, dest in _cut_pass(columns, window_columns, overlap):
             starts = start_columns * PATCH + k * shift_frames
             out_dest = torch.where(dest >= 0, dest * passes + k, dest)
@@ -90,7 +89,7 @@ def plan_windows(
         WindowGroup(frames, torch.cat([s for s, _ in parts]), torch.cat([d for _, d in parts]))
         for frames, parts in pieces.items()
     )
-    return WindowPlan(n_columns, groups)
+    return WindowPlan(n_columns, groups, padded_frames)
 
 
 def _cut_pass(columns: int, window_columns: int, overlap: float) -> list[tuple[Tensor, Tensor]]:
@@ -154,8 +153,11 @@ def iter_batches(
             yield windows, clip, dest[window]
 
 
-def stitch(out: Tensor, features: Tensor, clip: Tensor, dest: Tensor) -> None:
-    """Write one micro-batch's `features` `(b, columns, dim)` into `out` `(clips, n_columns, dim)`."""
-    keep = dest >= 0
-    rows = clip[:, None].expand_as(dest)
-    out[rows[keep], dest[keep]] = features[keep].to(out.dtype)
+def stitch(out: Tensor, features: Tensor, clip: Tensor, dest: Tensor, n_columns: int) -> None:
+    """Write one micro-batch's `features` `(b, columns, dim)` into `out` `(clips * n_columns + 1, dim)`:
+    the output's `(clips, n_columns)` rows flattened, then a spare row for the window columns
+    not kept (dest -1). Indexing by a boolean mask instead would make the host wait for the
+    device on every micro-batch (the mask's count sizes the result).
+    """
+    index = torch.where(dest >= 0, clip[:, None] * n_columns + dest, out.shape[0] - 1)
+    out[index] = features.to(out.dtype)

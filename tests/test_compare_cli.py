@@ -159,3 +159,57 @@ def test_nothing_to_compare_is_one_line(tmp_path: Path, capsys) -> None:
         "run heareval.predictions.runner first",
         f"hear-matpac compare: error: {tmp_path / 'absent'}: no such result directory",
     ]
+
+
+def test_inferred_metric_is_one_per_task_for_every_model(tmp_path: Path, capsys) -> None:
+    """No task_metadata.json; the primary metric is segment_1s_er. Model a's F-measure happens
+    to equal its error rate, which alone cannot tell them apart: b's scores decide for both."""
+    _task(tmp_path / "runs" / "a", "toy_segments-v1-full", None,
+          {"test": _split("segment_1s_er", 0.5, {"test_event_onset_200ms_fms": 0.5})})  # fmt: skip
+    _task(tmp_path / "runs" / "b", "toy_segments-v1-full", None,
+          {"test": _split("segment_1s_er", 0.35, {"test_event_onset_200ms_fms": 0.1})})  # fmt: skip
+    assert main(["compare", str(tmp_path / "runs"), "--out", str(tmp_path / "r"), "--no-chart"]) == 0
+    captured = capsys.readouterr()
+    assert "| toy_segments-v1-full | segment_1s_er (lower is better) | 0.5000 | **0.3500** |" in captured.out
+    assert "toy_segments-v1-full: no task_metadata.json; primary metric inferred as segment_1s_er" in captured.err
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"test": {"test_score": 1' + "0" * 399 + ', "test_top1_acc": 1' + "0" * 399 + "}}",
+     '{"test": ' + "[" * 100_000 + "]" * 100_000 + "}"],
+    ids=["400-digit-integer", "nested-100000-deep"],
+)
+def test_pathological_scores_are_skipped_with_a_warning(runs: tuple[Path, Path], tmp_path: Path, capsys, text) -> None:
+    bad = runs[1] / "embeddings" / "hear_matpac-layer=5" / "maestro-v3.0.0-5h" / "test.predicted-scores.json"
+    bad.write_text(text)
+    (bad.parent / "task_metadata.json").unlink()  # the metric is inferred from the file too
+    assert main(["compare", str(runs[1]), "--out", str(tmp_path / "r"), "--no-chart"]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: skipped {bad}: " in captured.err
+    assert "maestro" not in captured.out and "esc50" in captured.out
+
+
+def test_symlinked_model_directory_is_followed_once(runs: tuple[Path, Path], tmp_path: Path) -> None:
+    tree = tmp_path / "linked" / "embeddings"
+    tree.mkdir(parents=True)
+    (tree / "other_model").symlink_to(runs[1] / "embeddings" / "hear_matpac-layer=5", target_is_directory=True)
+    (tree / "other_model" / "loop").symlink_to(tree, target_is_directory=True)  # a cycle
+    scores, _ = find_scores([tmp_path / "linked"])
+    assert sorted(s.task for s in scores) == [
+        "dcase2016_task2-hear2021-full", "esc50-v2.0.0-full", "maestro-v3.0.0-5h",
+        "speech_commands-v0.0.2-5h", "toy_events-v1-full", "toy_segments-v1-full",
+    ]  # fmt: skip
+    assert {s.model for s in scores} == {"other_model"}
+
+
+def test_the_evaluate_output_folder_is_compared_without_warnings(tmp_path: Path, capsys) -> None:
+    """`evaluate --out hear-runs` leaves the tasks it made beside heareval's embeddings tree."""
+    runs = tmp_path / "hear-runs"
+    (runs / "tasks" / "toy_scene-v1-full" / "16000" / "test").mkdir(parents=True)
+    (runs / "tasks" / "toy_scene-v1-full" / "task_metadata.json").write_text(json.dumps({"evaluation": ["top1_acc"]}))
+    _task(runs / "embeddings" / "hear_matpac", "toy_scene-v1-full", ["top1_acc"], {"test": _split("top1_acc", 0.75)})
+    assert main(["compare", str(runs), "--out", str(tmp_path / "r"), "--no-chart"]) == 0
+    captured = capsys.readouterr()
+    assert "| toy_scene-v1-full | top1_acc | **0.7500** |" in captured.out
+    assert captured.err == ""

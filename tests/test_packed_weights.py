@@ -121,3 +121,66 @@ def test_non_contiguous_input_matches_linear():
     with torch.no_grad():
         torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
     assert layer._packed is not None
+
+
+def _scale_every_weight(model, write) -> None:
+    for p in model.encoder.parameters():
+        write(p)
+
+
+@needs_packing
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda p: p.data.mul_(0.5),  # EMA/MoCo-style update: no version bump
+        lambda p: p.detach().numpy().__imul__(0.5),  # through a numpy view of the storage
+    ],
+    ids=["data", "numpy"],
+)
+def test_writes_that_bypass_the_version_counter_are_used(clips, write):
+    packed = hear_matpac.load_model(str(TINY_FLAT))
+    plain = hear_matpac.load_model(str(TINY_FLAT), cpu_packed_weights=False)
+    packed.frame_features(clips)  # packs the original weights
+    versions = [p._version for p in packed.parameters()]
+    for model in (packed, plain):
+        _scale_every_weight(model, write)
+    assert [p._version for p in packed.parameters()] == versions  # the version counter saw nothing
+    torch.testing.assert_close(packed.frame_features(clips), plain.frame_features(clips), rtol=0, atol=1e-5)
+
+
+@needs_packing
+def test_a_single_changed_value_is_seen_by_a_lone_layer():
+    layer = PackedLinear(64, 32)
+    layer.pack = True
+    x = torch.randn(20, 64)
+    with torch.no_grad():
+        layer(x)
+        layer.weight.data[7, 3] += 1.0  # one value, no version bump
+        torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+
+@needs_packing
+def test_refresh_and_load_state_dict_drop_the_packed_copies(clips):
+    model = hear_matpac.load_model(str(TINY_FLAT))
+    plain = hear_matpac.load_model(str(TINY_FLAT), cpu_packed_weights=False)
+    model.frame_features(clips)
+    for m in (model, plain):  # swap two values within a row: the one write the fingerprint may miss
+        w = m.encoder.blocks[0].mlp.fc1.weight.data
+        w[0, [0, 2]] = w[0, [2, 0]].clone()
+    hear_matpac.packed_linear.refresh_packed_weights(model.encoder)
+    assert all(layer._packed is None for layer in packed_layers(model))
+    torch.testing.assert_close(model.frame_features(clips), plain.frame_features(clips), rtol=0, atol=1e-5)
+    model.load_state_dict(plain.state_dict())
+    assert all(layer._packed is None for layer in packed_layers(model))
+
+
+@needs_packing
+def test_weights_are_checked_once_per_call_whatever_the_micro_batches(monkeypatch, clips):
+    checks = []
+    original = hear_matpac.packed_linear._fingerprint
+    monkeypatch.setattr(hear_matpac.packed_linear, "_fingerprint", lambda w: checks.append(1) or original(w))
+    for max_windows in (1, 64):
+        model = hear_matpac.load_model(str(TINY_FLAT), max_windows=max_windows)
+        checks.clear()
+        model.frame_features(clips)
+        assert len(checks) == len(packed_layers(model)), max_windows

@@ -1,0 +1,53 @@
+"""Checks on one HEAR call's audio and embeddings, reduced on the device and read back once.
+
+Reading a value back from an accelerator makes the host wait for it; a call pays that once, at
+its end, whatever the number of clips, checks or micro-batches. Audio is checked as the model
+takes it (float32: a float64 1e300 is infinite there), embeddings as they are returned.
+"""
+from __future__ import annotations
+
+import warnings
+import weakref
+
+import torch
+from torch import Tensor, nn
+
+# Models already warned about audio louder than [-1, 1]: the warning is given once per model.
+_WARNED_LOUD: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+
+
+def verify_call(model: nn.Module, audio: Tensor, *outputs: Tensor) -> None:
+    """Raise `ValueError` naming the clips whose `audio` `(clips, samples)` (float32, as the
+    model took it) or any of `outputs` `(clips, ...)` are not finite; warn once per `model`
+    when the audio's peak amplitude is above 1. One read from the device."""
+    finite_audio = torch.isfinite(audio).all(dim=1)
+    finite_out = torch.stack([torch.isfinite(o).flatten(1).all(dim=1) for o in outputs]).all(dim=0)
+    low, high = torch.aminmax(audio)
+    summary = torch.cat([finite_audio.float(), finite_out.float(), torch.maximum(-low, high).view(1)])
+    values = summary.tolist()  # the call's only device read
+    n_clips = audio.shape[0]
+    bad_audio = [i for i, ok in enumerate(values[:n_clips]) if not ok]
+    if bad_audio:
+        raise ValueError(
+            f"audio contains NaN or Inf in clip(s) {_listed(bad_audio)} (checked as float32, the "
+            "model's input type: beyond +-3.4e38 is Inf); clean or drop those clips"
+        )
+    peak = values[-1]
+    bad_out = [i for i, ok in enumerate(values[n_clips : 2 * n_clips]) if not ok]
+    if bad_out:
+        raise ValueError(
+            f"embeddings are NaN or Inf for clip(s) {_listed(bad_out)} although the audio is finite; "
+            f"the audio's peak amplitude is {peak:.3g}: scale the audio to [-1, 1]"
+        )
+    if peak > 1.0 and model not in _WARNED_LOUD:
+        _WARNED_LOUD.add(model)
+        warnings.warn(
+            f"audio peak amplitude is {peak:.3g}, above 1: HEAR audio is float in [-1, 1]; "
+            "scale integer PCM values first (int16: / 32768). Said once per model.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _listed(clips: list[int]) -> str:
+    return ", ".join(map(str, clips[:10])) + (f" ... ({len(clips)} clips)" if len(clips) > 10 else "")

@@ -1,0 +1,123 @@
+"""Non-finite audio or embeddings are refused naming the clips, loud audio is warned about once,
+audio in the (n_samples, channels) layout is refused, and all of it costs one device read per call."""
+from __future__ import annotations
+
+import collections
+import warnings
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import hear_matpac
+from hear_matpac.api import get_scene_and_timestamp_embeddings
+from hear_matpac.audio_io import read_audio
+
+from conftest import TINY_FLAT
+
+API = (hear_matpac.get_scene_embeddings, hear_matpac.get_timestamp_embeddings, get_scene_and_timestamp_embeddings)
+
+
+@pytest.fixture
+def fresh_model() -> hear_matpac.api.MatpacModel:
+    """A model of its own, not yet warned about loud audio."""
+    return hear_matpac.load_model(str(TINY_FLAT))
+
+
+@pytest.mark.parametrize("embed", API)
+def test_float64_finite_only_before_the_cast_names_the_clip(tiny_model, embed):
+    audio = torch.zeros(3, 16000, dtype=torch.float64)
+    audio[1, 100] = 1e300  # finite in float64, Inf in float32
+    with pytest.raises(ValueError, match=r"audio contains NaN or Inf in clip\(s\) 1 "):
+        embed(audio, tiny_model)
+
+
+@pytest.mark.parametrize("embed", API)
+def test_nan_embeddings_from_huge_audio_name_the_clip(tiny_model, embed):
+    audio = 0.1 * torch.ones(3, 16000)
+    audio[2] *= 1e31  # finite float32 audio whose embeddings overflow to NaN
+    assert not torch.isfinite(tiny_model.frame_features(audio)[2]).all()
+    with pytest.raises(ValueError, match=r"embeddings are NaN or Inf for clip\(s\) 2 .*peak amplitude is 1e\+30"):
+        embed(audio, tiny_model)
+
+
+def test_float_wav_of_huge_samples_is_refused(tiny_model, tmp_path):
+    path = tmp_path / "loud.wav"
+    soundfile.write(path, np.full(16000, 1e20, dtype=np.float32), 16000, subtype="FLOAT")
+    clip = read_audio(path)  # finite: the file itself is readable
+    with pytest.raises(ValueError, match=r"embeddings are NaN or Inf for clip\(s\) 0\b"):
+        hear_matpac.get_scene_embeddings(clip.samples[None], tiny_model)
+
+
+def test_audio_above_one_warns_once_per_model(fresh_model):
+    int16_like = torch.randint(-20000, 20000, (2, 16000)).float()  # int16 values passed as float
+    with pytest.warns(UserWarning, match=r"peak amplitude is 2e\+04, above 1.*32768"):
+        scene = hear_matpac.get_scene_embeddings(int16_like, fresh_model)
+    assert torch.isfinite(scene).all()  # a warning, not an error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hear_matpac.get_timestamp_embeddings(int16_like, fresh_model)  # said once already
+
+
+def test_audio_within_one_does_not_warn(fresh_model):
+    audio = torch.ones(2, 16000)
+    audio[1] = -1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hear_matpac.get_scene_embeddings(audio, fresh_model)
+
+
+@pytest.mark.parametrize("shape", [(16000, 2), (400, 8), (48000, 1)])
+def test_samples_by_channels_layout_is_refused(tiny_model, shape):
+    with pytest.raises(ValueError, match=r"looks like \(n_samples, channels\).*transpose.*mono"):
+        hear_matpac.get_scene_embeddings(torch.zeros(shape), tiny_model)
+
+
+@pytest.mark.parametrize("shape", [(1, 100), (399, 8), (2, 8)])
+def test_short_clips_are_still_clips(tiny_model, shape):
+    assert hear_matpac.get_scene_embeddings(torch.zeros(shape), tiny_model).shape[0] == shape[0]
+
+
+@pytest.mark.parametrize("shape", [(0, 16000), (0, 0)])
+def test_no_clips_is_a_value_error(tiny_model, shape):
+    with pytest.raises(ValueError, match="no sounds"):
+        hear_matpac.get_timestamp_embeddings(torch.zeros(shape), tiny_model)
+
+
+# Ops that make the host wait for an accelerator: reading a scalar, and anything sized by data.
+_READS = {"_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "unique", "_unique2"}
+
+
+class DeviceReads(TorchDispatchMode):
+    """Counts ops that would make the host wait for the device, including indexing by a
+    boolean mask (its true count sizes the result)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        masked = name in ("index", "index_put_", "index_put") and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]
+        )
+        if name in _READS or masked:
+            self.ops[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("embed", API)
+@pytest.mark.parametrize("hop_ms", [160, 40])
+def test_one_device_read_per_call_whatever_the_micro_batches(monkeypatch, embed, hop_ms):
+    tolist_calls = []
+    original = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: tolist_calls.append(t.shape) or original(t))
+    audio = 0.1 * torch.randn(3, 12 * 16000, generator=torch.Generator().manual_seed(0))
+    for max_windows in (1, 2, 64):  # 1: dozens of micro-batches; 64: one per window length
+        model = hear_matpac.load_model(str(TINY_FLAT), max_windows=max_windows, timestamp_hop_ms=hop_ms)
+        tolist_calls.clear()
+        with DeviceReads() as reads:
+            embed(audio, model)
+        assert (dict(reads.ops), len(tolist_calls)) == ({}, 1), max_windows
