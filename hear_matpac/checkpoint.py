@@ -37,7 +37,6 @@ from .config import (
     EncoderConfig,
 )
 from .integrity import check_digest, verify_recorded
-from .weights_locate import resolve_weights_path  # noqa: F401  (for cli/embed.py; see weights_locate)
 
 PathLike = Union[str, "os.PathLike[str]"]
 

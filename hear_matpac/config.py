@@ -56,7 +56,3 @@ class EncoderConfig:
     def feature_dim(self) -> int:
         """Size of one column's frame feature: the frequency tokens concatenated."""
         return (self.n_freq // PATCH) * self.embed_dim
-
-
-# Kept for cli/embed.py until it imports it from weights_locate (which owns the variable).
-from .weights_locate import WEIGHTS_ENV  # noqa: E402,F401

@@ -109,7 +109,7 @@ class FileEmbedder:
 
     def _compute(self, group: list[tuple[Job, torch.Tensor]]) -> list[Output]:
         """Embed clips of one length in one call; each one's scene and (when needed) frames,
-        on the CPU, checked finite."""
+        on the CPU. The API raises ValueError for non-finite audio or embeddings."""
         audio = torch.stack([samples for _, samples in group]).to(self.device)  # (clips, samples)
         if any(job.need.frames for job, _ in group):
             scene_t, emb_t, ts_t = get_scene_and_timestamp_embeddings(audio, self.model)
@@ -117,9 +117,6 @@ class FileEmbedder:
         else:
             scene_t, frames = get_scene_embeddings(audio, self.model), None
         scene = scene_t.cpu().numpy()
-        finite = np.isfinite(scene).all() and (frames is None or np.isfinite(frames[0]).all())
-        if not finite:
-            raise ValueError("its embeddings are not finite (NaN or Inf); nothing written")
         return [(scene[i], None if frames is None else (frames[0][i], frames[1][i])) for i in range(len(group))]
 
     def _write(self, group: list[tuple[Job, torch.Tensor]], outputs: list[Output]) -> None:

@@ -8,8 +8,6 @@ complete file is kept is not decided here (`download.py`).
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import http.client
 import json
 import shutil

@@ -48,7 +48,6 @@ import numpy as np
 from .atomic import atomic_write
 from .embed_outputs import FRAMES_SUFFIX, INFO_FILE, SCENE_SUFFIX, output_paths, save_frames, save_scene
 from .folders import ensure_folder
-from .integrity import read_record, sha256_file
 
 FORMAT = 2  # embed-info.json without "format" comes from a version that did not record sources
 MANIFEST_FILE = "embed-manifest.jsonl"
@@ -57,16 +56,6 @@ _STATE_FILES = (INFO_FILE, MANIFEST_FILE)
 _OUTPUT_SUFFIXES = (SCENE_SUFFIX, FRAMES_SUFFIX)
 # atomic.atomic_path's temporary files: ".<target name>.<8 random chars>.tmp"
 _TEMP = re.compile(r"\.(.+)\.[A-Za-z0-9_]{8}\.tmp")
-
-
-def weights_sha256(path: Path) -> str:
-    """The sha256 of the weights file at `path`: its `PATH.sha256` record when it has one (the
-    checkpoint reader has checked the file against it when loading), else computed.
-
-    Stand-in for `integrity.weights_sha256` of the weights issue: swap it once that is merged.
-    """
-    recorded = read_record(path)
-    return recorded if recorded is not None else sha256_file(path)
 
 
 @dataclass(frozen=True)

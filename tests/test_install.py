@@ -9,7 +9,6 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-import pytest
 import torch
 
 from hear_matpac.hear_tools.install import install_commands

@@ -8,15 +8,16 @@ from typing import Any
 
 from .. import __version__
 from ..api import load_model
-from ..checkpoint import resolve_weights_path
-from ..config import SAMPLE_RATE, WEIGHTS_ENV
+from ..config import SAMPLE_RATE
+from ..integrity import weights_sha256
+from ..weights_locate import resolve_weights_path, weights_help
 from ..devices import resolve_device
 from ..embed_files import FileEmbedder, Job, audio_seconds, first_line
 from ..embed_outputs import FRAMES_SUFFIX, SCENE_SUFFIX
 from ..file_inputs import InputFile, collect_inputs
 from ..model import MatpacModel
 from ..options import DEFAULT_MAX_WINDOWS
-from ..output_store import OutputStore, Source, weights_sha256
+from ..output_store import OutputStore, Source
 from ..precision import check_precision_device
 from ..progress import AudioProgress
 
@@ -50,8 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="audio file, directory or glob pattern")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created)")
     parser.add_argument(
-        "--weights", default="", metavar="W",
-        help=f"checkpoint .pt (default: ${WEIGHTS_ENV}, else weights/matpac_10_2048.pt)",
+        "--weights", default="", metavar="W", help=weights_help(),
     )  # fmt: skip
     parser.add_argument("--timestamps", action="store_true", help="also write frame embeddings and timestamps")
     parser.add_argument("--layer", type=int, help="encoder block, 0-based, negative from the end (model default: -1)")
@@ -150,7 +150,8 @@ def _settings(weights: Path, model: MatpacModel) -> dict[str, Any]:
     return {
         "hear_matpac_version": __version__,
         "weights": str(weights.resolve()),
-        "weights_sha256": weights_sha256(weights),
+        # the digest of the very bytes loaded; hashed again only for a mapped, unrecorded file
+        "weights_sha256": model.weights_sha256 or weights_sha256(weights),
         "model_options": {name: getattr(options, name) for name in _RESULT_OPTIONS},
         "sample_rate": SAMPLE_RATE,
         "scene_embedding_size": model.scene_embedding_size,
