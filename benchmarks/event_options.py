@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from hear_matpac.hear_tools.sweep import options_label, run_sweep, write_outputs
-from hear_matpac.weights_choice import TINY_UNTRAINED, best_available_weights
+from hear_matpac.weights.locate import TINY_UNTRAINED, best_available_weights
 
 SETTINGS = [
     {},

@@ -32,12 +32,12 @@ from typing import Callable
 import torch
 
 import hear_matpac
-from hear_matpac.checkpoint import published_layout
+from hear_matpac.weights.read import published_layout
 from hear_matpac.config import EncoderConfig
 from hear_matpac.encoder import MatpacEncoder
-from hear_matpac.export import export_safetensors
-from hear_matpac.integrity import sha256_file
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.export import export_safetensors
+from hear_matpac.weights.integrity import sha256_file
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 
 def build_checkpoint(folder: Path, config: EncoderConfig) -> Path:

@@ -37,7 +37,7 @@ from hear_matpac.config import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, WIN_L
 from hear_matpac.encoder import MatpacEncoder
 from hear_matpac.model import MatpacModel
 from hear_matpac.options import ModelOptions
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 SWEEPS = {
     "window_seconds": [{"window_seconds": s} for s in (6.08, 3.04, 1.92, 0.96, 0.48, 0.16)],

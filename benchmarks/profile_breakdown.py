@@ -2,7 +2,7 @@
 
     python benchmarks/profile_breakdown.py [--threads N] [--clips 4] [--seconds 10]
 
-Profiles one `frame_features` call of a ViT-Base-shaped encoder with random weights
+Profiles one `column_features` call of a ViT-Base-shaped encoder with random weights
 (torch.profiler, self CPU time per op), groups ops into GEMM / attention / other, and gives the
 GEMMs' achieved rate against a square matmul measured just before. Then times the attention
 kernels (flash, math backend, hand-written matmul-softmax-matmul) on one full micro-batch,
@@ -51,10 +51,10 @@ def main(argv=None) -> int:
     model = MatpacModel(MatpacEncoder(VIT_BASE), ModelOptions(layer=VIT_BASE.depth - 1)).eval()
     audio = 0.1 * torch.randn(args.clips, round(args.seconds * 16000))
     flops = encoder_flops(audio.shape[1], args.clips, VIT_BASE, VIT_BASE.depth - 1)
-    model.frame_features(audio)
+    model.column_features(audio)
     rate = matmul_rate(torch.device("cpu"), torch.float32)
     with torch.profiler.profile() as prof:
-        model.frame_features(audio)
+        model.column_features(audio)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)

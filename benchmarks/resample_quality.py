@@ -22,7 +22,7 @@ import torch
 
 import hear_matpac
 from hear_matpac.config import SAMPLE_RATE
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 SOURCE_RATE = 44100
 

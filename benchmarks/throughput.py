@@ -43,8 +43,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import hear_matpac
-from hear_matpac.api import _frame_features
-from hear_matpac.checkpoint import ENCODER_PREFIX, expected_shapes
+from hear_matpac.api import column_features
+from hear_matpac.weights.read import ENCODER_PREFIX, expected_shapes
 from hear_matpac.config import FREQ_PATCHES, PATCH, SAMPLE_RATE, EncoderConfig
 from hear_matpac.frontend import n_stft_frames
 from hear_matpac.options import DEFAULT_MAX_WINDOWS
@@ -290,9 +290,9 @@ def fixture_accuracy(device: torch.device, precision: str) -> tuple[float, float
     for path in sorted(FIXTURES.glob("tiny_len*.npz")):
         audio = torch.from_numpy(np.load(path)["audio"]).to(device)
         for layer in range(3):
-            ref = _frame_features(audio, hear_matpac.load_model(str(TINY_CHECKPOINT), layer=layer).to(device))
+            ref = column_features(audio, hear_matpac.load_model(str(TINY_CHECKPOINT), layer=layer).to(device))
             model = hear_matpac.load_model(str(TINY_CHECKPOINT), layer=layer, precision=precision).to(device)
-            got = _frame_features(audio, model)
+            got = column_features(audio, model)
             worst = max(worst, (got - ref).abs().max().item())
             cos = torch.nn.functional.cosine_similarity(got, ref, dim=-1)
             cos_min = min(cos_min, cos.min().item())
@@ -302,8 +302,8 @@ def fixture_accuracy(device: torch.device, precision: str) -> tuple[float, float
 
 def vit_base_accuracy(checkpoint: Path, device: torch.device, precision: str) -> tuple[float, float, float]:
     audio = noise(2, 10, device, seed=3)
-    ref = _frame_features(audio, hear_matpac.load_model(str(checkpoint)).to(device))
-    got = _frame_features(audio, hear_matpac.load_model(str(checkpoint), precision=precision).to(device))
+    ref = column_features(audio, hear_matpac.load_model(str(checkpoint)).to(device))
+    got = column_features(audio, hear_matpac.load_model(str(checkpoint), precision=precision).to(device))
     cos = torch.nn.functional.cosine_similarity(got, ref, dim=-1)
     return (got - ref).abs().max().item(), cos.min().item(), cos.mean().item()
 

@@ -6,24 +6,24 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .checkpoint import PathLike, load_encoder_weights
-from .config import COLUMN_HOP_MS, SAMPLE_RATE, WIN_LENGTH
+from .weights.read import PathLike, load_encoder_weights
+from .config import WIN_LENGTH
 from .encoder import MatpacEncoder
 from .finite_checks import verify_call
 from .model import MatpacModel
 from .options import ModelOptions
 from .timestamps import n_reported_columns, timestamps_ms
-from .weights_locate import resolve_weights_path
+from .weights.locate import resolve_weights_path
 
 
 def load_model(model_file_path: PathLike = "", *, mmap: bool = False, **options: Any) -> MatpacModel:
     """Load a MATPAC checkpoint as a HEAR model, on CPU, in eval mode.
 
     `model_file_path`: a `.pt` / `.safetensors` file or a published name; empty: as
-    `weights_locate.resolve_weights_path` says. `options`: see `ModelOptions` (`layer`, `max_windows`, `timestamp_hop_ms`,
+    `weights.locate.resolve_weights_path` says. `options`: see `ModelOptions` (`layer`, `max_windows`, `timestamp_hop_ms`,
     `window_overlap`, `window_seconds`, `precision`, `cpu_packed_weights`). The weights are read
     into memory, so the model does not change when the file does; `mmap=True` memory-maps a
-    `.safetensors` file instead (see `checkpoint.read_checkpoint_digest` for the risk).
+    `.safetensors` file instead (see `weights.read.read_checkpoint_digest` for the risk).
     `model.weights_sha256`: the sha256 of the bytes loaded (None for an unrecorded mapped file).
     """
     path = resolve_weights_path(model_file_path)
@@ -37,9 +37,7 @@ def load_model(model_file_path: PathLike = "", *, mmap: bool = False, **options:
         state = {k: v.float() for k, v in weights.state_dict.items()}
         encoder.load_state_dict(state, strict=True, assign=True)
         model = MatpacModel(encoder, parsed)
-    model.weights_path = str(path)
-    model.weights_sha256 = weights.sha256
-    model.ignored_keys = weights.ignored_keys
+    model.weights_path, model.weights_sha256, model.ignored_keys = str(path), weights.sha256, weights.ignored_keys
     return model.eval()
 
 
@@ -54,7 +52,7 @@ def get_timestamp_embeddings(audio: Tensor, model: MatpacModel) -> Tuple[Tensor,
     whose audio (as float32) or embeddings are not finite.
     """
     x = _model_input(audio, model)
-    embeddings, times = _with_timestamps(model.frame_features(x), audio, model)
+    embeddings, times = _with_timestamps(model.column_features(x), audio, model)
     verify_call(model, x, embeddings)
     return embeddings.to(audio.device), times
 
@@ -64,7 +62,7 @@ def get_scene_embeddings(audio: Tensor, model: MatpacModel) -> Tensor:
     of the chosen layer's features over all columns (MATPAC's clip embedding), on MATPAC's own
     160 ms grid whatever `timestamp_hop_ms` says. Non-finite audio or embeddings: `ValueError`."""
     x = _model_input(audio, model)
-    scene = model.frame_features(x, COLUMN_HOP_MS).mean(dim=1)
+    scene = model.column_features(x, native_grid=True).mean(dim=1)
     verify_call(model, x, scene)
     return scene.to(audio.device)
 
@@ -73,9 +71,8 @@ def get_scene_and_timestamp_embeddings(audio: Tensor, model: MatpacModel) -> Tup
     """`(scene, embeddings, timestamps)`, exactly what the two HEAR functions return, with one
     encoder pass when their column grids coincide (`timestamp_hop_ms` 160, the default)."""
     x = _model_input(audio, model)
-    features = model.frame_features(x)
-    on_scene_grid = model.options.timestamp_hop_ms == COLUMN_HOP_MS
-    scene = (features if on_scene_grid else model.frame_features(x, COLUMN_HOP_MS)).mean(dim=1)
+    features = model.column_features(x)
+    scene = (features if model.options.passes == 1 else model.column_features(x, native_grid=True)).mean(dim=1)
     embeddings, times = _with_timestamps(features, audio, model)
     verify_call(model, x, scene, embeddings)
     return scene.to(audio.device), embeddings.to(audio.device), times
@@ -85,16 +82,18 @@ def _with_timestamps(features: Tensor, audio: Tensor, model: MatpacModel) -> Tup
     """Trim `(clips, columns, dim)` features to the columns centred inside the clip (left on
     their device); add their centres in ms, on `audio`'s device."""
     n_samples = audio.shape[1]
-    hop_samples = model.options.timestamp_hop_ms * SAMPLE_RATE // 1000
+    hop_samples = model.options.hop_samples
     reported = n_reported_columns(n_samples, features.shape[1], hop_samples)
     embeddings = features[:, :reported].contiguous()
     times = timestamps_ms(n_samples, features.shape[1], hop_samples).to(audio.device)
     return embeddings, times.expand(audio.shape[0], -1).contiguous()
 
 
-def _frame_features(audio: Tensor, model: MatpacModel, hop_ms: Optional[int] = None) -> Tensor:
-    """Every column's features for checked audio, on the model's device (no finiteness check)."""
-    return model.frame_features(_model_input(audio, model), hop_ms)
+def column_features(audio: Tensor, model: MatpacModel, native_grid: bool = False) -> Tensor:
+    """Every column's features, trailing padded columns included, `(clips, columns, dim)` on the
+    model's device: the encoder's work without timestamps, trimming or the finiteness check
+    (for benchmarks and tools that time or inspect that work)."""
+    return model.column_features(_model_input(audio, model), native_grid)
 
 
 def _model_input(audio: Tensor, model: MatpacModel) -> Tensor:

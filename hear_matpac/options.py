@@ -1,11 +1,15 @@
-"""Options of `load_model` (also `heareval --model-options` JSON), checked once, up front."""
+"""Options of `load_model` (also `heareval --model-options` JSON), checked once, up front.
+
+`ModelOptions.parse` is the one place an option is turned into what it means for the work: it
+returns `ParsedOptions`, the options normalised plus their derived settings (passes, hop in
+samples, window frames, windows per encoder batch), which the model and the API read."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
-from .config import COLUMN_HOP_MS, FRAMES_PER_SECOND, PATCH, EncoderConfig
+from .config import COLUMN_HOP_MS, FRAMES_PER_SECOND, PATCH, SAMPLE_RATE, EncoderConfig
 from .precision import DEFAULT_PRECISION, check_precision_name
 
 DEFAULT_MAX_WINDOWS = 16  # ViT-Base, 608 frames: about 6 MB of live activations per window (benchmarks/)
@@ -29,8 +33,8 @@ class ModelOptions:
     `precision`: "fp32" (default), "bf16" (CPU, CUDA) or "fp16" (CUDA): autocast for the
     encoder only; the front end runs and the features come back in float32.
     `cpu_packed_weights`: for float32 on CPU, multiply by a copy of the linear weights kept
-    in MKL's packed GEMM layout (about 1.1x faster, same numbers, one more copy of those
-    weights in memory: 324 MB for ViT-Base); False saves that memory."""
+    in MKL's packed GEMM layout (faster, same numbers, one more copy of those weights in
+    memory; docs/performance.md); False saves that memory."""
 
     layer: int = -1
     max_windows: int = DEFAULT_MAX_WINDOWS
@@ -41,13 +45,14 @@ class ModelOptions:
     cpu_packed_weights: bool = True
 
     @classmethod
-    def parse(cls, options: Mapping[str, Any], config: EncoderConfig) -> "ModelOptions":
-        """Check user options against the encoder they apply to; normalise `layer` to 0-based."""
-        known = {f.name for f in fields(cls)}
+    def parse(cls, options: Mapping[str, Any], config: EncoderConfig) -> "ParsedOptions":
+        """Check user options against the encoder they apply to; normalise them (`layer`
+        0-based, `window_seconds` a length) and derive their settings."""
+        known = {f.name for f in fields(ModelOptions)}
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(known))}")
-        parsed = cls(**options)
+        parsed = ModelOptions(**options)
         layer = _int_option("layer", parsed.layer)
         if not -config.depth <= layer < config.depth:
             raise ValueError(
@@ -57,26 +62,36 @@ class ModelOptions:
         max_windows = _int_option("max_windows", parsed.max_windows)
         if max_windows < 1:
             raise ValueError(f"max_windows must be at least 1, got {max_windows}")
-        return cls(
+        hop_ms = _hop_option(parsed.timestamp_hop_ms)
+        window_columns = _window_columns_option(parsed.window_seconds, config)
+        window_frames = window_columns * PATCH
+        return ParsedOptions(
             layer=layer % config.depth,
             max_windows=max_windows,
-            timestamp_hop_ms=_hop_option(parsed.timestamp_hop_ms),
+            timestamp_hop_ms=hop_ms,
             window_overlap=_overlap_option(parsed.window_overlap),
-            window_seconds=_window_seconds_option(parsed.window_seconds, config),
+            window_seconds=window_frames / FRAMES_PER_SECOND,
             precision=check_precision_name(parsed.precision),
             cpu_packed_weights=_bool_option("cpu_packed_weights", parsed.cpu_packed_weights),
+            passes=COLUMN_HOP_MS // hop_ms,
+            hop_samples=hop_ms * SAMPLE_RATE // 1000,
+            window_frames=window_frames,
+            # max_windows counts full-length windows; shorter ones share the same frame budget
+            windows_per_batch=max(1, max_windows * config.n_frames // window_frames),
         )
 
-    def window_frames(self, config: EncoderConfig) -> int:
-        """Log-mel frames per window: `window_seconds` in frames, or the checkpoint's maximum."""
-        if self.window_seconds is None:
-            return config.n_frames
-        return round(self.window_seconds * FRAMES_PER_SECOND)
 
-    @property
-    def timestamp_passes(self) -> int:
-        """Passes over the audio needed for `timestamp_hop_ms` (1 at the native 160 ms)."""
-        return COLUMN_HOP_MS // self.timestamp_hop_ms
+@dataclass(frozen=True)
+class ParsedOptions(ModelOptions):
+    """Options as `ModelOptions.parse` checked them, with what they mean for the work:
+    `passes`: shifted passes over the audio for the timestamp hop (1 at the native 160 ms);
+    `hop_samples`: the timestamp hop in samples; `window_frames`: log-mel frames per window
+    (`window_seconds`, never None here); `windows_per_batch`: windows encoded at once."""
+
+    passes: int = 1
+    hop_samples: int = COLUMN_HOP_MS * SAMPLE_RATE // 1000
+    window_frames: int = 0
+    windows_per_batch: int = 1
 
 
 def _int_option(name: str, value: Any) -> int:
@@ -118,10 +133,11 @@ def _overlap_option(value: Any) -> float:
     return overlap
 
 
-def _window_seconds_option(value: Any, config: EncoderConfig) -> float:
+def _window_columns_option(value: Any, config: EncoderConfig) -> int:
+    """`window_seconds` as whole columns (None: the checkpoint's window)."""
     longest = config.n_frames / FRAMES_PER_SECOND
     if value is None:
-        return longest
+        return config.max_columns
     seconds = _number_option("window_seconds", value)
     columns = seconds / COLUMN_SECONDS
     if seconds <= 0 or abs(columns - round(columns)) > 1e-6:
@@ -134,4 +150,4 @@ def _window_seconds_option(value: Any, config: EncoderConfig) -> float:
             f"window_seconds={value!r} is longer than this checkpoint's window of {longest:g} s "
             f"({config.n_frames} frames); use at most {longest:g}"
         )
-    return round(columns) * PATCH / FRAMES_PER_SECOND
+    return round(columns)

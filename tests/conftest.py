@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import hear_matpac
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_FLAT = TINY_UNTRAINED  # tiny_flat.pt of the parity fixtures, bundled as a package asset
@@ -33,7 +33,7 @@ def tiny_model() -> hear_matpac.api.MatpacModel:
 def no_weights_found(monkeypatch, tmp_path) -> Path:
     """Nothing named and nothing in any weights folder, whatever this checkout has fetched into
     its own weights/: the working directory is an empty `tmp_path`."""
-    from hear_matpac import weights_locate
+    from hear_matpac.weights import locate as weights_locate
 
     monkeypatch.delenv(weights_locate.WEIGHTS_ENV, raising=False)
     monkeypatch.delenv(weights_locate.WEIGHTS_DIR_ENV, raising=False)

@@ -58,7 +58,7 @@ def test_shorter_than_one_stft_window_is_zero_padded(tiny_model, n_samples):
     audio = 0.5 * torch.ones(1, n_samples)
     padded = torch.nn.functional.pad(audio, (0, 400 - n_samples))
     embeddings, timestamps = hear_matpac.get_timestamp_embeddings(audio, tiny_model)
-    assert torch.equal(embeddings, tiny_model.frame_features(padded)[:, :1])
+    assert torch.equal(embeddings, tiny_model.column_features(padded)[:, :1])
     assert timestamps.tolist() == [[n_samples / 16]]
 
 
@@ -71,7 +71,7 @@ def test_model_attributes(tiny_model):
 def test_outputs_are_ordinary_tensors(tiny_model, clips):
     """Callers may modify outputs in place (no inference-mode tensors leak out)."""
     embeddings, timestamps = hear_matpac.get_timestamp_embeddings(clips[:, :31680], tiny_model)
-    assert embeddings.shape[1] < tiny_model.frame_features(clips[:, :31680]).shape[1]
+    assert embeddings.shape[1] < tiny_model.column_features(clips[:, :31680]).shape[1]
     embeddings[0, 0] = 0.0
     timestamps += 1.0
     assert not embeddings.requires_grad and embeddings.is_contiguous()

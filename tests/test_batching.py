@@ -27,18 +27,18 @@ def test_clip_alone_equals_clip_in_batch(tiny_model, long_clips):
 
 @pytest.mark.parametrize("max_windows", [1, 2, 5, 1000])
 def test_micro_batch_size_does_not_change_results(tiny_model, long_clips, max_windows):
-    reference = tiny_model.frame_features(long_clips)
+    reference = tiny_model.column_features(long_clips)
     model = hear_matpac.load_model(str(tiny_model.weights_path), max_windows=max_windows)
-    assert (model.frame_features(long_clips) - reference).abs().max() <= TOLERANCE
+    assert (model.column_features(long_clips) - reference).abs().max() <= TOLERANCE
     scene = hear_matpac.get_scene_embeddings(long_clips, model)
     assert (scene - reference.mean(dim=1)).abs().max() <= TOLERANCE
 
 
 def test_windows_are_encoded_independently(tiny_model, long_clips):
     """Columns of the second window equal encoding that window's samples on their own."""
-    features = tiny_model.frame_features(long_clips[:1])
+    features = tiny_model.column_features(long_clips[:1])
     # Window 2 starts at frame 608 = sample 97280 and its 608 frames need 97520 samples.
-    alone = tiny_model.frame_features(long_clips[:1, 97280 : 97280 + 97520])
+    alone = tiny_model.column_features(long_clips[:1, 97280 : 97280 + 97520])
     assert alone.shape[1] == 38
     assert (features[:, 38:76] - alone).abs().max() <= TOLERANCE
 
@@ -48,5 +48,5 @@ def test_micro_batches_are_bounded(tiny_model, long_clips, monkeypatch):
     seen = []
     original = model.encoder.forward
     monkeypatch.setattr(model.encoder, "forward", lambda x, layer: seen.append(x.shape[0]) or original(x, layer))
-    model.frame_features(long_clips)  # 3 clips x (3 full + 1 tail) windows
+    model.column_features(long_clips)  # 3 clips x (3 full + 1 tail) windows
     assert max(seen) <= 2 and sum(seen) == 12

@@ -13,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import hear_matpac
 from hear_matpac.api import get_scene_and_timestamp_embeddings
-from hear_matpac.audio_io import read_audio
+from hear_matpac.files.audio import read_audio
 
 from conftest import TINY_FLAT
 
@@ -38,7 +38,7 @@ def test_float64_finite_only_before_the_cast_names_the_clip(tiny_model, embed):
 def test_nan_embeddings_from_huge_audio_name_the_clip(tiny_model, embed):
     audio = 0.1 * torch.ones(3, 16000)
     audio[2] *= 1e31  # finite float32 audio whose embeddings overflow to NaN
-    assert not torch.isfinite(tiny_model.frame_features(audio)[2]).all()
+    assert not torch.isfinite(tiny_model.column_features(audio)[2]).all()
     with pytest.raises(ValueError, match=r"embeddings are NaN or Inf for clip\(s\) 2 .*peak amplitude is 1e\+30"):
         embed(audio, tiny_model)
 

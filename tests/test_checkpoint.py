@@ -10,7 +10,7 @@ import torch
 
 import hear_matpac
 from conftest import TINY_FAIRSEQ, TINY_FLAT, reference
-from hear_matpac.checkpoint import CheckpointError
+from hear_matpac.weights.read import CheckpointError
 
 CLIP = torch.from_numpy(reference(17120)["audio"])
 
@@ -22,7 +22,7 @@ def flat_state():
 
 @pytest.fixture(scope="module")
 def expected(flat_state):
-    return hear_matpac.load_model(str(TINY_FLAT)).frame_features(CLIP)
+    return hear_matpac.load_model(str(TINY_FLAT)).column_features(CLIP)
 
 
 def save(tmp_path: Path, obj, name: str = "ckpt.pt") -> str:
@@ -33,7 +33,7 @@ def save(tmp_path: Path, obj, name: str = "ckpt.pt") -> str:
 
 def test_training_checkpoint_ignores_training_keys(expected):
     model = hear_matpac.load_model(str(TINY_FAIRSEQ))
-    assert torch.equal(model.frame_features(CLIP), expected)
+    assert torch.equal(model.column_features(CLIP), expected)
     assert "_ema" in model.ignored_keys
     assert any(key.startswith("decoder.") for key in model.ignored_keys)
 
@@ -42,19 +42,19 @@ def test_training_checkpoint_ignores_training_keys(expected):
 def test_prefixed_keys_load(tmp_path, flat_state, expected, prefix):
     prefixed = {prefix + key: value for key, value in flat_state.items()}
     path = save(tmp_path, {"model": prefixed, "cfg": {}})
-    assert torch.equal(hear_matpac.load_model(path).frame_features(CLIP), expected)
+    assert torch.equal(hear_matpac.load_model(path).column_features(CLIP), expected)
 
 
 def test_heads_and_teacher_keys_are_ignored(tmp_path, flat_state, expected):
     extra = dict(flat_state)
     extra["head.weight"] = torch.zeros(527, 192)
     extra["teacher_encoder.blocks.0.norm1.weight"] = torch.zeros(192)
-    assert torch.equal(hear_matpac.load_model(save(tmp_path, extra)).frame_features(CLIP), expected)
+    assert torch.equal(hear_matpac.load_model(save(tmp_path, extra)).column_features(CLIP), expected)
 
 
 def test_half_precision_checkpoint_runs_in_float32(tmp_path, flat_state, expected):
     path = save(tmp_path, {k: v.half() for k, v in flat_state.items()})
-    features = hear_matpac.load_model(path).frame_features(CLIP)
+    features = hear_matpac.load_model(path).column_features(CLIP)
     assert features.dtype == torch.float32 and (features - expected).abs().max() < 0.05
 
 
@@ -152,7 +152,7 @@ def test_environment_variable_is_used(monkeypatch, expected):
     monkeypatch.setenv("HEAR_MATPAC_WEIGHTS", str(TINY_FAIRSEQ))
     model = hear_matpac.load_model()
     assert model.weights_path == str(TINY_FAIRSEQ)
-    assert torch.equal(model.frame_features(CLIP), expected)
+    assert torch.equal(model.column_features(CLIP), expected)
 
 
 def test_no_weights_anywhere_says_where_to_get_them(no_weights_found):
@@ -163,7 +163,7 @@ def test_no_weights_anywhere_says_where_to_get_them(no_weights_found):
 def test_default_weights_under_cwd(no_weights_found, tmp_path, flat_state, expected):
     (tmp_path / "weights").mkdir()
     save(tmp_path / "weights", flat_state, name="matpac_10_2048.pt")
-    assert torch.equal(hear_matpac.load_model().frame_features(CLIP), expected)
+    assert torch.equal(hear_matpac.load_model().column_features(CLIP), expected)
 
 
 def sincos_table(dim: int, rows: int, cols: int) -> np.ndarray:
@@ -189,7 +189,7 @@ def test_992_frame_checkpoint_loads_and_runs(tmp_path, flat_state):
     model = hear_matpac.load_model(save(tmp_path, state, name="finetuned.pt"))
     assert model.encoder.config.n_frames == 992 and model.encoder.config.max_columns == 62
     audio = torch.from_numpy(reference(212800)["audio"])  # 1328 frames: one 992 window + 336
-    features = model.frame_features(audio)
+    features = model.column_features(audio)
     assert features.shape == (2, 83, 960)
     mel = model.frontend(audio)[:, None, :, :992]
     first_window = model.encoder(mel, model.encoder.config.depth - 1)
@@ -221,7 +221,7 @@ def test_flat_dict_with_a_model_entry_too_is_refused(tmp_path, flat_state):
 
 
 def test_two_keys_for_one_head_tensor_are_refused(tmp_path, flat_state):
-    from hear_matpac.head import find_head
+    from hear_matpac.weights.head import find_head
 
     raw = {**flat_state, "head.bias": torch.zeros(5), "module.head.bias": torch.ones(5)}
     with pytest.raises(CheckpointError, match=r"'head.bias' and 'module.head.bias' are both the head's head.bias"):

@@ -15,7 +15,7 @@ import torch
 from hear_matpac.cli import main
 from hear_matpac.hear_tools import tensorflow_standin
 from hear_matpac.hear_tools.tasks import write_suite
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 TINY = str(TINY_UNTRAINED)
 

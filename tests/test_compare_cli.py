@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hear_matpac.cli import main
-from hear_matpac.results import find_scores
+from hear_matpac.reports.results import find_scores
 
 ESC50_A_FOLDS = [0.80, 0.82, 0.78, 0.81, 0.79]  # mean 0.8, sample std sqrt(0.001 / 4) = 0.0158113883
 ESC50_B_FOLDS = [0.85, 0.86, 0.84, 0.85, 0.85]  # mean 0.85, sample std sqrt(0.0002 / 4) = 0.0070710678

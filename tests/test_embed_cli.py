@@ -14,12 +14,12 @@ import torch
 
 import hear_matpac
 from hear_matpac.atomic import atomic_write
-from hear_matpac.audio_io import AudioFileError, read_audio
-from hear_matpac import embed_files
+from hear_matpac.files.audio import AudioFileError, read_audio
+from hear_matpac.files import embed as embed_files
 from hear_matpac.cli import embed as embed_cli
 from hear_matpac.cli import main
-from hear_matpac.file_inputs import collect_inputs
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.files.inputs import collect_inputs
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 TINY = str(TINY_UNTRAINED)
 

@@ -18,10 +18,12 @@ import soundfile
 import torch
 
 import hear_matpac
-from hear_matpac import embed_files, output_store, progress
-from hear_matpac.audio_io import read_audio
+from hear_matpac.files import embed as embed_files
+from hear_matpac.files import store as output_store
+from hear_matpac.files import progress
+from hear_matpac.files.audio import read_audio
 from hear_matpac.cli import main
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 TINY = str(TINY_UNTRAINED)
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,15 +13,15 @@ import torch
 from safetensors import safe_open
 
 import hear_matpac
-from hear_matpac import registry
-from hear_matpac import weights_locate
-from hear_matpac.checkpoint import CheckpointError, load_encoder_weights, read_checkpoint
-from hear_matpac.weights_locate import resolve_weights_path
+from hear_matpac.weights import registry
+from hear_matpac.weights import locate as weights_locate
+from hear_matpac.weights.read import CheckpointError, load_encoder_weights, read_checkpoint
+from hear_matpac.weights.locate import resolve_weights_path
 from hear_matpac.cli import main
-from hear_matpac.describe import describe
-from hear_matpac.export import export_safetensors
-from hear_matpac.head import find_head
-from hear_matpac.integrity import ChecksumError, record_path
+from hear_matpac.weights.describe import describe
+from hear_matpac.weights.export import export_safetensors
+from hear_matpac.weights.head import find_head
+from hear_matpac.weights.integrity import ChecksumError, record_path
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "hear_matpac" / "assets" / "tiny_untrained.pt"

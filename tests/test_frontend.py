@@ -95,7 +95,7 @@ def test_broken_torchaudio_beside_it_changes_nothing(tmp_path: Path):
     script = textwrap.dedent(
         f"""
         import sys, torch, hear_matpac, hear_matpac.cli
-        from hear_matpac.audio_io import read_audio
+        from hear_matpac.files.audio import read_audio
         model = hear_matpac.load_model({str(TINY_FLAT)!r})
         emb, ts = hear_matpac.get_timestamp_embeddings(torch.zeros(1, 16000), model)
         assert emb.shape[0] == 1 and bool(torch.isfinite(emb).all())

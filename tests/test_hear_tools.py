@@ -25,9 +25,9 @@ import hear_matpac
 from hear_matpac.cli import parse
 from hear_matpac.hear_tools import install, tensorflow_standin
 from hear_matpac.hear_tools.launch import link_task_dirs
-from hear_matpac.hear_tools.scores import format_scores, read_scores
+from hear_matpac.reports.results import format_scores, read_scores
 from hear_matpac.hear_tools.tasks import write_suite
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 STANDIN_NOTE = "gives hear_matpac's stand-in"
 TASKS = ("synth_events", "synth_pitch_3fold", "synth_scene_multiclass", "synth_scene_multilabel")

@@ -12,7 +12,7 @@ from hear_matpac.config import EncoderConfig
 from hear_matpac.encoder import MatpacEncoder
 from hear_matpac.frontend import n_stft_frames
 from hear_matpac.windows import plan_windows
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 WINDOW_SAMPLES = 608 * 160  # one 6.08 s window of the tiny checkpoint
 

@@ -31,8 +31,8 @@ def test_negative_layer_counts_from_the_end(clips):
     explicit = hear_matpac.load_model(str(TINY_FLAT), layer=2)
     first = hear_matpac.load_model(str(TINY_FLAT), layer=-3)
     assert last.options.layer == 2 and first.options.layer == 0
-    assert torch.equal(last.frame_features(clips), explicit.frame_features(clips))
-    assert not torch.allclose(first.frame_features(clips), explicit.frame_features(clips))
+    assert torch.equal(last.column_features(clips), explicit.column_features(clips))
+    assert not torch.allclose(first.column_features(clips), explicit.column_features(clips))
 
 
 def test_only_blocks_up_to_the_layer_run(monkeypatch, clips):
@@ -40,5 +40,19 @@ def test_only_blocks_up_to_the_layer_run(monkeypatch, clips):
     calls = []
     for i, block in enumerate(model.encoder.blocks):
         monkeypatch.setattr(block, "forward", lambda x, i=i, f=block.forward: calls.append(i) or f(x))
-    model.frame_features(clips)
+    model.column_features(clips)
     assert set(calls) == {0}
+
+
+@pytest.mark.parametrize("hop_ms, passes, hop_samples", [(160, 1, 2560), (80, 2, 1280), (40, 4, 640), (20, 8, 320)])
+def test_parsed_options_carry_their_derived_settings(hop_ms, passes, hop_samples):
+    """One home per option: `parse` derives what the model and the API read."""
+    from hear_matpac.config import EncoderConfig
+    from hear_matpac.options import ModelOptions
+
+    config = EncoderConfig(embed_dim=64, depth=3, num_heads=1, n_freq=80, n_frames=608)
+    parsed = ModelOptions.parse({"timestamp_hop_ms": hop_ms, "window_seconds": 1.92, "max_windows": 4}, config)
+    assert (parsed.passes, parsed.hop_samples) == (passes, hop_samples)
+    assert parsed.window_frames == 192 and parsed.window_seconds == 1.92
+    assert parsed.windows_per_batch == 4 * 608 // 192  # the frame budget of 4 full windows
+    assert ModelOptions.parse({}, config).window_frames == 608  # no unparsed None past parse

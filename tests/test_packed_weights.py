@@ -47,7 +47,7 @@ def test_any_row_count_matches_linear(rows):
 def test_model_features_equal_the_unpacked_model(clips):
     packed = hear_matpac.load_model(str(TINY_FLAT))
     plain = hear_matpac.load_model(str(TINY_FLAT), cpu_packed_weights=False)
-    got, expected = packed.frame_features(clips), plain.frame_features(clips)
+    got, expected = packed.column_features(clips), plain.column_features(clips)
     assert all(layer._packed is not None for layer in packed_layers(packed))
     assert all(layer._packed is None for layer in packed_layers(plain))
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
@@ -57,23 +57,23 @@ def test_model_features_equal_the_unpacked_model(clips):
 def test_weights_changed_after_packing_are_used(clips):
     packed = hear_matpac.load_model(str(TINY_FLAT))
     plain = hear_matpac.load_model(str(TINY_FLAT), cpu_packed_weights=False)
-    packed.frame_features(clips)  # packs the original weights
+    packed.column_features(clips)  # packs the original weights
     for model in (packed, plain):
         with torch.no_grad():
             model.encoder.blocks[0].mlp.fc1.weight.mul_(3.0)  # in place
         model.encoder.blocks[1].attn.qkv.weight = torch.nn.Parameter(
             model.encoder.blocks[1].attn.qkv.weight.detach() * -1
         )  # replaced
-    torch.testing.assert_close(packed.frame_features(clips), plain.frame_features(clips), rtol=0, atol=1e-5)
+    torch.testing.assert_close(packed.column_features(clips), plain.column_features(clips), rtol=0, atol=1e-5)
 
 
 @needs_packing
 def test_copies_and_pickles_pack_again(clips):
     model = hear_matpac.load_model(str(TINY_FLAT))
-    expected = model.frame_features(clips)
+    expected = model.column_features(clips)
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert all(layer._packed is None for layer in packed_layers(clone))
-        torch.testing.assert_close(clone.frame_features(clips), expected, rtol=0, atol=0)
+        torch.testing.assert_close(clone.column_features(clips), expected, rtol=0, atol=0)
 
 
 def test_autograd_and_bf16_use_the_plain_layer(clips):
@@ -83,14 +83,14 @@ def test_autograd_and_bf16_use_the_plain_layer(clips):
     layer(x).sum().backward()  # the packed op has no derivative: this must take the plain path
     assert x.grad is not None and layer._packed is None
     bf16 = hear_matpac.load_model(str(TINY_FLAT), precision="bf16")
-    bf16.frame_features(clips)
+    bf16.column_features(clips)
     assert all(layer._packed is None for layer in packed_layers(bf16))
 
 
 @needs_packing
 def test_switching_off_frees_the_packed_copies(clips):
     model = hear_matpac.load_model(str(TINY_FLAT))
-    model.frame_features(clips)
+    model.column_features(clips)
     hear_matpac.packed_linear.set_weight_packing(model.encoder, False)
     assert all(layer._packed is None and not layer.pack for layer in packed_layers(model))
 
@@ -99,7 +99,7 @@ def test_switching_off_frees_the_packed_copies(clips):
 def test_a_model_loaded_under_inference_mode_is_packed(clips):
     with torch.inference_mode():
         model = hear_matpac.load_model(str(TINY_FLAT))
-        model.frame_features(clips)
+        model.column_features(clips)
     assert not any(p.is_inference() for p in model.parameters())
     assert all(layer._packed is not None for layer in packed_layers(model))
 
@@ -140,12 +140,12 @@ def _scale_every_weight(model, write) -> None:
 def test_writes_that_bypass_the_version_counter_are_used(clips, write):
     packed = hear_matpac.load_model(str(TINY_FLAT))
     plain = hear_matpac.load_model(str(TINY_FLAT), cpu_packed_weights=False)
-    packed.frame_features(clips)  # packs the original weights
+    packed.column_features(clips)  # packs the original weights
     versions = [p._version for p in packed.parameters()]
     for model in (packed, plain):
         _scale_every_weight(model, write)
     assert [p._version for p in packed.parameters()] == versions  # the version counter saw nothing
-    torch.testing.assert_close(packed.frame_features(clips), plain.frame_features(clips), rtol=0, atol=1e-5)
+    torch.testing.assert_close(packed.column_features(clips), plain.column_features(clips), rtol=0, atol=1e-5)
 
 
 @needs_packing
@@ -163,13 +163,13 @@ def test_a_single_changed_value_is_seen_by_a_lone_layer():
 def test_refresh_and_load_state_dict_drop_the_packed_copies(clips):
     model = hear_matpac.load_model(str(TINY_FLAT))
     plain = hear_matpac.load_model(str(TINY_FLAT), cpu_packed_weights=False)
-    model.frame_features(clips)
+    model.column_features(clips)
     for m in (model, plain):  # swap two values within a row: the one write the fingerprint may miss
         w = m.encoder.blocks[0].mlp.fc1.weight.data
         w[0, [0, 2]] = w[0, [2, 0]].clone()
     hear_matpac.packed_linear.refresh_packed_weights(model.encoder)
     assert all(layer._packed is None for layer in packed_layers(model))
-    torch.testing.assert_close(model.frame_features(clips), plain.frame_features(clips), rtol=0, atol=1e-5)
+    torch.testing.assert_close(model.column_features(clips), plain.column_features(clips), rtol=0, atol=1e-5)
     model.load_state_dict(plain.state_dict())
     assert all(layer._packed is None for layer in packed_layers(model))
 
@@ -182,5 +182,5 @@ def test_weights_are_checked_once_per_call_whatever_the_micro_batches(monkeypatc
     for max_windows in (1, 64):
         model = hear_matpac.load_model(str(TINY_FLAT), max_windows=max_windows)
         checks.clear()
-        model.frame_features(clips)
+        model.column_features(clips)
         assert len(checks) == len(packed_layers(model)), max_windows

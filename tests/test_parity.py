@@ -22,7 +22,7 @@ def test_every_layer_matches_reference(models_by_layer, n_samples):
     ref = reference(n_samples)
     audio = torch.from_numpy(ref["audio"])
     for layer, model in enumerate(models_by_layer):
-        ours = model.frame_features(audio).numpy()
+        ours = model.column_features(audio).numpy()
         assert ours.shape == ref["layers"][:, layer].shape
         diff = np.abs(ours - ref["layers"][:, layer]).max()
         assert diff <= TOLERANCE, f"layer {layer}, {n_samples} samples: max abs diff {diff}"
@@ -43,4 +43,4 @@ def test_default_model_gives_last_layer_and_clip_embedding(tiny_model, n_samples
 def test_fixture_column_counts_agree_with_cases(tiny_model):
     for case in CASES.values():
         audio = torch.zeros(1, case["n_samples"])
-        assert tiny_model.frame_features(audio).shape == (1, case["frames_T"], case["dim"])
+        assert tiny_model.column_features(audio).shape == (1, case["frames_T"], case["dim"])

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import hear_matpac
-from hear_matpac.api import _frame_features
+from hear_matpac.api import column_features
 from hear_matpac.precision import check_precision_device, encoder_autocast
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures").glob("tiny_len*.npz"))
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -35,8 +35,8 @@ def test_bf16_matches_fp32_and_the_reference_on_every_fixture(fixtures, layer):
     for case in fixtures:
         audio = torch.from_numpy(case["audio"])
         reference = torch.from_numpy(case["layers"][:, layer])
-        ours = _frame_features(audio, fp32)[:, : reference.shape[1]]
-        low = _frame_features(audio, bf16)[:, : reference.shape[1]]
+        ours = column_features(audio, fp32)[:, : reference.shape[1]]
+        low = column_features(audio, bf16)[:, : reference.shape[1]]
         assert low.dtype == torch.float32
         assert (ours - reference).abs().max() <= 1e-4  # fp32 stays exact
         assert columnwise_cosine(low, ours).min() >= 0.999
@@ -70,9 +70,9 @@ def test_stored_low_precision_weights_give_exactly_what_autocast_gives():
 def test_fp32_stays_float32_under_a_callers_autocast():
     audio = torch.randn(1, 40000) * 0.1
     model = load()
-    plain = _frame_features(audio, model)
+    plain = column_features(audio, model)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        inside = _frame_features(audio, model)
+        inside = column_features(audio, model)
     assert torch.equal(inside, plain)
 
 
@@ -113,8 +113,8 @@ def test_cuda_precisions_match_fp32_and_return_float32_on_the_device(fixtures, p
     cpu = load()
     model = load(precision=precision).to("cuda")
     audio = torch.from_numpy(fixtures[-1]["audio"])
-    expected = _frame_features(audio, cpu)
+    expected = column_features(audio, cpu)
     embeddings, _ = hear_matpac.get_timestamp_embeddings(audio.cuda(), model)
-    got = _frame_features(audio.cuda(), model)
+    got = column_features(audio.cuda(), model)
     assert embeddings.device.type == "cuda" and embeddings.dtype == torch.float32
     assert columnwise_cosine(got.cpu(), expected).min() >= 0.999

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 import hear_matpac
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = "weights/matpac_10_2048.pt"

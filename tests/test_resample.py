@@ -7,7 +7,7 @@ import pytest
 import soundfile
 import torch
 
-from hear_matpac.audio_io import read_audio, resample_to_model_rate
+from hear_matpac.files.audio import read_audio, resample_to_model_rate
 from hear_matpac.config import SAMPLE_RATE
 from test_frontend import _torchaudio_or_skip
 

@@ -14,8 +14,8 @@ import pytest
 from hear_matpac.cli import main
 from hear_matpac.hear_tools.pipeline import Stage
 from hear_matpac.hear_tools.sweep import SweepRow, write_outputs
-from hear_matpac.results import TaskScore
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.reports.results import TaskScore
+from hear_matpac.weights.locate import TINY_UNTRAINED
 from test_hear_tools import hear_matpac_cli, need, ok
 
 
@@ -86,3 +86,17 @@ def test_csv_has_numbers_only_with_fold_std_in_its_own_column(tmp_path):
     assert float(table[0]["pitch top1_acc std"]) == 0.16666666666666666
     assert table[1]["scene mAP"] == "" and "scene mAP std" not in table[0]  # one test split: no std column
     assert "0.8333 ± 0.1667" in (tmp_path / "sweep.md").read_text()  # people still read mean ± std
+
+
+def test_window_seconds_are_checked_from_shapes_without_reading_the_weights(monkeypatch):
+    """Checking a float must not read (and hash) the whole checkpoint: only its shapes."""
+    from hear_matpac.hear_tools import sweep
+    from hear_matpac.weights import read
+
+    def no_full_read(*args, **kwargs):
+        raise AssertionError("the whole checkpoint was read to check --window-seconds")
+
+    monkeypatch.setattr(read, "read_checkpoint_digest", no_full_read)
+    assert sweep.parse_window_seconds("0.96,6.08", TINY_UNTRAINED) == [0.96, 6.08]
+    with pytest.raises(ValueError, match="longer than this checkpoint's window"):
+        sweep.parse_window_seconds("12.16", TINY_UNTRAINED)

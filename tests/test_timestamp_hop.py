@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hear_matpac import get_scene_embeddings, get_timestamp_embeddings, load_model
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 TOL = 1e-5
 SAMPLES_PER_MS = 16

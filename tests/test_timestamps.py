@@ -50,7 +50,7 @@ def test_no_rounding_drift_over_an_hour():
 
 def test_198_seconds_drops_the_13th_column(tiny_model):
     embeddings, timestamps = hear_matpac.get_timestamp_embeddings(torch.zeros(1, 31680), tiny_model)
-    assert tiny_model.frame_features(torch.zeros(1, 31680)).shape[1] == 13
+    assert tiny_model.column_features(torch.zeros(1, 31680)).shape[1] == 13
     assert timestamps.shape == (1, 12) and timestamps[0, -1].item() == 1847.5
 
 
@@ -73,7 +73,7 @@ def test_validator_scene_shape(tiny_model):
 
 def test_scene_is_mean_over_all_columns_including_untimestamped(tiny_model):
     audio = torch.rand(1, 31680) * 2 - 1  # 13 columns, 12 with a timestamp
-    features = tiny_model.frame_features(audio)
+    features = tiny_model.column_features(audio)
     scene = hear_matpac.get_scene_embeddings(audio, tiny_model)
     assert torch.allclose(scene, features.mean(dim=1), atol=1e-6)
     assert not torch.allclose(scene, features[:, :12].mean(dim=1), atol=1e-4)
@@ -91,7 +91,7 @@ def test_scene_and_timestamps_in_one_call_equal_the_hear_functions(hop_ms, monke
     assert torch.equal(scene, hear_matpac.get_scene_embeddings(audio, model))
     assert torch.equal(embeddings, expected_embeddings) and torch.equal(timestamps, expected_timestamps)
     passes = []
-    original = model.frame_features
-    monkeypatch.setattr(model, "frame_features", lambda *a: passes.append(a) or original(*a))
+    original = model.column_features
+    monkeypatch.setattr(model, "column_features", lambda *a, **k: passes.append(a) or original(*a, **k))
     get_scene_and_timestamp_embeddings(audio, model)
     assert len(passes) == (1 if hop_ms == 160 else 2)

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 import hear_matpac
-from hear_matpac import registry, weights_locate
+from hear_matpac.weights import registry
+from hear_matpac.weights import locate as weights_locate
 from hear_matpac.cli import main
-from hear_matpac.download import DownloadError, RejectedDownload, fetch
-from hear_matpac.integrity import ChecksumError, record_path
-from hear_matpac.registry import WeightsEntry
+from hear_matpac.weights.download import DownloadError, RejectedDownload, fetch
+from hear_matpac.weights.integrity import ChecksumError, record_path
+from hear_matpac.weights.registry import WeightsEntry
 from local_http import FileServer, closed_port
 
 ROOT = Path(__file__).resolve().parent.parent

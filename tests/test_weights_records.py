@@ -1,4 +1,4 @@
-"""The sha256 record beside a weights file cannot be bypassed (`integrity.py`)."""
+"""The sha256 record beside a weights file cannot be bypassed (`weights/integrity.py`)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +9,7 @@ import pytest
 import hear_matpac
 from conftest import TINY_FLAT
 from hear_matpac.cli import main
-from hear_matpac.integrity import ChecksumError, record_path, weights_sha256, write_record
+from hear_matpac.weights.integrity import ChecksumError, record_path, weights_sha256, write_record
 
 TINY = TINY_FLAT.read_bytes()
 DIGEST = hashlib.sha256(TINY).hexdigest()

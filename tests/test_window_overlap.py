@@ -4,7 +4,7 @@ import torch
 
 from hear_matpac import get_scene_embeddings, get_timestamp_embeddings, load_model
 from hear_matpac.windows import padded_columns, plan_windows
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 TOL = 1e-5
 COLUMN_SAMPLES = 2560
@@ -97,7 +97,7 @@ def encode_pieces(audio: torch.Tensor, chosen: list, window_columns: int, model)
     for c, t in enumerate(chosen):
         if t not in cache:
             piece = audio[:, COLUMN_SAMPLES * t : COLUMN_SAMPLES * (t + window_columns) + STFT_EXTRA]
-            cache[t] = model.frame_features(piece)
+            cache[t] = model.column_features(piece)
         columns.append(cache[t][:, c - t])
     return torch.stack(columns, dim=1)
 
@@ -113,7 +113,7 @@ def test_long_audio_columns_come_from_their_most_central_window(window_seconds, 
     # away from the clip's own edges, no column sits at a window's edge
     assert all(0 < c - t < window_columns - 1 for c, t in enumerate(chosen) if 0 < c < 124)
     expected = encode_pieces(audio, chosen, window_columns, native)
-    features = model.frame_features(audio)
+    features = model.column_features(audio)
     assert features.shape == expected.shape
     assert (features - expected).abs().max() <= TOL
     emb, ts = get_timestamp_embeddings(audio, model)

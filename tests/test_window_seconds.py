@@ -9,7 +9,7 @@ import torch
 from hear_matpac import get_scene_embeddings, get_timestamp_embeddings, load_model
 from hear_matpac.config import EncoderConfig
 from hear_matpac.options import ModelOptions
-from hear_matpac.weights_choice import TINY_UNTRAINED
+from hear_matpac.weights.locate import TINY_UNTRAINED
 
 TOL = 1e-5
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -57,9 +57,9 @@ def test_every_window_length_matches_its_pieces(native, window_seconds):
     n = 60000  # 373 frames, 24 columns: a short last window for every length here
     audio = clips(n, count=1)
     columns = round(window_seconds / 0.16)
-    features = tiny(window_seconds=window_seconds).frame_features(audio)
+    features = tiny(window_seconds=window_seconds).column_features(audio)
     pieces = [
-        native.frame_features(audio[:, 2560 * t : 2560 * (t + columns) + 240]) for t in range(0, 24, columns)
+        native.column_features(audio[:, 2560 * t : 2560 * (t + columns) + 240]) for t in range(0, 24, columns)
     ]
     expected = torch.cat(pieces, dim=1)
     assert features.shape == expected.shape == (1, 24, native.timestamp_embedding_size)
@@ -69,7 +69,7 @@ def test_every_window_length_matches_its_pieces(native, window_seconds):
 def test_992_frame_checkpoints_allow_up_to_9_92_s():
     config = EncoderConfig(embed_dim=192, depth=3, num_heads=3, n_frames=992)
     assert ModelOptions.parse({}, config).window_seconds == 9.92
-    assert ModelOptions.parse({"window_seconds": 9.92}, config).window_frames(config) == 992
+    assert ModelOptions.parse({"window_seconds": 9.92}, config).window_frames == 992
     with pytest.raises(ValueError, match="9.92"):
         ModelOptions.parse({"window_seconds": 10.08}, config)
 
@@ -102,7 +102,7 @@ def test_option_values_are_normalised():
     model = tiny(timestamp_hop_ms=40.0, window_overlap=1 / 2, window_seconds=0.96)
     assert model.options.timestamp_hop_ms == 40 and isinstance(model.options.timestamp_hop_ms, int)
     assert model.options.window_overlap == 0.5
-    assert model.options.window_frames(model.encoder.config) == 96
+    assert model.options.window_frames == 96
 
 
 @pytest.mark.parametrize("fixture", sorted(FIXTURES.glob("tiny_len*.npz")), ids=lambda p: p.stem)
@@ -112,7 +112,7 @@ def test_new_options_at_their_defaults_reproduce_the_reference(fixture):
     for layer in range(data["layers"].shape[1]):
         model = tiny(layer=layer, timestamp_hop_ms=160, window_overlap=0, window_seconds=6.08)
         reference = torch.from_numpy(data["layers"][:, layer])
-        assert (model.frame_features(audio) - reference).abs().max() <= 1e-4
+        assert (model.column_features(audio) - reference).abs().max() <= 1e-4
 
 
 def test_short_windows_share_the_frame_budget_of_max_windows():

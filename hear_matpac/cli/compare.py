@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 from ..atomic import atomic_write
-from ..chart import require_matplotlib, save_chart
-from ..comparison import build_comparison, to_csv, to_markdown
-from ..folders import ensure_folder
-from ..results import SCORES_FILE, find_scores
+from ..reports.chart import require_matplotlib, save_chart
+from ..reports.comparison import build_comparison, to_csv, to_markdown
+from ..files.folders import ensure_folder
+from ..reports.results import SCORES_FILE, find_scores
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,8 +9,8 @@ import torch
 
 from ..api import get_scene_and_timestamp_embeddings, load_model
 from ..config import SAMPLE_RATE
-from ..weights_choice import best_available_weights
-from ..weights_locate import weights_help
+from ..weights.locate import best_available_weights
+from ..weights.locate import weights_help
 
 MAX_SECONDS = 3600.0  # one synthetic clip held in memory at once, with its spectrogram
 

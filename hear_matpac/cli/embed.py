@@ -9,17 +9,17 @@ from typing import Any
 from .. import __version__
 from ..api import load_model
 from ..config import SAMPLE_RATE
-from ..integrity import weights_sha256
-from ..weights_locate import resolve_weights_path, weights_help
+from ..weights.integrity import weights_sha256
+from ..weights.locate import resolve_weights_path, weights_help
 from ..devices import resolve_device
-from ..embed_files import FileEmbedder, Job, audio_seconds, first_line
-from ..embed_outputs import FRAMES_SUFFIX, SCENE_SUFFIX
-from ..file_inputs import InputFile, collect_inputs
+from ..files.embed import FileEmbedder, Job, audio_seconds, first_line
+from ..files.outputs import FRAMES_SUFFIX, SCENE_SUFFIX
+from ..files.inputs import InputFile, collect_inputs
 from ..model import MatpacModel
 from ..options import DEFAULT_MAX_WINDOWS
-from ..output_store import OutputStore, Source
+from ..files.store import OutputStore, Source
 from ..precision import check_precision_device
-from ..progress import AudioProgress
+from ..files.progress import AudioProgress
 
 _PREFIX = "hear-matpac embed"
 # load_model options with a flag of the same name, passed only when given (the model checks them).

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from ..hear_tools.pipeline import GRIDS, StageFailed, evaluate
-from ..hear_tools.scores import format_scores, score_json
+from ..reports.results import format_scores, score_json
 from ..hear_tools.tensorflow_standin import MODES
-from ..weights_choice import TINY_UNTRAINED, best_available_weights
-from ..weights_locate import weights_help
+from ..weights.locate import best_available_weights, tiny_untrained_warning
+from ..weights.locate import weights_help
 from .validate import TENSORFLOW_HELP
 
 
@@ -57,8 +57,5 @@ def run(args: argparse.Namespace) -> int:
                "scores": [score_json(s) for s in scores]}
     with atomic_write(Path(args.out) / "summary.json") as handle:
         handle.write(json.dumps(summary, indent=2).encode("utf-8"))
-    if weights == TINY_UNTRAINED:
-        print("\nWARNING: these scores come from the bundled TINY UNTRAINED stand-in checkpoint "
-              "and mean nothing about MATPAC. Put real weights in weights/ or $HEAR_MATPAC_WEIGHTS.",
-              file=sys.stderr)
+    tiny_untrained_warning(weights)
     return 0 if all(s.finite for s in scores) else 1

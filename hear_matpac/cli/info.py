@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..weights_locate import resolve_weights_path
-from ..describe import describe, format_info
+from ..weights.locate import resolve_weights_path
+from ..weights.describe import describe, format_info
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

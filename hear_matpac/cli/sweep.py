@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..chart import require_matplotlib
+from ..reports.chart import require_matplotlib
 from ..hear_tools.pipeline import GRIDS, StageFailed
 from ..hear_tools.sweep import parse_window_seconds, run_sweep, write_outputs
 from ..hear_tools.tensorflow_standin import MODES
-from ..weights_choice import TINY_UNTRAINED, best_available_weights
-from ..weights_locate import weights_help
+from ..weights.locate import best_available_weights, tiny_untrained_warning
+from ..weights.locate import weights_help
 from .validate import TENSORFLOW_HELP
 
 DEFAULT_WINDOWS = "0.96,1.92,3.04,6.08"
@@ -62,7 +62,5 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(written[0].read_text(), end="")
     print("\nwrote " + ", ".join(map(str, written)))
-    if weights == TINY_UNTRAINED:
-        print("\nWARNING: these scores come from the bundled TINY UNTRAINED stand-in checkpoint and "
-              "show the mechanism only, nothing about MATPAC.", file=sys.stderr)  # fmt: skip
+    tiny_untrained_warning(weights)
     return 0 if all(s.finite for r in rows for s in r.scores) else 1

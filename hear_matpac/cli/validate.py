@@ -5,8 +5,8 @@ import argparse
 
 from ..devices import resolve_device
 from ..hear_tools.tensorflow_standin import MODES
-from ..weights_choice import best_available_weights
-from ..weights_locate import weights_help
+from ..weights.locate import best_available_weights
+from ..weights.locate import weights_help
 
 TENSORFLOW_HELP = (
     "which `tensorflow` the HEAR tool imports: auto (the real one if installed, else "

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..download import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, DownloadError, fetch
-from ..export import export_safetensors
-from ..registry import BASE_URL_ENV, REGISTRY, get_entry, markdown_table
-from ..weights_locate import WEIGHTS_DIR_ENV, find_local, resolve_weights_path
+from ..weights.download import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, DownloadError, fetch
+from ..weights.export import export_safetensors
+from ..weights.registry import BASE_URL_ENV, REGISTRY, get_entry, markdown_table
+from ..weights.locate import WEIGHTS_DIR_ENV, find_local, resolve_weights_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

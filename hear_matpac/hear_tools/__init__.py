@@ -4,5 +4,6 @@
 `tensorflow_standin`: a per-process stand-in for `import tensorflow` where TensorFlow is absent.
 `launch`: entry points that run the upstream validator and runners in this process.
 `synth_audio` / `tasks`: a small synthetic HEAR task suite (test and demo data).
-`scores`: reading heareval's score files back.
+`pipeline` / `sweep`: the staged heareval runs behind `evaluate` and `sweep` (scores are read in
+`reports.results`).
 """

@@ -1,6 +1,6 @@
 """The main job: hear-validator and both heareval runners on the synthetic task suite.
 
-Each HEAR tool runs in its own process (`python -m hear_matpac.cli ...`), so the TensorFlow
+Each HEAR tool runs in its own process (`python -m hear_matpac.hear_tools ...`), so the TensorFlow
 stand-in and `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` stay inside the tool that needs them; its
 output goes to `<out>/<stage>.log`, and its wall time is measured around the process.
 """
@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from ..folders import ensure_folder
-from ..results import TaskScore
+from ..files.folders import ensure_folder
+from ..reports.results import TaskScore, read_scores
 from .launch import PLUGIN_MODULE
-from .scores import read_scores
 from .tasks import write_suite
 
 GRIDS = ("default", "fast", "faster")
@@ -40,10 +39,10 @@ class StageFailed(RuntimeError):
     """A HEAR tool exited non-zero; the message names its log."""
 
 
-def run_tool(name: str, cli_args: Sequence[str], log: Path) -> Stage:
-    """`python -m hear_matpac.cli CLI_ARGS` with output to `log`; `StageFailed` if it fails.
+def run_tool(name: str, tool_args: Sequence[str], log: Path) -> Stage:
+    """`python -m hear_matpac.hear_tools TOOL_ARGS` (`hear_tools/__main__.py`) with output to `log`; `StageFailed` if it fails.
     The tool runs in that one process, so its max RSS (from `wait4`) is the stage's peak memory."""
-    command = [sys.executable, "-m", "hear_matpac.cli", *cli_args]
+    command = [sys.executable, "-m", "hear_matpac.hear_tools", *tool_args]
     start = time.perf_counter()
     with open(log, "w") as out:
         out.write("+ " + " ".join(command) + "\n")
@@ -65,7 +64,7 @@ def embed_stage(
     task embedding folders it wrote (`embeddings_dir/<model[-options]>/<task>`)."""
     args = [PLUGIN_MODULE, "--model", str(weights), "--tasks-dir", str(tasks_dir),
             "--embeddings-dir", str(embeddings_dir), "--model-options", model_options]  # fmt: skip
-    stage = run_tool("embed", ["heareval", "embed", "--tensorflow", tensorflow, *args], log)
+    stage = run_tool("embed", ["embed", "--tensorflow", tensorflow, *args], log)
     return stage, sorted(p for p in Path(embeddings_dir).glob("*/*") if p.is_dir())
 
 
@@ -76,7 +75,7 @@ def predict_stage(
     temporary folder."""
     logs = ["--logs-dir", str(logs_dir)] if logs_dir else []
     args = ["--grid", grid, "--grid-points", str(grid_points), *map(str, task_dirs)]
-    return run_tool("predict", ["heareval", "predict", *logs, *args], log)
+    return run_tool("predict", ["predict", *logs, *args], log)
 
 
 def evaluate(
@@ -110,7 +109,7 @@ def evaluate(
     report(f"[1/4] wrote {len(task_dirs)} tasks to {out / 'tasks'} ({stages[-1].seconds:.1f} s)")
 
     tf = ["--tensorflow", tensorflow]
-    stages.append(run_tool("validate", ["validate", "--weights", str(weights), *tf], out / "validate.log"))
+    stages.append(run_tool("validate", ["validate", str(weights), *tf], out / "validate.log"))
     report(f"[2/4] hear-validator passed ({stages[-1].seconds:.1f} s, log {stages[-1].log})")
 
     stage, embedded = embed_stage(weights, out / "tasks", out / "embeddings", model_options, tensorflow,

@@ -23,12 +23,11 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import soundfile as sf
 
 from ..atomic import atomic_write
-from ..checkpoint import load_encoder_weights
-from ..folders import ensure_folder
+from ..weights.read import read_config
+from ..files.folders import ensure_folder
 from ..options import ModelOptions
-from ..results import LOWER_IS_BETTER, TaskScore
+from ..reports.results import LOWER_IS_BETTER, TaskScore, read_scores, score_json
 from .pipeline import GRIDS, Stage, embed_stage, predict_stage
-from .scores import read_scores, score_json
 from .tasks import write_suite
 
 Setting = Tuple[str, Dict[str, object]]  # (label, model options)
@@ -67,7 +66,7 @@ def parse_window_seconds(text: str, weights: Path) -> List[float]:
         if value in values:
             raise ValueError(f"--window-seconds: {item} is given twice; give each length once")
         values.append(value)
-    config = load_encoder_weights(weights).config
+    config = read_config(weights)  # shapes only: the weights are read and checked when used
     for value in values:
         try:
             ModelOptions.parse({"window_seconds": value}, config)

@@ -24,7 +24,7 @@ import soundfile as sf
 
 from ..atomic import current_umask
 from ..config import SAMPLE_RATE
-from ..folders import ensure_folder
+from ..files.folders import ensure_folder
 from .synth_audio import SOUNDS, room_noise, sound, tone
 
 SUITE_VERSION = "hear_matpac-synthetic-1"

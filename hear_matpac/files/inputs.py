@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, Sequence
 
-from .audio_io import AUDIO_EXTENSIONS
+from .audio import AUDIO_EXTENSIONS
 
 _GLOB_CHARS = "*?["
 

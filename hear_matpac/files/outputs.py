@@ -1,10 +1,10 @@
 """Where `hear-matpac embed` puts what, written atomically.
 
-For an input named `birds/a.wav` (see `file_inputs`), under the output directory:
+For an input named `birds/a.wav` (see `files.inputs`), under the output directory:
 `birds/a.wav.scene.npy` (scene embedding, float32 `(scene_embedding_size,)`) and, with
 `--timestamps`, `birds/a.wav.frames.npz` (`embeddings` float32 `(T, timestamp_embedding_size)`,
 `timestamps` float32 `(T,)` in ms). `embed-info.json` at the top records the settings and
-`output_store` the rest of the folder's state.
+`files.store` the rest of the folder's state.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 
 SCENE_SUFFIX = ".scene.npy"
 FRAMES_SUFFIX = ".frames.npz"

@@ -1,7 +1,7 @@
 """Export a checkpoint's encoder (and head) to `.safetensors`: no pickle, memory-mappable.
 
-The tensors keep their dtype and the published key layout (`checkpoint.published_layout`,
-head keys as in `head.py`), so the file reads back through the same checks as a `.pt` file.
+The tensors keep their dtype and the published key layout (`weights.read.published_layout`,
+head keys as in `weights/head.py`), so the file reads back through the same checks as a `.pt` file.
 Everything else (decoder, teacher, optimizer state) is left behind.
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from . import __version__
-from .atomic import atomic_path, unwritable
-from .checkpoint import PathLike, extract_encoder, published_layout, read_checkpoint, read_checkpoint_digest
-from .config import EncoderConfig
+from .. import __version__
+from ..atomic import atomic_path, unwritable
+from .read import PathLike, extract_encoder, published_layout, read_checkpoint, read_checkpoint_digest
+from ..config import EncoderConfig
 from .head import find_head
 
 

@@ -5,12 +5,13 @@ Order: what the caller names (a `--weights` flag or `load_model`'s argument), el
 (`registry.REGISTRY`). A name is looked up in the weights folders (`search_dirs`). When nothing
 is named, the default checkpoint (`matpac`) is looked up there. Whatever was named is found or
 is a `FileNotFoundError` saying how to fetch it: only "nothing named" may fall back to anything
-else (`weights_choice.best_available_weights`). Nothing here reads a checkpoint.
+else (`best_available_weights`, the bundled tiny untrained checkpoint). Nothing here reads a checkpoint.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional, Union
 
@@ -37,7 +38,7 @@ def weights_help(fallback: bool = False) -> str:
 
 def repo_weights_dir() -> Path:
     """`weights/` beside the package (the repository's, for an editable install)."""
-    return Path(__file__).resolve().parent.parent / "weights"
+    return Path(__file__).resolve().parents[2] / "weights"
 
 
 def default_fetch_dir() -> Path:
@@ -109,3 +110,34 @@ def resolve_weights_path(path: PathLike = "") -> Path:
         f"exist. Fetch the published checkpoint with `hear-matpac weights fetch {DEFAULT_NAME}` "
         f"(from {entry.url()}), or pass a file or a name from `hear-matpac weights list`."
     )
+
+
+TINY_UNTRAINED = Path(__file__).resolve().parents[1] / "assets" / "tiny_untrained.pt"
+TINY_UNTRAINED_WARNING = (
+    "WARNING: these come from the bundled TINY UNTRAINED stand-in checkpoint "
+    f"({TINY_UNTRAINED.name}) and mean nothing about MATPAC"
+)
+
+
+def tiny_untrained_warning(weights: PathLike, what: str = "scores") -> None:
+    """The one warning, on stderr, that `what` came from the tiny untrained stand-in
+    (said only when `weights` is that checkpoint)."""
+    if Path(weights) == TINY_UNTRAINED:
+        print(f"\n{TINY_UNTRAINED_WARNING.replace('these', 'these ' + what, 1)}. Put real weights in "
+              f"weights/ or ${WEIGHTS_ENV}.", file=sys.stderr)  # fmt: skip
+
+
+def best_available_weights(path: PathLike = "") -> Path:
+    """`resolve_weights_path(path)`; only when nothing is named (no `path`, no
+    `$HEAR_MATPAC_WEIGHTS`) and the default checkpoint is not found, the bundled tiny untrained
+    checkpoint, with a loud warning on stderr. A named file or checkpoint that is not there is
+    the `FileNotFoundError` of `resolve_weights_path`, never the stand-in."""
+    if named_weights(path):
+        return resolve_weights_path(path)
+    try:
+        return resolve_weights_path("")
+    except FileNotFoundError as err:
+        banner = "!" * 78
+        print(f"{banner}\n{TINY_UNTRAINED_WARNING.replace('these', 'its embeddings and scores', 1)}.\n{err}\n{banner}",
+              file=sys.stderr)  # fmt: skip
+        return TINY_UNTRAINED

@@ -18,7 +18,7 @@ import soxr
 import torch
 from torch import Tensor
 
-from .config import SAMPLE_RATE
+from ..config import SAMPLE_RATE
 
 RESAMPLE_QUALITY = "VHQ"  # soxr's very-high-quality recipe (28-bit)
 

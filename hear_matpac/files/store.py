@@ -1,7 +1,7 @@
 """The state of an `embed` output folder: which settings made its outputs, which source file
 each output came from, and which run may write it now.
 
-Files kept in OUT besides the outputs (`embed_outputs` names those):
+Files kept in OUT besides the outputs (`files.outputs` names those):
 
 - `embed-info.json`: the folder's settings: format version, the weights' sha256 (their
   content, so a byte-identical copy at another path is the same weights; the path is kept for
@@ -45,8 +45,8 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
-from .atomic import atomic_write
-from .embed_outputs import FRAMES_SUFFIX, INFO_FILE, SCENE_SUFFIX, output_paths, save_frames, save_scene
+from ..atomic import atomic_write
+from .outputs import FRAMES_SUFFIX, INFO_FILE, SCENE_SUFFIX, output_paths, save_frames, save_scene
 from .folders import ensure_folder
 
 FORMAT = 2  # embed-info.json without "format" comes from a version that did not record sources

@@ -1,9 +1,9 @@
-"""Fetch a published checkpoint: transferred (`http_transfer.py`), then checked before it is kept.
+"""Fetch a published checkpoint: transferred (`weights/http_transfer.py`), then checked before it is kept.
 
-An interrupted transfer resumes from `NAME.part` (see `http_transfer.py`). Only a complete file
+An interrupted transfer resumes from `NAME.part` (see `weights/http_transfer.py`). Only a complete file
 that opens as a MATPAC checkpoint of the registered shape, and whose sha256 matches the
 published or recorded one, is renamed to NAME; its sha256 is recorded beside it (trust on first
-use, see `integrity.py`).
+use, see `weights/integrity.py`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .atomic import unwritable
-from .checkpoint import CheckpointError, PathLike, extract_encoder, read_checkpoint_digest
+from ..atomic import unwritable
+from .read import CheckpointError, PathLike, extract_encoder, read_checkpoint_digest
 from .head import find_head
 from .http_transfer import DownloadError, Interrupted, Progress, RejectedDownload, discard, transfer
 from .integrity import ChecksumError, read_record, record_path, verify_recorded, write_record
 from .registry import WeightsEntry
-from .weights_locate import default_fetch_dir
+from .locate import default_fetch_dir
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_RETRIES = 2

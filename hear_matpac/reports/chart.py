@@ -9,7 +9,7 @@ import importlib.util
 import math
 from pathlib import Path
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 from .comparison import Comparison
 
 

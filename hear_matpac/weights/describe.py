@@ -1,6 +1,6 @@
 """What a checkpoint file holds: format, encoder shape, parameters, ignored keys, head.
 
-Read through the same door as `load_model` (`checkpoint.read_checkpoint` +
+Read through the same door as `load_model` (`weights.read.read_checkpoint` +
 `extract_encoder`), so what is described is exactly what would be loaded.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from safetensors import safe_open
 
-from .checkpoint import (
+from .read import (
     CheckpointError,
     PathLike,
     extract_encoder,
@@ -23,7 +23,7 @@ from .checkpoint import (
     read_checkpoint_digest,
     strip_prefixes,
 )
-from .config import EncoderConfig, SAMPLE_RATE, HOP_LENGTH
+from ..config import EncoderConfig, SAMPLE_RATE, HOP_LENGTH
 from .head import HeadWeights, find_head
 from .integrity import read_record, record_path
 from .registry import REGISTRY, WeightsEntry

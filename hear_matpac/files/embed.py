@@ -14,11 +14,11 @@ import numpy as np
 import soundfile
 import torch
 
-from .api import get_scene_and_timestamp_embeddings, get_scene_embeddings
-from .audio_io import AudioFileError, read_audio
-from .file_inputs import InputFile
-from .model import MatpacModel
-from .output_store import Need, OutputStore, Source
+from ..api import get_scene_and_timestamp_embeddings, get_scene_embeddings
+from .audio import AudioFileError, read_audio
+from .inputs import InputFile
+from ..model import MatpacModel
+from .store import Need, OutputStore, Source
 from .progress import AudioProgress
 
 # What embedding one group may raise for a reason of its own files (a bad clip, too little

@@ -6,7 +6,7 @@ A checkpoint holds a head when, after the `module.` / `model.` prefixes are stri
 `head_norm.running_mean` `(D,)`, `head_norm.running_var` `(D,)`, `head.weight` `(C, D)` and
 `head.bias` `(C,)`, optionally `head_norm.num_batches_tracked` `()`. Any other `head.*` /
 `head_norm.*` entry, a missing one or a wrong shape makes the head malformed. The encoder
-reader (`checkpoint.extract_encoder`) ignores all of these keys; only `info` and `weights
+reader (`weights.read.extract_encoder`) ignores all of these keys; only `info` and `weights
 export` look for a head.
 """
 
@@ -17,7 +17,7 @@ from typing import Mapping, Optional
 
 from torch import Tensor
 
-from .checkpoint import CheckpointError, PathLike, model_state, strip_prefixes
+from .read import CheckpointError, PathLike, model_state, strip_prefixes
 
 HEAD_KEYS = ("head_norm.running_mean", "head_norm.running_var", "head.weight", "head.bias")
 OPTIONAL_HEAD_KEYS = ("head_norm.num_batches_tracked",)

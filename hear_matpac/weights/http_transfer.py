@@ -3,7 +3,7 @@
 `transfer(url, part, ...)` appends what is missing of `url` to `part` (or writes it from byte
 0) and returns when the server says the file is complete. `NAME.part.json` beside it says where
 the bytes came from (URL, size, ETag / Last-Modified), so a later call can resume. Whether the
-complete file is kept is not decided here (`download.py`).
+complete file is kept is not decided here (`weights/download.py`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import BinaryIO, Optional, TextIO
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 
-from . import __version__
-from .atomic import atomic_write
+from .. import __version__
+from ..atomic import atomic_write
 from .registry import BASE_URL_ENV
 
 CHUNK_BYTES = 1 << 20

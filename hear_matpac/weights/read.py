@@ -5,7 +5,7 @@ Accepted: a flat state dict in the published layout, or a training checkpoint
 `.safetensors` file (read into memory; memory-mapped only on request). Training-only entries
 (decoder, teacher / EMA, heads, optimizer state) are ignored. Nothing is unpickled beyond
 tensors and plain containers (`weights_only=True`), nothing is loaded partially, a file with a
-recorded sha256 (`integrity.py`) is checked against it on every read, and an encoder with
+recorded sha256 (`weights/integrity.py`) is checked against it on every read, and an encoder with
 NaN / Inf values or with two entries for one tensor (after prefix stripping) is refused.
 """
 from __future__ import annotations
@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Mapping, Optional, Union
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
-from .config import (
+from ..config import (
     HEAD_DIM,
     MLP_RATIO,
     N_MELS,
@@ -76,7 +76,7 @@ def read_checkpoint_digest(path: PathLike, *, mmap: bool = False) -> tuple[Mappi
     plain containers only) or a `.safetensors` file.
 
     The file is read into memory once; that one read is hashed, checked against the file's
-    record (`integrity.py`) and parsed, so what is returned is exactly what was checked, and it
+    record (`weights/integrity.py`) and parsed, so what is returned is exactly what was checked, and it
     owns its memory: changing or truncating the file later does not change it. `mmap=True`
     memory-maps a `.safetensors` file instead (no private copy, faster from a warm cache): the
     file is hashed first when it has a record (sha256 None when not), and the tensors stay tied
@@ -224,6 +224,23 @@ def load_encoder_weights(path: PathLike, *, mmap: bool = False) -> EncoderWeight
     """Read and check the encoder of the checkpoint at `path` (`mmap`: see `read_checkpoint_digest`)."""
     raw, digest = read_checkpoint_digest(path, mmap=mmap)
     return dataclasses.replace(extract_encoder(raw, path), sha256=digest)
+
+
+def read_config(path: PathLike) -> EncoderConfig:
+    """The encoder configuration of the checkpoint at `path`, from its tensors' shapes: for
+    checking options up front without reading or hashing the weights (`load_encoder_weights`
+    does both when they are used). Where the shapes cannot be had cheaply (an old-format `.pt`),
+    or the file is bad, this is `load_encoder_weights(path).config` and its errors."""
+    path = Path(path)
+    try:
+        if is_safetensors(path):
+            with safe_open(str(path), framework="pt") as handle:
+                raw = {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return extract_encoder(raw, path).config
+    except Exception:  # noqa: BLE001 - the full reader gives the one precise error
+        return load_encoder_weights(path).config
 
 
 def strip_prefixes(key: str) -> str:

@@ -1,7 +1,7 @@
 """The published MATPAC / MATPAC++ checkpoints by name, and where they are downloaded from.
 
 Pure data: nothing here reads a checkpoint or touches the network; which local file is used
-is decided in `weights_locate.py`.
+is decided in `weights/locate.py`.
 """
 
 from __future__ import annotations
