@@ -19,7 +19,7 @@ import torch
 
 from hear_matpac.encoder import MatpacEncoder
 from hear_matpac.packed_linear import set_weight_packing
-from throughput import VIT_BASE
+from hear_matpac.weights.synthetic import VIT_BASE
 
 
 def timed(fn) -> float:

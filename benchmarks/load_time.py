@@ -32,21 +32,14 @@ from typing import Callable
 import torch
 
 import hear_matpac
-from hear_matpac.weights.read import published_layout
-from hear_matpac.config import EncoderConfig
-from hear_matpac.encoder import MatpacEncoder
+
 from hear_matpac.weights.export import export_safetensors
 from hear_matpac.weights.integrity import sha256_file
 from hear_matpac.weights.locate import TINY_UNTRAINED
+from hear_matpac.weights.synthetic import VIT_BASE, write_random_checkpoint
 
-
-def build_checkpoint(folder: Path, config: EncoderConfig) -> Path:
-    """A random encoder of `config`'s shape saved as a flat state dict in the published layout."""
-    torch.manual_seed(0)
-    encoder = MatpacEncoder(config)
-    path = folder / "vit_base_random.pt"
-    torch.save(published_layout(encoder.state_dict()), path)
-    return path
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder, for _common (see its docstring)
+from _common import status_kb  # noqa: E402
 
 
 def evict(path: Path) -> None:
@@ -75,22 +68,12 @@ def load_and_touch(path: Path) -> None:
 
 def anon_memory_mb() -> float:
     """Private (anonymous) resident memory of this process, MB (Linux), or NaN elsewhere."""
-    try:
-        with open("/proc/self/status") as f:
-            line = next(line for line in f if line.startswith("RssAnon:"))
-    except (OSError, StopIteration):
-        return float("nan")
-    return int(line.split()[1]) / 1e3
+    return status_kb("RssAnon") / 1e3
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (VmHWM), MB (Linux), or NaN elsewhere."""
-    try:
-        with open("/proc/self/status") as f:
-            line = next(line for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return float("nan")
-    return int(line.split()[1]) / 1e3
+    return status_kb("VmHWM") / 1e3
 
 
 def memory_cost(path: Path, mmap: bool) -> str:
@@ -133,10 +116,10 @@ def main() -> None:
         hear_matpac.load_model(str(TINY_UNTRAINED))  # imports and one-off allocations first
         print(memory_cost(Path(args.memory_of), args.mmap))
         return
-    config = EncoderConfig()  # 768 / 12 / 608: the published ViT-Base
+    config = VIT_BASE
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         folder = Path(tmp)
-        pt = build_checkpoint(folder, config)
+        pt = write_random_checkpoint(folder / "vit_base_random.pt", config)
         st = export_safetensors(pt, folder / "vit_base_random.safetensors").path
         n_params = sum(v.numel() for v in hear_matpac.load_model(str(pt)).parameters())
         print(

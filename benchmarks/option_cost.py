@@ -21,23 +21,28 @@ Ratios are against the sweep's first setting (the default), from the same run.
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
 import json
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from hear_matpac import get_timestamp_embeddings, load_model
-from hear_matpac.config import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, WIN_LENGTH, EncoderConfig
-from hear_matpac.encoder import MatpacEncoder
+from hear_matpac.config import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, WIN_LENGTH
 from hear_matpac.model import MatpacModel
-from hear_matpac.options import ModelOptions
 from hear_matpac.weights.locate import TINY_UNTRAINED
+from hear_matpac.weights.synthetic import write_random_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder, for _common (see its docstring)
+from _common import status_kb  # noqa: E402
 
 SWEEPS = {
     "window_seconds": [{"window_seconds": s} for s in (6.08, 3.04, 1.92, 0.96, 0.48, 0.16)],
@@ -56,26 +61,15 @@ MODELS = ("tiny", "vit-base")
 def build_model(name: str, options: dict) -> MatpacModel:
     """The tiny bundled checkpoint, or ViT-Base (768 dim, 12 blocks, 608 frames) with random
     weights: the published checkpoint's shape, so its cost, without needing the download."""
-    if name == "tiny":
-        return load_model(str(TINY_UNTRAINED), **options)
-    encoder = vit_base_encoder()
-    return MatpacModel(encoder, ModelOptions.parse(options, encoder.config)).eval()
+    return load_model(str(TINY_UNTRAINED if name == "tiny" else vit_base_checkpoint()), **options)
 
 
 @functools.lru_cache(maxsize=1)
-def vit_base_encoder() -> MatpacEncoder:
-    """One random ViT-Base encoder, shared by every setting of a run."""
-    torch.manual_seed(0)
-    encoder = MatpacEncoder(EncoderConfig())
-    with torch.no_grad():
-        encoder.pos_embed.normal_(std=0.02)
-        encoder.cls_token.normal_(std=0.02)
-    return encoder.eval()
-
-
-def rss_kib(field: str) -> int:
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(rf"{field}:\s+(\d+)", status).group(1))
+def vit_base_checkpoint() -> Path:
+    """One random ViT-Base checkpoint, shared by every setting of a run (removed at exit)."""
+    folder = tempfile.mkdtemp(prefix="option-cost-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return write_random_checkpoint(Path(folder) / "vit_base_random.pt")
 
 
 def make_audio(spec: dict, device: torch.device) -> torch.Tensor:
@@ -99,9 +93,9 @@ def peak_memory(spec: dict) -> float:
         before = torch.cuda.memory_allocated()
     else:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        before = rss_kib("VmRSS") * 1024
+        before = status_kb("VmRSS") * 1024
     get_timestamp_embeddings(audio, model)
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else rss_kib("VmHWM") * 1024
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else status_kb("VmHWM") * 1024
     return (peak - before) / 2**20
 
 

@@ -25,7 +25,10 @@ import torch
 
 import hear_matpac
 from hear_matpac.packed_linear import PACK_ROWS_HINT, packing_available
-from throughput import matmul_rate, noise, rss_mb, vit_base_checkpoint
+from hear_matpac.weights.synthetic import write_random_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder, for _common (see its docstring)
+from _common import matmul_rate, noise, rss_mb  # noqa: E402
 
 SHAPES = ((768, 2304), (768, 768), (768, 3072), (3072, 768))  # (in, out): qkv, proj, fc1, fc2
 ROWS = (31, 191, 484, 764, 1248, 3100)
@@ -69,7 +72,7 @@ def gemm_table(rounds: int, calls: int) -> None:
 def end_to_end(rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "vit_base.pt"
-        vit_base_checkpoint(checkpoint)
+        write_random_checkpoint(checkpoint)
         plain = hear_matpac.load_model(str(checkpoint), cpu_packed_weights=False)
         packed = hear_matpac.load_model(str(checkpoint))
     audio = noise(4, 10, torch.device("cpu"))

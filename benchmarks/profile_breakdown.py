@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+import hear_matpac
+from hear_matpac.api import column_features
 from hear_matpac.config import FREQ_PATCHES, HEAD_DIM, PATCH
-from hear_matpac.encoder import MatpacEncoder
 from hear_matpac.frontend import n_stft_frames
-from hear_matpac.model import MatpacModel
-from hear_matpac.options import ModelOptions
 from hear_matpac.windows import plan_windows
-from throughput import VIT_BASE, encoder_flops, matmul_rate
+from hear_matpac.weights.synthetic import VIT_BASE, write_random_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder, for _common (see its docstring)
+from _common import encoder_flops, matmul_rate  # noqa: E402
 
 GEMM_OPS = {"aten::addmm", "aten::mm", "aten::bmm", "aten::mkldnn_convolution", "mkl::_mkl_linear"}
 ATTENTION_OPS = {"aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math"}
@@ -48,13 +52,14 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = MatpacModel(MatpacEncoder(VIT_BASE), ModelOptions(layer=VIT_BASE.depth - 1)).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = hear_matpac.load_model(write_random_checkpoint(Path(tmp) / "vit_base_random.pt"))
     audio = 0.1 * torch.randn(args.clips, round(args.seconds * 16000))
     flops = encoder_flops(audio.shape[1], args.clips, VIT_BASE, VIT_BASE.depth - 1)
-    model.column_features(audio)
+    column_features(audio, model)
     rate = matmul_rate(torch.device("cpu"), torch.float32)
     with torch.profiler.profile() as prof:
-        model.column_features(audio)
+        column_features(audio, model)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)

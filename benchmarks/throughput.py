@@ -1,6 +1,6 @@
 """Throughput, compute bound and memory of hear-matpac on this machine. Prints tables.
 
-    python benchmarks/throughput.py            # CPU, and CUDA when present (about 10 min on 2 cores)
+    python benchmarks/throughput.py            # CPU, and CUDA when present
     python benchmarks/throughput.py --quick    # fewer cases and rounds, no 20-minute clip
 
 A ViT-Base-shaped MATPAC encoder (embed_dim 768, depth 12, 608 frames) with random weights is
@@ -44,116 +44,27 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import hear_matpac
 from hear_matpac.api import column_features
-from hear_matpac.weights.read import ENCODER_PREFIX, expected_shapes
-from hear_matpac.config import FREQ_PATCHES, PATCH, SAMPLE_RATE, EncoderConfig
-from hear_matpac.frontend import n_stft_frames
+from hear_matpac.config import EncoderConfig
 from hear_matpac.options import DEFAULT_MAX_WINDOWS
 from hear_matpac.packed_linear import checked_packing
 from hear_matpac.precision import PRECISIONS
-from hear_matpac.windows import plan_windows
+from hear_matpac.weights.locate import TINY_UNTRAINED as TINY_CHECKPOINT
+from hear_matpac.weights.read import expected_shapes
+from hear_matpac.weights.synthetic import VIT_BASE, write_random_checkpoint
 
-VIT_BASE = EncoderConfig(embed_dim=768, depth=12, num_heads=12, n_frames=608)
-# Keys stored without the encoder prefix in the published flat checkpoint.
-PUBLISHED_TOP_LEVEL = ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder, for _common (see its docstring)
+from _common import encoder_flops, matmul_rate, noise, peak_rss_mb, reset_peak_rss, rss_mb, synchronize  # noqa: E402
+
 # (clip seconds, clips per call): heareval sends 1 clip at a time for 120 s tasks (and
 # FSD50K), up to ~100 for short ones.
 CASES = ((1, 1), (1, 100), (10, 1), (10, 4), (10, 16), (120, 1))
 QUICK_CASES = ((1, 16), (10, 4), (120, 1))
 LONG_CLIP_SECONDS = 20 * 60
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
-TINY_CHECKPOINT = Path(hear_matpac.__file__).resolve().parent / "assets" / "tiny_untrained.pt"
 MB = 2**20
 
 
-# ---------------------------------------------------------------- model and FLOPs
-
-
-def vit_base_checkpoint(path: Path, seed: int = 0) -> None:
-    """Write a random ViT-Base MATPAC encoder to `path` in the published flat layout."""
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, shape in expected_shapes(VIT_BASE).items():
-        if name.endswith("bias"):
-            value = torch.zeros(shape)
-        elif "norm" in name:
-            value = torch.ones(shape)
-        else:
-            value = torch.randn(shape, generator=gen) * 0.02
-        state[name if name in PUBLISHED_TOP_LEVEL else ENCODER_PREFIX + name] = value
-    torch.save(state, path)
-
-
-def encoder_flops(n_samples: int, n_clips: int, config: EncoderConfig, layer: int) -> int:
-    """Multiply-add FLOPs (2 per MAC) of the encoder for `n_clips` clips of `n_samples`, over
-    the windows the plugin encodes, blocks 0..`layer` only."""
-    d = config.embed_dim
-    plan = plan_windows(n_stft_frames(n_samples), config.n_frames)
-    total = 0
-    for group in plan.groups:
-        patches = FREQ_PATCHES * (group.frames // PATCH)
-        tokens = 1 + patches
-        patch_embed = 2 * patches * PATCH * PATCH * d
-        per_block = (
-            2 * tokens * d * 3 * d  # qkv
-            + 2 * tokens * tokens * d  # scores q k^T, all heads
-            + 2 * tokens * tokens * d  # weights x v
-            + 2 * tokens * d * d  # output projection
-            + 2 * 2 * tokens * d * 4 * d  # MLP fc1 + fc2
-        )
-        total += len(group.starts) * n_clips * (patch_embed + (layer + 1) * per_block)
-    return total
-
-
 # ---------------------------------------------------------------- measuring
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_rate(device: torch.device, dtype: torch.dtype, reps: int = 3) -> float:
-    """Best-of-`reps` FLOP/s of one dense square matmul (2048 on CPU, 8192 on CUDA)."""
-    n = 8192 if device.type == "cuda" else 2048
-    gen = torch.Generator(device=device).manual_seed(1)
-    a = torch.randn(n, n, device=device, generator=gen).to(dtype)
-    b = torch.randn(n, n, device=device, generator=gen).to(dtype)
-    a @ b
-    best = math.inf
-    for _ in range(reps):
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
-
-
-def rss_mb() -> float:
-    return _status_kb("VmRSS") / 1024
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM (Linux >= 4.0); False where the kernel does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb() -> float:
-    return _status_kb("VmHWM") / 1024
-
-
-def _status_kb(key: str) -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return float("nan")
 
 
 class PeakTensorBytes(TorchDispatchMode):
@@ -210,12 +121,6 @@ class CaseResult:
     rates: list[float] = field(default_factory=list)  # matmul rate of the same round
     peak_rss: float = float("nan")
     cuda_peak: float = float("nan")
-
-
-def noise(clips: int, seconds: float, device: torch.device, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    samples = round(seconds * SAMPLE_RATE)
-    return (0.1 * torch.randn(clips, samples, generator=gen)).to(device)
 
 
 def time_call(model: torch.nn.Module, audio: torch.Tensor) -> float:
@@ -432,7 +337,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("model: ViT-Base-shaped MATPAC, random weights (embed_dim 768, depth 12, 608 frames), last layer")
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "vit_base_random.pt"
-        vit_base_checkpoint(checkpoint)
+        write_random_checkpoint(checkpoint)
         accuracy = []
         for device in devices:
             for precision in precisions:

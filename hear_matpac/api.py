@@ -1,7 +1,7 @@
 """The HEAR 2021 API: `load_model`, `get_timestamp_embeddings`, `get_scene_embeddings`."""
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 import torch
 from torch import Tensor

@@ -6,13 +6,14 @@ samples, window frames, windows per encoder batch), which the model and the API 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
 from .config import COLUMN_HOP_MS, FRAMES_PER_SECOND, PATCH, SAMPLE_RATE, EncoderConfig
 from .precision import DEFAULT_PRECISION, check_precision_name
 
-DEFAULT_MAX_WINDOWS = 16  # ViT-Base, 608 frames: about 6 MB of live activations per window (benchmarks/)
+DEFAULT_MAX_WINDOWS = 16  # bounds live activations; their size per window: docs/performance.md
 # Finer timestamp hops: COLUMN_HOP_MS / hop passes, each shifted by a whole number of frames.
 TIMESTAMP_HOPS_MS = (160, 80, 40, 20)
 COLUMN_SECONDS = PATCH / FRAMES_PER_SECOND  # 0.16 s: window lengths are whole columns
@@ -92,6 +93,13 @@ class ParsedOptions(ModelOptions):
     hop_samples: int = COLUMN_HOP_MS * SAMPLE_RATE // 1000
     window_frames: int = 0
     windows_per_batch: int = 1
+
+
+def option_help() -> dict:
+    """Each option's description, as `ModelOptions`' docstring gives it (for command lines)."""
+    text = ModelOptions.__doc__ or ""
+    found = re.findall(r"`(\w+)`: (.*?)(?=\n\s*`\w+`: |\Z)", text, flags=re.S)
+    return {name: " ".join(body.split()) for name, body in found}
 
 
 def _int_option(name: str, value: Any) -> int:

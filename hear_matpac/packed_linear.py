@@ -3,7 +3,7 @@
 MKL's sgemm repacks the weight matrix on every call; for the encoder's short token matrices
 (a few hundred rows, K = 768) that repacking is a sizeable share of each GEMM. Packing once and
 reusing the packed copy (what torch.compile's freezing does) makes the whole ViT-Base encoder
-about 1.1x faster on CPU with the same numbers, for one more copy of the weights in memory.
+faster on CPU with the same numbers (docs/performance.md), for one more copy of the weights in memory.
 
 It is used only for CPU float32 inference: on CUDA, under bf16 autocast or bf16-stored
 weights, with autograd, or with a torch built without MKL, the layer is a plain `nn.Linear`.

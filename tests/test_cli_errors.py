@@ -69,7 +69,7 @@ def test_make_tasks_force_through_a_symlink_replaces_its_target(tmp_path: Path, 
     (target / "stale.txt").write_text("old")
     link = tmp_path / "link"
     link.symlink_to(target, target_is_directory=True)
-    assert main(["make-tasks", str(link), "--force", "--task", "synth_scene_multiclass"]) == 0
+    assert main(["make-tasks", str(link), "--overwrite", "--task", "synth_scene_multiclass"]) == 0
     assert capsys.readouterr().out.split() == [str(link / "synth_scene_multiclass")]
     assert link.is_symlink() and sorted(p.name for p in target.iterdir()) == ["synth_scene_multiclass"]
 

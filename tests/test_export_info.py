@@ -18,7 +18,7 @@ from hear_matpac.weights import locate as weights_locate
 from hear_matpac.weights.read import CheckpointError, load_encoder_weights, read_checkpoint
 from hear_matpac.weights.locate import resolve_weights_path
 from hear_matpac.cli import main
-from hear_matpac.weights.describe import describe
+from hear_matpac.weights.info import describe
 from hear_matpac.weights.export import export_safetensors
 from hear_matpac.weights.head import find_head
 from hear_matpac.weights.integrity import ChecksumError, record_path
@@ -182,7 +182,7 @@ def test_export_refuses_bad_output_names(tmp_path):
         export_safetensors(TINY, tmp_path / "out.pt")
     out = tmp_path / "out.safetensors"
     out.write_bytes(b"keep me")
-    with pytest.raises(FileExistsError, match="--force"):
+    with pytest.raises(FileExistsError, match="--overwrite"):
         export_safetensors(TINY, out)
     assert out.read_bytes() == b"keep me"
     export_safetensors(TINY, out, overwrite=True)
@@ -290,7 +290,7 @@ def test_cli_export_into_a_read_only_folder_or_onto_a_folder_is_one_line(tmp_pat
     folder = tmp_path / "taken.safetensors"
     folder.mkdir()
     (folder / "keep").write_text("x")
-    assert main(["weights", "export", str(TINY), str(folder), "--force"]) == 2
+    assert main(["weights", "export", str(TINY), str(folder), "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"hear-matpac weights: error: {folder} is a folder; give the output file's name (ending in .safetensors)"
     assert (folder / "keep").read_text() == "x"

@@ -320,3 +320,22 @@ def test_evaluate_main_job_prints_stage_times_and_finite_scores(tmp_path):
         assert re.search(rf"^{s['task']} +{s['metric']} +{s['value']:.4f}", result.stdout, re.M)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     assert not (out / "logs").exists()
+
+
+def test_the_tools_entry_point_dispatches_without_the_cli(monkeypatch):
+    """`python -m hear_matpac.hear_tools` (what `pipeline` spawns) calls the launchers itself."""
+    from hear_matpac.hear_tools import __main__ as tools_main
+
+    calls = []
+    monkeypatch.setattr(tools_main, "run_validator", lambda *a: calls.append(("validate", *a)) or 0)
+    monkeypatch.setattr(tools_main, "run_embeddings", lambda *a: calls.append(("embed", *a)) or 0)
+    monkeypatch.setattr(tools_main, "run_predictions", lambda *a: calls.append(("predict", *a)) or 0)
+    assert tools_main.main(["validate", "W.pt", "--tensorflow", "stand-in"]) == 0
+    assert tools_main.main(["embed", "--tensorflow", "real", "hear_matpac", "--model", "W"]) == 0
+    assert tools_main.main(["predict", "--logs-dir", "L", "E/t", "--grid", "faster"]) == 0
+    assert calls == [
+        ("validate", "W.pt", None, "stand-in"),
+        ("embed", ["hear_matpac", "--model", "W"], "real"),
+        ("predict", ["E/t", "--grid", "faster"], "L"),
+    ]
+    assert tools_main.main([]) == 2 and tools_main.main(["validate"]) == 2

@@ -5,11 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..atomic import atomic_write
 from ..reports.chart import require_matplotlib, save_chart
 from ..reports.comparison import build_comparison, to_csv, to_markdown
 from ..files.folders import ensure_folder
 from ..reports.results import SCORES_FILE, find_scores
+from ..reports.tables import write_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
     ensure_folder(args.out)
     written = [args.out / f"{args.name}.md", args.out / f"{args.name}.csv"]
     for path, text in zip(written, (markdown, to_csv(comparison))):
-        with atomic_write(path) as handle:
-            handle.write(text.encode("utf-8"))
+        write_text(path, text)
     if not args.no_chart:
         written.append(args.out / f"{args.name}.png")
         save_chart(comparison, written[-1])

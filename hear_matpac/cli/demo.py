@@ -9,8 +9,8 @@ import torch
 
 from ..api import get_scene_and_timestamp_embeddings, load_model
 from ..config import SAMPLE_RATE
-from ..weights.locate import best_available_weights
-from ..weights.locate import weights_help
+from ..weights.locate import best_available_weights, weights_help
+from .flags import add_device, add_model_options, add_weights, model_options, resolve_device
 
 MAX_SECONDS = 3600.0  # one synthetic clip held in memory at once, with its spectrogram
 
@@ -22,15 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Embed a synthetic clip (a chirp over noise) and print shapes, timestamps "
         "and timing. Weights: " + weights_help(fallback=True) + ".",
     )
-    parser.add_argument("--weights", default="", help=weights_help(fallback=True))
+    add_weights(parser, fallback=True)
     parser.add_argument("--seconds", type=float, default=4.0, help="clip length (default 4.0)")
-    parser.add_argument("--layer", type=int, default=-1, help="encoder layer, 0-based (default -1: last)")
-    parser.add_argument("--timestamp-hop-ms", type=int, default=160, help="160 (default), 80, 40 or 20")
-    parser.add_argument("--window-overlap", type=float, default=0.0, help="fraction in [0, 1) (default 0)")
-    parser.add_argument(
-        "--window-seconds", type=float, default=None,
-        help="window length, a multiple of 0.16 s (default: the checkpoint's maximum, 6.08 s)",
-    )  # fmt: skip
+    add_device(parser)
+    add_model_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -47,12 +42,11 @@ def synthetic_clip(seconds: float) -> torch.Tensor:
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.seconds <= MAX_SECONDS:  # also refuses nan and inf
         raise ValueError(f"--seconds must be a number of seconds in (0, {MAX_SECONDS:g}], got {args.seconds}")
+    device = resolve_device(args.device)
+    options = model_options(args)
     path = best_available_weights(args.weights)
-    model = load_model(
-        str(path), layer=args.layer, timestamp_hop_ms=args.timestamp_hop_ms,
-        window_overlap=args.window_overlap, window_seconds=args.window_seconds,
-    )  # fmt: skip
-    audio = synthetic_clip(args.seconds)
+    model = load_model(str(path), **options).to(device)
+    audio = synthetic_clip(args.seconds).to(device)
     start = time.perf_counter()
     scene, embeddings, timestamps = get_scene_and_timestamp_embeddings(audio, model)
     elapsed = time.perf_counter() - start

@@ -7,13 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..atomic import atomic_write
-from ..hear_tools.pipeline import GRIDS, StageFailed, evaluate
+from ..hear_tools.pipeline import StageFailed, evaluate
 from ..reports.results import format_scores, score_json
-from ..hear_tools.tensorflow_standin import MODES
-from ..weights.locate import best_available_weights, tiny_untrained_warning
-from ..weights.locate import weights_help
-from .validate import TENSORFLOW_HELP
+from ..reports.tables import write_text
+from ..weights.locate import best_available_weights, tiny_untrained_warning, weights_help
+from .flags import add_grid, add_model_options, add_tensorflow, add_weights, model_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,13 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "each stage's wall time and the test scores. Weights: " + weights_help(fallback=True)
         + " (its scores mean nothing). Needs `hear-matpac install-hear-tools` first.",
     )
-    parser.add_argument("--weights", default="", help=weights_help(fallback=True))
+    add_weights(parser, fallback=True)
     parser.add_argument("--out", default="hear-runs", help="output folder (default hear-runs)")
-    parser.add_argument("--grid", choices=GRIDS, default="faster", help="heareval grid (default faster)")
-    parser.add_argument("--grid-points", type=int, default=8, help="grid points per task (default 8)")
+    add_grid(parser)
     parser.add_argument("--scale", type=int, default=1, help="multiply clips per split (default 1)")
-    parser.add_argument("--model-options", default="{}", help="JSON options for load_model")
-    parser.add_argument("--tensorflow", choices=MODES, default="auto", help=TENSORFLOW_HELP)
+    add_model_options(parser)
+    add_tensorflow(parser)
     parser.add_argument("--keep-logs", action="store_true", help="keep heareval's logs/ under --out")
     parser.set_defaults(func=run)
 
@@ -42,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stages, scores = evaluate(
             weights, args.out, args.grid, args.grid_points, args.scale, args.tensorflow,
-            args.model_options, args.keep_logs,
+            json.dumps(model_options(args)), args.keep_logs,
         )  # fmt: skip
     except StageFailed as err:
         print(f"hear-matpac evaluate: {err}", file=sys.stderr)
@@ -55,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
     print(format_scores(scores))
     summary = {"weights": str(weights), "stages": {s.name: s.seconds for s in stages},
                "scores": [score_json(s) for s in scores]}
-    with atomic_write(Path(args.out) / "summary.json") as handle:
-        handle.write(json.dumps(summary, indent=2).encode("utf-8"))
+    write_text(Path(args.out) / "summary.json", json.dumps(summary, indent=2))
     tiny_untrained_warning(weights)
     return 0 if all(s.finite for s in scores) else 1

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..hear_tools.tensorflow_standin import MODES
-from .validate import TENSORFLOW_HELP
+from .flags import add_tensorflow
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--embeddings-dir/MODULE/TASK. Where TensorFlow is not installed, its "
         "`import tensorflow` gets hear_matpac's stand-in, for this process only.",
     )
-    embed.add_argument("--tensorflow", choices=MODES, default="auto", help=TENSORFLOW_HELP)
+    add_tensorflow(embed)
     embed.set_defaults(func=run_embed, passthrough=True)
     predict = runners.add_parser(
         "predict",

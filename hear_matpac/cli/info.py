@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..weights.locate import resolve_weights_path
-from ..weights.describe import describe, format_info
+from ..weights.info import describe, format_info
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

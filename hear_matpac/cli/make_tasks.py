@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..hear_tools.tasks import suite, write_suite
+from .flags import add_overwrite
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,11 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--scale", type=int, default=1, help="multiply clips per split (default 1)")
     parser.add_argument("--task", action="append", default=[], help="only this task (repeatable)")
-    parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    add_overwrite(parser, "replace OUT if it exists")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    for path in write_suite(args.out, args.seed, args.scale, args.force, args.task):
+    for path in write_suite(args.out, args.seed, args.scale, args.overwrite, args.task):
         print(path)
     return 0

@@ -6,13 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..reports.chart import require_matplotlib
-from ..hear_tools.pipeline import GRIDS, StageFailed
+from ..hear_tools.pipeline import StageFailed
 from ..hear_tools.sweep import parse_window_seconds, run_sweep, write_outputs
-from ..hear_tools.tensorflow_standin import MODES
+from ..reports.chart import require_matplotlib
 from ..weights.locate import best_available_weights, tiny_untrained_warning
-from ..weights.locate import weights_help
-from .validate import TENSORFLOW_HELP
+from .flags import add_grid, add_model_options, add_tensorflow, add_weights, model_options
 
 DEFAULT_WINDOWS = "0.96,1.92,3.04,6.08"
 
@@ -30,13 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--window-seconds", default=DEFAULT_WINDOWS,  # fmt: skip
                         help=f"window lengths in seconds, comma-separated (default {DEFAULT_WINDOWS})")
-    parser.add_argument("--weights", default="", help=weights_help(fallback=True))
+    add_weights(parser, fallback=True)
     parser.add_argument("--tasks-dir", default="", help="folder of HEAR tasks (default: generate the synthetic suite)")
     parser.add_argument("--tasks", default="", help="synthetic tasks to generate, comma-separated (default all)")
     parser.add_argument("--out", default="sweep-runs", help="output folder (default sweep-runs)")
-    parser.add_argument("--grid", choices=GRIDS, default="faster", help="heareval grid (default faster)")
-    parser.add_argument("--grid-points", type=int, default=8, help="grid points per task (default 8)")
-    parser.add_argument("--tensorflow", choices=MODES, default="auto", help=TENSORFLOW_HELP)
+    add_grid(parser)
+    add_model_options(parser, exclude=("window_seconds",))  # the swept option: --window-seconds LIST
+    add_tensorflow(parser)
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG plot (no matplotlib needed)")
     parser.set_defaults(func=run)
 
@@ -49,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_chart:
         require_matplotlib()
     print(f"weights: {weights}")
-    settings = [(f"{w:g}", {"window_seconds": w}) for w in windows]
+    base = model_options(args)
+    if "window_seconds" in base:
+        raise ValueError("--model-options: window_seconds is what sweep varies; give the lengths with --window-seconds")
+    settings = [(f"{w:g}", {**base, "window_seconds": w}) for w in windows]
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:
         rows = run_sweep(weights, Path(args.out), settings, Path(args.tasks_dir) if args.tasks_dir else None,

@@ -9,6 +9,7 @@ from ..weights.download import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, DownloadError
 from ..weights.export import export_safetensors
 from ..weights.registry import BASE_URL_ENV, REGISTRY, get_entry, markdown_table
 from ..weights.locate import WEIGHTS_DIR_ENV, find_local, resolve_weights_path
+from .flags import add_overwrite
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exporter.add_argument("src", metavar="IN", help="checkpoint file or published name")
     exporter.add_argument("out", metavar="OUT", help="output file, ending in .safetensors")
     exporter.add_argument("--encoder-only", action="store_true", help="leave out the classification head")
-    exporter.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    add_overwrite(exporter, "replace OUT if it exists")
     exporter.set_defaults(func=run_export)
 
 
@@ -102,7 +103,7 @@ def run_fetch(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     src = resolve_weights_path(args.src)
     try:
-        result = export_safetensors(src, args.out, include_head=not args.encoder_only, overwrite=args.force)
+        result = export_safetensors(src, args.out, include_head=not args.encoder_only, overwrite=args.overwrite)
     except FileExistsError as err:
         print(f"hear-matpac weights export: error: {err}", file=sys.stderr)
         return 2

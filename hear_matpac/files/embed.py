@@ -8,22 +8,29 @@ read-only folder) ends the run, since every later file would meet it too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile
 import torch
 
+from .. import __version__
 from ..api import get_scene_and_timestamp_embeddings, get_scene_embeddings
+from ..config import SAMPLE_RATE
 from .audio import AudioFileError, read_audio
 from .inputs import InputFile
 from ..model import MatpacModel
 from .store import Need, OutputStore, Source
+from .outputs import FRAMES_SUFFIX, SCENE_SUFFIX
 from .progress import AudioProgress
+from ..weights.integrity import weights_sha256
 
 # What embedding one group may raise for a reason of its own files (a bad clip, too little
 # memory for the group); anything else is a bug or an error of the run as a whole.
 _FILE_ERRORS = (ValueError, TypeError, RuntimeError)
+# ModelOptions fields that change the numbers (max_windows and cpu_packed_weights do not).
+RESULT_OPTIONS = ("layer", "timestamp_hop_ms", "window_overlap", "window_seconds", "precision")
 
 
 @dataclass(frozen=True)
@@ -131,3 +138,50 @@ def first_line(err: BaseException) -> str:
     """The first line of an error's message, or its type's name."""
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+def plan_jobs(files: Sequence[InputFile], store: OutputStore, timestamps: bool, overwrite: bool,
+              measure: bool = True) -> Tuple[List[Job], int, List[Tuple[str, str]]]:  # fmt: skip
+    """The jobs to run, how many files are skipped, and (path, problem) for files gone since
+    they were listed. A name recorded from another file is refused here, before any decoding."""
+    jobs, skipped, missing, collisions = [], 0, [], []
+    for item in files:
+        try:
+            source = Source.of(item.path)
+        except OSError as err:
+            missing.append((str(item.path), err.strerror or first_line(err)))
+            continue
+        problem = store.collision(item.name, source)
+        if problem is not None and not overwrite:
+            collisions.append(problem)
+            continue
+        need = store.need(item.name, source, timestamps, overwrite)
+        if need.scene or need.frames:
+            jobs.append(Job(item, source, need, audio_seconds(item.path) if measure else 0.0))
+        else:
+            skipped += 1
+    if collisions:
+        more = f" ({len(collisions) - 1} more name(s) like it)" if len(collisions) > 1 else ""
+        raise ValueError(
+            f"{collisions[0]}{more}: use another --out, embed the inputs from a folder holding both "
+            "(names then keep their subfolders), or --overwrite to replace the older outputs"
+        )
+    return jobs, skipped, missing
+
+
+def folder_settings(weights: Path, model: MatpacModel) -> Dict[str, Any]:
+    """What the folder's outputs depend on: the weights' content and the options that change
+    the numbers, as the model normalised them (defaults given explicitly equal omitted ones)."""
+    options = model.options
+    return {
+        "hear_matpac_version": __version__,
+        "weights": str(weights.resolve()),
+        # the digest of the very bytes loaded; hashed again only for a mapped, unrecorded file
+        "weights_sha256": model.weights_sha256 or weights_sha256(weights),
+        "model_options": {name: getattr(options, name) for name in RESULT_OPTIONS},
+        "sample_rate": SAMPLE_RATE,
+        "scene_embedding_size": model.scene_embedding_size,
+        "timestamp_embedding_size": model.timestamp_embedding_size,
+        "scene_suffix": SCENE_SUFFIX,
+        "frames_suffix": FRAMES_SUFFIX,
+    }

@@ -22,7 +22,7 @@ TENSORFLOW_CPU = "tensorflow-cpu"  # version pinned in CONSTRAINTS
 
 def install_commands(tensorflow_cpu: bool = False, python: str = sys.executable) -> List[List[str]]:
     """The pip command lines, in order. `tensorflow_cpu`: also install real TensorFlow (CPU
-    build, about 1.4 GB), which hear_matpac itself never needs."""
+    build, a large download), which hear_matpac itself never needs."""
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check"]
     first = pip + ["-r", str(REQUIREMENTS), "-c", str(CONSTRAINTS)]
     if tensorflow_cpu:

@@ -24,6 +24,14 @@ from .tasks import write_suite
 GRIDS = ("default", "fast", "faster")
 
 
+def check_grid(grid: str, grid_points: int) -> None:
+    """heareval's grid name and grid points per task, checked before any stage runs."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
+    if grid_points < 1:
+        raise ValueError(f"grid_points must be at least 1, got {grid_points}")
+
+
 @dataclass(frozen=True)
 class Stage:
     """One finished stage: its name, wall time, log file (None for in-process stages) and the
@@ -92,10 +100,7 @@ def evaluate(
     """Write the task suite to `out_dir/tasks`, validate, embed into `out_dir/embeddings`,
     predict; return the stages' wall times and the test scores. Replaces only `tasks/`,
     `embeddings/` and `logs/` under `out_dir`."""
-    if grid not in GRIDS:
-        raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
-    if grid_points < 1:
-        raise ValueError(f"grid_points must be at least 1, got {grid_points}")
+    check_grid(grid, grid_points)
     if not isinstance(json.loads(model_options), dict):
         raise ValueError(f"model options must be a JSON object, got {model_options!r}")
     out = ensure_folder(out_dir)

@@ -10,8 +10,6 @@ whatever heareval makes of their options in its folder names.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
@@ -22,12 +20,13 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import soundfile as sf
 
-from ..atomic import atomic_write
-from ..weights.read import read_config
 from ..files.folders import ensure_folder
 from ..options import ModelOptions
+from ..reports.comparison import format_value
 from ..reports.results import LOWER_IS_BETTER, TaskScore, read_scores, score_json
-from .pipeline import GRIDS, Stage, embed_stage, predict_stage
+from ..reports.tables import csv_table, markdown_table, save_png, write_text
+from ..weights.read import read_config
+from .pipeline import Stage, check_grid, embed_stage, predict_stage
 from .tasks import write_suite
 
 Setting = Tuple[str, Dict[str, object]]  # (label, model options)
@@ -111,10 +110,7 @@ def run_sweep(
     is written to `out_dir/tasks`. Each setting's embeddings and logs go to
     `out_dir/runs/<NN-label>/`. Replaces only `tasks/` (when generated) and `runs/` under
     `out_dir`."""
-    if grid not in GRIDS:
-        raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
-    if grid_points < 1:
-        raise ValueError(f"grid_points must be at least 1, got {grid_points}")
+    check_grid(grid, grid_points)
     labels = [label for label, _ in settings]
     if not labels or len(set(labels)) != len(labels):
         raise ValueError(f"settings need distinct labels, got {labels}")
@@ -182,23 +178,9 @@ def table(rows: Sequence[SweepRow], setting_header: str = "setting", all_metrics
                 if key in with_std:
                     line.append("" if s is None or s.std is None else repr(s.std))
             else:
-                line.append("" if s is None else f"{s.value:.4f}" + (f" ± {s.std:.4f}" if s.std is not None else ""))
+                line.append("" if s is None else format_value(s.value, s.std))
         cells.append(line)
     return header, cells
-
-
-def to_markdown(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(header: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(cells)
-    return buffer.getvalue()
 
 
 def save_plot(rows: Sequence[SweepRow], path: Path, xlabel: str = "setting") -> None:
@@ -227,23 +209,18 @@ def save_plot(rows: Sequence[SweepRow], path: Path, xlabel: str = "setting") -> 
         axes.set_xticklabels([r.label for r in rows], fontsize=8)
         axes.set_xlabel(xlabel)
         axes.grid(alpha=0.3)
-    with atomic_write(path) as handle:
-        figure.savefig(handle, format="png", dpi=110)
+    save_png(figure, path, dpi=110)
 
 
 def write_outputs(rows: Sequence[SweepRow], out_dir: Path, stem: str = "sweep", setting_header: str = "setting",
                   all_metrics: bool = False, plot: bool = True) -> List[Path]:  # fmt: skip
     """`<stem>.md`, `<stem>.csv`, `<stem>.json` and (with `plot`) `<stem>.png` in `out_dir`."""
-    markdown = to_markdown(*table(rows, setting_header, all_metrics))
-    csv_text = to_csv(*table(rows, setting_header, all_metrics, for_csv=True))
+    markdown = markdown_table(*table(rows, setting_header, all_metrics))
+    csv_text = csv_table(*table(rows, setting_header, all_metrics, for_csv=True))
     out = Path(out_dir)
-    written = []
-    for suffix, text in ((".md", markdown), (".csv", csv_text),
-                         (".json", json.dumps([_row_json(r) for r in rows], indent=2))):  # fmt: skip
-        path = out / f"{stem}{suffix}"
-        with atomic_write(path) as handle:
-            handle.write(text.encode())
-        written.append(path)
+    written = [write_text(out / f"{stem}{suffix}", text)
+               for suffix, text in ((".md", markdown), (".csv", csv_text),
+                                    (".json", json.dumps([_row_json(r) for r in rows], indent=2)))]  # fmt: skip
     if plot:
         save_plot(rows, out / f"{stem}.png", setting_header)
         written.append(out / f"{stem}.png")

@@ -179,7 +179,7 @@ def write_suite(
     if unknown:
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if os.path.lexists(out) and not overwrite:
-        raise ValueError(f"{out} already exists; choose a new folder or pass overwrite (--force)")
+        raise ValueError(f"{out} already exists; choose a new folder or pass overwrite (--overwrite)")
     if out.is_symlink():  # replace the folder it points to; the link stays
         out = Path(os.path.realpath(out))
     if os.path.lexists(out) and not out.is_dir():

@@ -1,1 +1,2 @@
-"""reports"""
+"""heareval results: reading result trees and score files (`results`), comparison tables in
+Markdown and CSV (`comparison`), PNG charts (`chart`)."""

@@ -9,8 +9,8 @@ import importlib.util
 import math
 from pathlib import Path
 
-from ..atomic import atomic_write
 from .comparison import Comparison
+from .tables import save_png
 
 
 def require_matplotlib() -> None:
@@ -52,8 +52,7 @@ def save_chart(comparison: Comparison, path: Path) -> None:
     axes.set_title("heareval results (★ best per task)")
     axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)
-    with atomic_write(path) as handle:
-        figure.savefig(handle, format="png", dpi=120)
+    save_png(figure, path, dpi=120)
 
 
 def _metric_label(comparison: Comparison, task: str) -> str:

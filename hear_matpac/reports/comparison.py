@@ -1,13 +1,12 @@
 """Tasks x models table of primary scores, best per task marked; as markdown and CSV."""
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
 from .results import LOWER_IS_BETTER, TaskScore
+from .tables import csv_table, markdown_table
 
 MISSING_MD = "–"
 
@@ -65,10 +64,10 @@ def format_value(value: float, std: Optional[float] = None) -> str:
 def to_markdown(comparison: Comparison) -> str:
     """A GitHub markdown table, best per task in bold, and a legend."""
     header = ["task", "metric", *comparison.models]
-    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |", "|---|---|" + "---:|" * len(comparison.models)]
+    rows = []
     for task in comparison.tasks:
         metric = comparison.metrics[task] + ("" if comparison.higher_is_better(task) else " (lower is better)")
-        row = [_md_escape(task), metric]
+        row = [task, metric]
         for model in comparison.models:
             score = comparison.cells.get((task, model))
             if score is None:
@@ -76,30 +75,27 @@ def to_markdown(comparison: Comparison) -> str:
                 continue
             text = format_value(score.value, score.std)
             row.append(f"**{text}**" if model in comparison.best[task] else text)
-        lines.append("| " + " | ".join(row) + " |")
-    lines += [
-        "",
+        rows.append(row)
+    legend = (
         f"Primary test score per task (the first metric of the task's evaluation list); k-fold tasks: "
-        f"mean ± std over folds. Bold: best per task (NaN/inf never count). {MISSING_MD}: no result.",
-    ]
-    return "\n".join(lines) + "\n"
+        f"mean ± std over folds. Bold: best per task (NaN/inf never count). {MISSING_MD}: no result."
+    )
+    return markdown_table(header, rows, right=range(2, len(header))) + "\n" + legend + "\n"
 
 
 def to_csv(comparison: Comparison) -> str:
     """One row per task: task, metric, higher_is_better, `<model>` and `<model> std` per model,
     best (models joined by `;`). Missing: empty; NaN/inf as `nan`/`inf`/`-inf`."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
     model_columns = [column for m in comparison.models for column in (m, f"{m} std")]
-    writer.writerow(["task", "metric", "higher_is_better", *model_columns, "best"])
+    rows = []
     for task in comparison.tasks:
         row = [task, comparison.metrics[task], str(comparison.higher_is_better(task)).lower()]
         for model in comparison.models:
             score = comparison.cells.get((task, model))
             row += ["", ""] if score is None else [_exact(score.value), "" if score.std is None else _exact(score.std)]
         row.append(";".join(m for m in comparison.models if m in comparison.best[task]))
-        writer.writerow(row)
-    return buffer.getvalue()
+        rows.append(row)
+    return csv_table(["task", "metric", "higher_is_better", *model_columns, "best"], rows)
 
 
 def _fixed(value: float) -> str:
@@ -112,7 +108,3 @@ def _fixed(value: float) -> str:
 
 def _exact(value: float) -> str:
     return repr(float(value))  # shortest round-trip text; nan, inf, -inf as Python writes them
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")

@@ -46,7 +46,7 @@ def export_safetensors(
     if out.is_dir():
         raise ValueError(f"{out} is a folder; give the output file's name (ending in .safetensors)")
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; choose another name or pass --force to replace it")
+        raise FileExistsError(f"{out} already exists; choose another name or pass --overwrite to replace it")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"{out.parent}: no such folder for the output")
     raw, src_sha256 = read_checkpoint_digest(src)

@@ -113,18 +113,17 @@ def resolve_weights_path(path: PathLike = "") -> Path:
 
 
 TINY_UNTRAINED = Path(__file__).resolve().parents[1] / "assets" / "tiny_untrained.pt"
+# The one sentence that says so, wherever output came from the stand-in.
 TINY_UNTRAINED_WARNING = (
-    "WARNING: these come from the bundled TINY UNTRAINED stand-in checkpoint "
-    f"({TINY_UNTRAINED.name}) and mean nothing about MATPAC"
+    f"come from the bundled TINY UNTRAINED stand-in checkpoint ({TINY_UNTRAINED.name}) and mean nothing about MATPAC"
 )
 
 
 def tiny_untrained_warning(weights: PathLike, what: str = "scores") -> None:
-    """The one warning, on stderr, that `what` came from the tiny untrained stand-in
-    (said only when `weights` is that checkpoint)."""
+    """Say on stderr that `what` came from the tiny untrained stand-in (only when `weights` is it)."""
     if Path(weights) == TINY_UNTRAINED:
-        print(f"\n{TINY_UNTRAINED_WARNING.replace('these', 'these ' + what, 1)}. Put real weights in "
-              f"weights/ or ${WEIGHTS_ENV}.", file=sys.stderr)  # fmt: skip
+        print(f"\nWARNING: these {what} {TINY_UNTRAINED_WARNING}. Put real weights in weights/ or "
+              f"${WEIGHTS_ENV}.", file=sys.stderr)  # fmt: skip
 
 
 def best_available_weights(path: PathLike = "") -> Path:
@@ -138,6 +137,6 @@ def best_available_weights(path: PathLike = "") -> Path:
         return resolve_weights_path("")
     except FileNotFoundError as err:
         banner = "!" * 78
-        print(f"{banner}\n{TINY_UNTRAINED_WARNING.replace('these', 'its embeddings and scores', 1)}.\n{err}\n{banner}",
+        print(f"{banner}\nWARNING: the embeddings and scores of this run {TINY_UNTRAINED_WARNING}.\n{err}\n{banner}",
               file=sys.stderr)  # fmt: skip
         return TINY_UNTRAINED

@@ -1,0 +1,115 @@
+"""The flags several subcommands share, declared once: `--weights`, `--device`, the model
+options (one flag per `ModelOptions` field, plus `--model-options JSON`), `--tensorflow`,
+`--overwrite` (with its old spelling `--force` kept as a hidden alias), `--grid`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+from dataclasses import fields
+from typing import Any, Collection, Dict
+
+import torch
+
+from ..hear_tools.pipeline import GRIDS
+from ..hear_tools.tensorflow_standin import MODES
+from ..options import ModelOptions, option_help
+from ..weights.locate import weights_help
+
+TENSORFLOW_HELP = (
+    "which `tensorflow` the HEAR tool imports: auto (the real one if installed, else "
+    "hear_matpac's stand-in), real, or stand-in (default auto)"
+)
+
+
+def add_weights(parser: argparse.ArgumentParser, fallback: bool = False) -> None:
+    """`--weights W` (`fallback`: the tiny untrained stand-in when nothing is named or found)."""
+    parser.add_argument("--weights", default="", metavar="W", help=weights_help(fallback=fallback))
+
+
+def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    parser.add_argument(
+        "--device", default=default,
+        help="torch device, e.g. cpu, cuda, cuda:1 (default auto: cuda when available, else cpu)",
+    )  # fmt: skip
+
+
+def add_tensorflow(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tensorflow", choices=MODES, default="auto", help=TENSORFLOW_HELP)
+
+
+def add_grid(parser: argparse.ArgumentParser) -> None:
+    """heareval's `--grid` and `--grid-points` (checked in `hear_tools.pipeline.check_grid`)."""
+    parser.add_argument("--grid", choices=GRIDS, default="faster", help="heareval grid (default faster)")
+    parser.add_argument("--grid-points", type=int, default=8, help="grid points per task (default 8)")
+
+
+def add_model_options(parser: argparse.ArgumentParser, exclude: Collection[str] = ()) -> None:
+    """One flag per `ModelOptions` field not in `exclude` (`--timestamp-hop-ms` ...), each
+    passed to `load_model` only when given, and `--model-options JSON` for any of them; a
+    flag overrides the same key in the JSON. Read back with `model_options(args)`."""
+    group = parser.add_argument_group("model options (load_model keyword arguments; default: the model's)")
+    helps = option_help()
+    hints = typing.get_type_hints(ModelOptions)
+    for f in fields(ModelOptions):
+        if f.name in exclude:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helps[f.name])
+        else:
+            base = next((t for t in (int, float, str) if kind in (t, typing.Optional[t])), str)
+            metavar = f.name.split("_")[-1].upper()
+            group.add_argument(flag, type=base, default=None, metavar=metavar, help=helps[f.name])
+    group.add_argument("--model-options", default="{}", metavar="JSON",
+                       help='load_model options as a JSON object, e.g. \'{"layer": 6}\' (default {})')  # fmt: skip
+    parser.set_defaults(model_option_flags=[f.name for f in fields(ModelOptions) if f.name not in exclude])
+
+
+def model_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The model options given on the command line: `--model-options` JSON, then the flags."""
+    try:
+        options = json.loads(args.model_options)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--model-options must be a JSON object: {err}") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"--model-options must be a JSON object, got {args.model_options!r}")
+    options.update({n: getattr(args, n) for n in args.model_option_flags if getattr(args, n) is not None})
+    return options
+
+
+def add_overwrite(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--overwrite`, and `--force`, its old spelling, hidden: it works and says the new one."""
+    parser.add_argument("--overwrite", action="store_true", help=help)
+    parser.add_argument("--force", dest="overwrite", nargs=0, action=_Renamed, new="--overwrite", help=argparse.SUPPRESS)
+
+
+class _Renamed(argparse.Action):
+    """A renamed switch: sets its destination and says on stderr what it is called now."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Any = None) -> None:  # fmt: skip
+        print(f"{parser.prog}: {option_string} is now {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu; otherwise `name` as a torch device.
+
+    `ValueError` (one line) for a name torch does not know, or for CUDA where there is none."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"--device {name!r} is not a torch device ({problem}); use e.g. cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return device

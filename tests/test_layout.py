@@ -1,0 +1,90 @@
+"""The layering rule of docs/architecture.md, checked on every module of the package.
+
+Layers, lowest first; a module imports only from its own layer or lower ones:
+  0 core       config options precision frontend windows timestamps encoder packed_linear
+               model finite_checks atomic (and the package root, for `__version__`)
+  1 weights/   locate, read, integrity, registry, transfer, download, export, info, head, synthetic
+  2 api        the HEAR surface (load_model reads weights/)
+  3 files/     audio decoding, input paths, the output-folder store, embedding many files
+  4 reports/   heareval results, comparison tables, charts
+  5 hear_tools/  the HEAR team's tools, the task suite, pipeline, sweep
+  6 cli/       the command line; nothing else imports or spawns it
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import hear_matpac
+
+PACKAGE = Path(hear_matpac.__file__).resolve().parent
+LAYERS = {"weights": 1, "api": 2, "files": 3, "reports": 4, "hear_tools": 5, "cli": 6}
+
+
+def _modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.walk_packages(hear_matpac.__path__, "hear_matpac."))
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.get(parts[1], 0) if len(parts) > 1 else 0
+
+
+def _source(module: str) -> Path:
+    path = PACKAGE.joinpath(*module.split(".")[1:])
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _imports(module: str) -> set[str]:
+    """Every hear_matpac module that `module`'s source imports, at any depth of its code."""
+    path = _source(module)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("hear_matpac"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("hear_matpac"):
+                continue
+            found.add(target)
+            for alias in node.names:  # `from . import api`: the module api
+                if _source(f"{target}.{alias.name}").exists():
+                    found.add(f"{target}.{alias.name}")
+    return found
+
+
+def test_the_layout_is_the_documented_one():
+    names = set(_modules())
+    for package in LAYERS:
+        assert f"hear_matpac.{package}" in names
+    core = {"config", "options", "precision", "frontend", "windows", "timestamps", "encoder", "packed_linear",
+            "model", "finite_checks", "atomic", "api"}  # fmt: skip
+    top_level = {n.split(".")[1] for n in names if n.count(".") == 1} - (set(LAYERS) - {"api"})
+    assert top_level == core, "a new top-level module belongs in a folder by its job (docs/architecture.md)"
+    assert "architecture" in (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8").lower()
+
+
+@pytest.mark.parametrize("module", [m for m in _modules() if not m.endswith("__main__")])
+def test_every_module_imports(module):
+    importlib.import_module(module)
+
+
+@pytest.mark.parametrize("module", _modules())
+def test_imports_point_down(module):
+    upward = sorted(t for t in _imports(module) if _layer(t) > _layer(module))
+    assert not upward, f"{module} (layer {_layer(module)}) imports {upward} from a higher layer"
+
+
+@pytest.mark.parametrize("module", [m for m in _modules() if _layer(m) < LAYERS["cli"]])
+def test_nothing_outside_cli_names_the_cli(module):
+    text = _source(module).read_text(encoding="utf-8")
+    assert "hear_matpac.cli" not in text and "hear-matpac=" not in text, module
