@@ -12,6 +12,7 @@ from .frontend import LogMel
 from .options import ModelOptions
 from .packed_linear import checked_packing, set_weight_packing
 from .precision import encoder_autocast, float32_context, store_for_autocast
+from .tf32 import tf32_enabled
 from .windows import iter_batches, plan_windows, stitch
 
 
@@ -50,8 +51,9 @@ class MatpacModel(nn.Module):
         autocast = encoder_autocast(self.options.precision, self.device)  # checked before any work
         hop_ms = self.options.timestamp_hop_ms if timestamp_hop_ms is None else timestamp_hop_ms
         window_frames = self.options.window_frames(self.encoder.config)
-        with checked_packing(self.encoder):  # packed copies checked against the weights once per call
-            with float32_context(audio.device):
+        # TF32 off (the front end always, the encoder unless precision="tf32"), restored after
+        with checked_packing(self.encoder), tf32_enabled(self.options.precision == "tf32"):
+            with float32_context(audio.device), tf32_enabled(False):
                 mel = self.frontend(audio)  # (clips, n_mels, frames)
             plan = plan_windows(
                 mel.shape[-1], window_frames, passes=COLUMN_HOP_MS // hop_ms, overlap=self.options.window_overlap

@@ -26,8 +26,10 @@ class ModelOptions:
     each column is kept from the window in which it sits most centrally (0: MATPAC's cut).
     `window_seconds`: window length (temporal support), a multiple of 0.16 s up to the
     checkpoint's maximum; None means the maximum (6.08 s, or 9.92 s).
-    `precision`: "fp32" (default), "bf16" (CPU, CUDA) or "fp16" (CUDA): autocast for the
-    encoder only; the front end runs and the features come back in float32.
+    `precision`: "fp32" (default; exact: TF32 off on CUDA whatever the global settings),
+    "tf32" (CUDA matmuls and convolutions of the encoder in TF32; on CPU the same as fp32),
+    "bf16" (CPU, CUDA) or "fp16" (CUDA): autocast for the encoder only; the front end runs
+    and the features come back in float32.
     `cpu_packed_weights`: for float32 on CPU, multiply by a copy of the linear weights kept
     in MKL's packed GEMM layout (about 1.1x faster, same numbers, one more copy of those
     weights in memory: 324 MB for ViT-Base); False saves that memory."""
