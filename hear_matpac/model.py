@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .batching import frame_budget, warn_out_of_memory, windows_per_batch
 from .config import COLUMN_HOP_MS, SAMPLE_RATE
 from .encoder import MatpacEncoder
 from .frontend import LogMel
@@ -13,7 +14,7 @@ from .options import ModelOptions
 from .packed_linear import checked_packing, set_weight_packing
 from .precision import encoder_autocast, float32_context, store_for_autocast
 from .tf32 import tf32_enabled
-from .windows import iter_batches, plan_windows, stitch
+from .windows import GroupIndex, cut_windows, frames_first, index_call, plan_windows, stitch
 
 
 class MatpacModel(nn.Module):
@@ -33,6 +34,8 @@ class MatpacModel(nn.Module):
         set_weight_packing(self.encoder, options.cpu_packed_weights)
         self.scene_embedding_size = encoder.config.feature_dim
         self.timestamp_embedding_size = encoder.config.feature_dim
+        self._learnt_budget: Optional[int] = None  # frames per encoder call after running out of memory
+        self._warned_oom = False
 
     @property
     def device(self) -> torch.device:
@@ -45,8 +48,8 @@ class MatpacModel(nn.Module):
 
         Columns are `timestamp_hop_ms` apart (default: the option; COLUMN_HOP_MS for MATPAC's
         own grid), cut into windows as the `window_seconds` and `window_overlap` options say.
-        Only the encoder runs in `options.precision`; at most `options.max_windows` full-length
-        windows' worth of frames are encoded at once.
+        Only the encoder runs in `options.precision`; each window length is encoded in batches
+        sized by `batching.frame_budget`.
         """
         autocast = encoder_autocast(self.options.precision, self.device)  # checked before any work
         hop_ms = self.options.timestamp_hop_ms if timestamp_hop_ms is None else timestamp_hop_ms
@@ -58,17 +61,37 @@ class MatpacModel(nn.Module):
             plan = plan_windows(
                 mel.shape[-1], window_frames, passes=COLUMN_HOP_MS // hop_ms, overlap=self.options.window_overlap
             )
-            # max_windows counts full-length windows; shorter ones share the same frame budget
-            per_batch = max(1, self.options.max_windows * self.encoder.config.n_frames // window_frames)
-            rows = torch.empty(  # every clip's columns, then a spare row (see `stitch`)
-                audio.shape[0] * plan.n_columns + 1, self.timestamp_embedding_size,
-                dtype=torch.float32, device=audio.device,
+            groups = index_call(plan, audio.shape[0], audio.device)  # one host-to-device copy
+            padded = frames_first(mel, plan)
+            out = torch.empty(
+                audio.shape[0] * plan.n_columns, self.timestamp_embedding_size, dtype=torch.float32, device=audio.device
             )  # fmt: skip
-            for windows, clip, dest in iter_batches(mel, plan, per_batch):
+            budget = frame_budget(self.encoder.config, self.options.max_windows, self.options.precision,
+                                  audio.device, self._learnt_budget)  # fmt: skip
+            for group in groups:
+                self._encode_group(padded, group, windows_per_batch(budget, group.frames), autocast, out)
+        return out.view(audio.shape[0], plan.n_columns, -1)
+
+    def _encode_group(self, padded: Tensor, group: GroupIndex, size: int, autocast, out: Tensor) -> None:
+        """Encode `group`'s windows `size` at a time into `out`; a batch that runs out of device
+        memory is retried in halves (windows are encoded independently: outputs unchanged)."""
+        lo = 0
+        while lo < group.n_windows:
+            hi = min(lo + size, group.n_windows)
+            try:
                 with autocast:
-                    features = self.encoder(windows, self.options.layer)
-                stitch(rows, features.float(), clip, dest, plan.n_columns)
-        return rows[:-1].view(audio.shape[0], plan.n_columns, -1)
+                    features = self.encoder(cut_windows(padded, group, lo, hi), self.options.layer)
+            except torch.cuda.OutOfMemoryError:
+                if hi - lo == 1:
+                    raise
+                size = (hi - lo) // 2
+                self._learnt_budget = size * group.frames
+                if not self._warned_oom:
+                    self._warned_oom = True
+                    warn_out_of_memory(hi - lo, group.frames, size)
+                continue  # retried outside the handler, so the failed batch's memory is freed
+            stitch(out, features.float(), group, lo, hi)
+            lo = hi
 
     def forward(self, audio: Tensor) -> Tensor:
         return self.frame_features(audio)

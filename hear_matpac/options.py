@@ -5,10 +5,11 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
+from .batching import DEFAULT_MAX_WINDOWS
 from .config import COLUMN_HOP_MS, FRAMES_PER_SECOND, PATCH, EncoderConfig
 from .precision import DEFAULT_PRECISION, check_precision_name
 
-DEFAULT_MAX_WINDOWS = 16  # ViT-Base, 608 frames: about 6 MB of live activations per window (benchmarks/)
+__all__ = ["DEFAULT_MAX_WINDOWS", "ModelOptions", "TIMESTAMP_HOPS_MS"]
 # Finer timestamp hops: COLUMN_HOP_MS / hop passes, each shifted by a whole number of frames.
 TIMESTAMP_HOPS_MS = (160, 80, 40, 20)
 COLUMN_SECONDS = PATCH / FRAMES_PER_SECOND  # 0.16 s: window lengths are whole columns
@@ -19,7 +20,8 @@ class ModelOptions:
     """`layer`: encoder block whose output gives the features, 0-based, negative counts from
     the end (default -1, the last, after the final LayerNorm, as MATPAC).
     `max_windows`: most full-length windows encoded at once, or as many frames in shorter
-    windows (bounds memory; does not change results).
+    windows (bounds memory; does not change results). None (default): 16 on CPU; on CUDA as
+    many as half the free memory holds, at most 512 (`batching`).
     `timestamp_hop_ms`: spacing of timestamp embeddings, 160 (native) / 80 / 40 / 20 ms; finer
     hops add passes over the audio shifted by multiples of the hop (scene unaffected).
     `window_overlap`: fraction in [0, 1) by which consecutive windows overlap on long audio;
@@ -35,7 +37,7 @@ class ModelOptions:
     weights in memory: 324 MB for ViT-Base); False saves that memory."""
 
     layer: int = -1
-    max_windows: int = DEFAULT_MAX_WINDOWS
+    max_windows: Optional[int] = None
     timestamp_hop_ms: int = COLUMN_HOP_MS
     window_overlap: float = 0.0
     window_seconds: Optional[float] = None
@@ -56,8 +58,8 @@ class ModelOptions:
                 f"layer={layer} is out of range for an encoder of depth {config.depth}: "
                 f"use 0..{config.depth - 1}, or -1 for the last"
             )
-        max_windows = _int_option("max_windows", parsed.max_windows)
-        if max_windows < 1:
+        max_windows = None if parsed.max_windows is None else _int_option("max_windows", parsed.max_windows)
+        if max_windows is not None and max_windows < 1:
             raise ValueError(f"max_windows must be at least 1, got {max_windows}")
         return cls(
             layer=layer % config.depth,
