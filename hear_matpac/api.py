@@ -102,6 +102,7 @@ def _model_input(audio: Tensor, model: MatpacModel) -> Tensor:
     if not isinstance(model, MatpacModel):
         raise TypeError(f"model must come from hear_matpac.load_model(), got {type(model).__name__}")
     check_audio(audio)
+    model.check_audio_device(audio.device)
     return audio.to(device=model.device, dtype=torch.float32)
 
 

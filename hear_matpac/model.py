@@ -1,6 +1,7 @@
 """The HEAR model object: front end + windowed encoder, producing every column's features."""
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -36,6 +37,7 @@ class MatpacModel(nn.Module):
         self.timestamp_embedding_size = encoder.config.feature_dim
         self._learnt_budget: Optional[int] = None  # frames per encoder call after running out of memory
         self._warned_oom = False
+        self._warned_device = False
 
     @property
     def device(self) -> torch.device:
@@ -78,9 +80,10 @@ class MatpacModel(nn.Module):
         lo = 0
         while lo < group.n_windows:
             hi = min(lo + size, group.n_windows)
+            windows = cut_windows(padded, group, lo, hi).to(self.encoder.cls_token.dtype)  # model.half()
             try:
                 with autocast:
-                    features = self.encoder(cut_windows(padded, group, lo, hi), self.options.layer)
+                    features = self.encoder(windows, self.options.layer)
             except torch.cuda.OutOfMemoryError:
                 if hi - lo == 1:
                     raise
@@ -89,9 +92,38 @@ class MatpacModel(nn.Module):
                 if not self._warned_oom:
                     self._warned_oom = True
                     warn_out_of_memory(hi - lo, group.frames, size)
+                del windows
                 continue  # retried outside the handler, so the failed batch's memory is freed
+            except RuntimeError as err:
+                dtype = self.encoder.cls_token.dtype
+                if dtype == torch.float32 or "not implemented for" not in str(err):
+                    raise
+                raise RuntimeError(
+                    f"the encoder's weights are {dtype} (model.half() or .to(dtype)), which this torch cannot "
+                    f"run on {padded.device} ({str(err).splitlines()[0]}); keep the model in float32 and load it "
+                    "with the precision option instead (precision='bf16', or 'fp16' on CUDA)"
+                ) from None
+            del windows
             stitch(out, features.float(), group, lo, hi)
             lo = hi
 
+    def check_audio_device(self, device: torch.device) -> None:
+        """Warn once per model when audio on an accelerator is embedded by a model on the CPU."""
+        problem = audio_device_problem(device, self.device)
+        if problem is not None and not self._warned_device:
+            self._warned_device = True
+            warnings.warn(problem, UserWarning, stacklevel=4)
+
     def forward(self, audio: Tensor) -> Tensor:
         return self.frame_features(audio)
+
+
+def audio_device_problem(audio: torch.device, model: torch.device) -> Optional[str]:
+    """What to say when audio on an accelerator meets a model on the CPU (it would run there,
+    slowly, with copies both ways), else None."""
+    if audio.type in ("cpu", "meta") or model.type != "cpu":
+        return None
+    return (
+        f"the audio is on {audio} and the model on the CPU: embedding runs on the CPU (and outputs are "
+        f"copied back to {audio}); move the model with model.to({str(audio)!r}). Said once per model."
+    )

@@ -42,8 +42,16 @@ def check_precision_device(precision: str, device: torch.device) -> None:
             "precision='fp16' needs a CUDA device and the model is on cpu: move it with model.to('cuda'), "
             "or use precision='bf16' (or 'fp32') on CPU"
         )
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if precision == "bf16" and device.type == "cuda" and not cuda_bf16_native(device):
         raise ValueError(f"precision='bf16' is not supported natively by {torch.cuda.get_device_name(device)}; use 'fp16' or 'fp32'")
+
+
+def cuda_bf16_native(device: torch.device) -> bool:
+    """Whether the CUDA `device` itself (not the current device) computes bf16 natively:
+    compute capability 8.0 (Ampere) or later; ROCm devices all do."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def store_for_autocast(encoder: nn.Module, precision: str) -> None:
