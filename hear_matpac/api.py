@@ -14,6 +14,7 @@ from .model import MatpacModel
 from .options import ModelOptions
 from .timestamps import n_reported_columns, timestamps_ms
 from .weights_locate import resolve_weights_path
+from .windows import upload
 
 
 def load_model(model_file_path: PathLike = "", *, mmap: bool = False, **options: Any) -> MatpacModel:
@@ -88,7 +89,7 @@ def _with_timestamps(features: Tensor, audio: Tensor, model: MatpacModel) -> Tup
     hop_samples = model.options.timestamp_hop_ms * SAMPLE_RATE // 1000
     reported = n_reported_columns(n_samples, features.shape[1], hop_samples)
     embeddings = features[:, :reported].contiguous()
-    times = timestamps_ms(n_samples, features.shape[1], hop_samples).to(audio.device)
+    times = upload(timestamps_ms(n_samples, features.shape[1], hop_samples), audio.device)
     return embeddings, times.expand(audio.shape[0], -1).contiguous()
 
 

@@ -24,26 +24,27 @@ MEMORY_SHARE = 0.5
 _HALF_BYTES = ("bf16", "fp16")
 
 
-def frame_budget(config: EncoderConfig, max_windows: Optional[int], precision: str, device: torch.device,
-                 learnt_cap: Optional[int] = None) -> int:  # fmt: skip
-    """Frames of windows to encode at once on `device` (see the module's docstring);
-    `learnt_cap`: a smaller budget learnt from an out-of-memory error on this model."""
+def frame_budget(config: EncoderConfig, max_windows: Optional[int], precision: str, device: torch.device) -> int:
+    """Frames of windows to encode at once on `device` (see the module's docstring)."""
     if device.type != "cuda":
         budget = (max_windows or DEFAULT_MAX_WINDOWS) * config.n_frames
     else:
         cap = (max_windows or AUTO_CAP_WINDOWS) * config.n_frames
         per_frame = BYTES_PER_FRAME * config.embed_dim / 768 * (0.5 if precision in _HALF_BYTES else 1.0)
         budget = min(cap, int(MEMORY_SHARE * cuda_free_bytes(device) / per_frame))
-    if learnt_cap is not None:
-        budget = min(budget, learnt_cap)
     return max(budget, 1)
 
 
 def cuda_free_bytes(device: torch.device) -> int:
     """Memory this process could still allocate on `device`: the driver's free memory plus
-    what torch's caching allocator holds unused."""
-    free, _ = torch.cuda.mem_get_info(device)
-    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    what torch's caching allocator holds unused, within `set_per_process_memory_fraction`."""
+    free, total = torch.cuda.mem_get_info(device)
+    allocated = torch.cuda.memory_allocated(device)
+    available = free + torch.cuda.memory_reserved(device) - allocated
+    get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    if get_fraction is not None:
+        available = min(available, int(get_fraction(device) * total) - allocated)
+    return max(available, 0)
 
 
 def windows_per_batch(budget: int, frames: int) -> int:

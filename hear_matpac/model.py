@@ -68,10 +68,10 @@ class MatpacModel(nn.Module):
             out = torch.empty(
                 audio.shape[0] * plan.n_columns, self.timestamp_embedding_size, dtype=torch.float32, device=audio.device
             )  # fmt: skip
-            budget = frame_budget(self.encoder.config, self.options.max_windows, self.options.precision,
-                                  audio.device, self._learnt_budget)  # fmt: skip
-            for group in groups:
-                self._encode_group(padded, group, windows_per_batch(budget, group.frames), autocast, out)
+            budget = frame_budget(self.encoder.config, self.options.max_windows, self.options.precision, audio.device)
+            for group in groups:  # a budget lowered by an out-of-memory error holds for the groups after it
+                cap = budget if self._learnt_budget is None else min(budget, self._learnt_budget)
+                self._encode_group(padded, group, windows_per_batch(cap, group.frames), autocast, out)
         return out.view(audio.shape[0], plan.n_columns, -1)
 
     def _encode_group(self, padded: Tensor, group: GroupIndex, size: int, autocast, out: Tensor) -> None:

@@ -169,11 +169,7 @@ def index_call(plan: WindowPlan, n_clips: int, device: torch.device) -> list[Gro
         dst = (clip[:, None] * plan.n_columns + dest)[kept]
         kept_before = (0, *np.cumsum(kept.sum(axis=1)).tolist())
         host.append((group.frames, [clip, group.starts.numpy()[window], src, dst], kept_before))
-    flat = torch.from_numpy(np.concatenate([a for _, parts, _ in host for a in parts]).astype(np.int64))
-    if device.type == "cuda":
-        flat = flat.pin_memory().to(device, non_blocking=True)
-    else:
-        flat = flat.to(device)
+    flat = upload(torch.from_numpy(np.concatenate([a for _, parts, _ in host for a in parts]).astype(np.int64)), device)
     indices, offset = [], 0
     for frames, parts, kept_before in host:
         views = []
@@ -182,6 +178,14 @@ def index_call(plan: WindowPlan, n_clips: int, device: torch.device) -> list[Gro
             offset += len(part)
         indices.append(GroupIndex(frames, *views, kept_before))
     return indices
+
+
+def upload(host: Tensor, device: torch.device) -> Tensor:
+    """`host` (a CPU tensor the caller no longer writes) on `device`: on CUDA through pinned
+    memory without making the host wait (torch keeps the pinned copy until the copy is done)."""
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 def frames_first(mel: Tensor, plan: WindowPlan) -> Tensor:

@@ -34,7 +34,6 @@ def test_one_second_clips_share_a_budget_sized_for_their_own_window_length():
 def test_cpu_budget_is_max_windows_full_windows():
     assert batching.frame_budget(VIT_BASE, None, "fp32", torch.device("cpu")) == 16 * 608
     assert batching.frame_budget(VIT_BASE, 3, "fp32", torch.device("cpu")) == 3 * 608
-    assert batching.frame_budget(VIT_BASE, 3, "fp32", torch.device("cpu"), learnt_cap=700) == 700
 
 
 def test_cuda_budget_follows_free_memory_under_the_cap(monkeypatch):
