@@ -105,6 +105,7 @@ class MatpacModel(nn.Module):
                 ) from None
             del windows
             stitch(out, features.float(), group, lo, hi)
+            del features  # freed before the next batch is cut
             lo = hi
 
     def check_audio_device(self, device: torch.device) -> None:
