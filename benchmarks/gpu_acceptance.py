@@ -3,6 +3,7 @@
     python benchmarks/gpu_acceptance.py                      # cuda:0 when present, else cpu
     python benchmarks/gpu_acceptance.py --device cuda:0      # all checks and cases (minutes)
     python benchmarks/gpu_acceptance.py --device cpu --quick # the suite's own run (under a minute)
+    python benchmarks/gpu_acceptance.py --compile            # also: eager vs torch.compile (INFO)
 
 Checks, each against the CPU or the published code's reference outputs (tests/fixtures):
   parity     fp32 frame features of every layer of every fixture within 1e-4 of the reference;
@@ -256,8 +257,8 @@ def check_oom(report: Report, device: torch.device, quick: bool) -> None:
 
 @contextlib.contextmanager
 def oom_cap(device: torch.device, model, clips: int, load, audio) -> Iterator[None]:
-    """CUDA: a memory cap midway between the peaks of batches of `clips` / 4 and `clips`
-    windows, with the free-memory estimate told there is plenty (as when another process
+    """CUDA: a memory cap midway between what calls with batches of `clips` / 4 and `clips`
+    windows need, with the free-memory estimate told there is plenty (as when another process
     takes memory after the check). CPU: the encoder raises CUDA's error above `clips` / 4."""
     if device.type != "cuda":
         original = model.encoder.forward
@@ -273,17 +274,21 @@ def oom_cap(device: torch.device, model, clips: int, load, audio) -> Iterator[No
         finally:
             del model.encoder.forward
         return
-    peaks = []
+    growth = []  # memory a call adds on top of what is allocated before it
     for windows in (clips // 4, clips):
+        other = load(max_windows=windows)
         torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        hear_matpac.get_scene_embeddings(audio, load(max_windows=windows))
-        peaks.append(torch.cuda.max_memory_allocated(device))
+        hear_matpac.get_scene_embeddings(audio, other)
+        growth.append(torch.cuda.max_memory_allocated(device) - before)
+        del other
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(device).total_memory
+    cap = torch.cuda.memory_allocated(device) + sum(growth) / 2
     plenty = batching.cuda_free_bytes
     batching.cuda_free_bytes = lambda d: 2**50  # type: ignore[assignment]
-    torch.cuda.set_per_process_memory_fraction(sum(peaks) / 2 / total, device)
+    torch.cuda.set_per_process_memory_fraction(cap / total, device)
     try:
         yield
     finally:
@@ -325,10 +330,29 @@ def throughput(device: torch.device, quick: bool) -> list[str]:
     return rows
 
 
+def compile_ratio(device: torch.device, precision: str, clips: int = 16, seconds: int = 10) -> str:
+    """Eager / `torch.compile`d encoder time for one case (compiled once per shape first)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "vit_base_random.pt"
+        tp.vit_base_checkpoint(checkpoint)
+        model = hear_matpac.load_model(str(checkpoint), precision=precision).to(device)
+        audio = tp.noise(clips, seconds, device)
+        tp.time_call(model, audio)
+        eager = min(tp.time_call(model, audio) for _ in range(3))
+        began = time.perf_counter()
+        model.encoder.forward = torch.compile(model.encoder.forward, dynamic=False)
+        tp.time_call(model, audio)  # compiles for each window length met
+        compile_s = time.perf_counter() - began
+        compiled = min(tp.time_call(model, audio) for _ in range(3))
+    return (f"INFO torch.compile ({precision}, {clips} x {seconds} s): eager {eager * 1e3:.0f} ms, compiled "
+            f"{compiled * 1e3:.0f} ms ({eager / compiled:.2f}x), compile time {compile_s:.0f} s (again per new shape)")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="fewer options, small throughput cases only")
+    parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd encoder (slow to compile)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -347,6 +371,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     rows.append(f"({time.perf_counter() - began:.1f} s)")
     print("\n## Throughput (ViT-Base-shaped encoder, random weights, last layer, timestamp embeddings)")
     print("\n".join(rows))
+    if args.compile:
+        print(compile_ratio(device, "bf16" if "bf16" in low_precisions(device) else "fp32"))
     verdict = "FAIL" if report.failures else "PASS"
     print(f"\n{verdict}: {report.failures} check(s) failed; {time.perf_counter() - start:.0f} s")
     return 1 if report.failures else 0
