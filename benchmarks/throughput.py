@@ -138,7 +138,7 @@ def run_throughput(
     rate (paired, so that a fraction compares like with like on a shared machine). Returns the
     results and the matmul rates of the precision's own dtype."""
     model = hear_matpac.load_model(str(checkpoint), precision=precision).to(device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    dtype = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     results = []
     for seconds, clips in cases:
         audio = noise(clips, seconds, device)
@@ -312,7 +312,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per case (default 3)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's default)")
     parser.add_argument("--devices", default="", help="comma-separated, e.g. cpu,cuda (default: cpu and cuda when present)")
-    parser.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated subset of fp32,bf16,fp16")
+    parser.add_argument("--precisions", default="fp32,bf16,fp16", help=f"comma-separated subset of {','.join(PRECISIONS)}")
     parser.add_argument("--cases", default="", help="comma-separated SECONDSxCLIPS, e.g. 10x4,120x1 (default: heareval-like set)")
     parser.add_argument("--skip-long-clip", action="store_true", help="skip the 20-minute clip memory check")
     parser.add_argument("--long-clip-child", nargs=2, metavar=("CHECKPOINT", "SECONDS"), help=argparse.SUPPRESS)

@@ -14,6 +14,7 @@ from .model import MatpacModel
 from .options import ModelOptions
 from .timestamps import n_reported_columns, timestamps_ms
 from .weights.locate import resolve_weights_path
+from .windows import upload
 
 
 def load_model(model_file_path: PathLike = "", *, mmap: bool = False, **options: Any) -> MatpacModel:
@@ -85,7 +86,7 @@ def _with_timestamps(features: Tensor, audio: Tensor, model: MatpacModel) -> Tup
     hop_samples = model.options.hop_samples
     reported = n_reported_columns(n_samples, features.shape[1], hop_samples)
     embeddings = features[:, :reported].contiguous()
-    times = timestamps_ms(n_samples, features.shape[1], hop_samples).to(audio.device)
+    times = upload(timestamps_ms(n_samples, features.shape[1], hop_samples), audio.device)
     return embeddings, times.expand(audio.shape[0], -1).contiguous()
 
 
@@ -101,6 +102,7 @@ def _model_input(audio: Tensor, model: MatpacModel) -> Tensor:
     if not isinstance(model, MatpacModel):
         raise TypeError(f"model must come from hear_matpac.load_model(), got {type(model).__name__}")
     check_audio(audio)
+    model.check_audio_device(audio.device)
     return audio.to(device=model.device, dtype=torch.float32)
 
 

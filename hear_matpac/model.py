@@ -1,18 +1,21 @@
 """The HEAR model object: front end + windowed encoder, producing every column's features."""
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from .batching import frame_budget, warn_out_of_memory, windows_per_batch
 from .config import SAMPLE_RATE
 from .encoder import MatpacEncoder
 from .frontend import LogMel
 from .options import ParsedOptions
 from .packed_linear import checked_packing, set_weight_packing
 from .precision import encoder_autocast, float32_context, store_for_autocast
-from .windows import iter_batches, plan_windows, stitch
+from .tf32 import tf32_enabled
+from .windows import GroupIndex, cut_windows, frames_first, index_call, plan_windows, stitch
 
 
 class MatpacModel(nn.Module):
@@ -35,6 +38,9 @@ class MatpacModel(nn.Module):
         set_weight_packing(self.encoder, options.cpu_packed_weights)
         self.scene_embedding_size = encoder.config.feature_dim
         self.timestamp_embedding_size = encoder.config.feature_dim
+        self._learnt_budget: Optional[int] = None  # frames per encoder call after running out of memory
+        self._warned_oom = False
+        self._warned_device = False
 
     @property
     def device(self) -> torch.device:
@@ -47,26 +53,80 @@ class MatpacModel(nn.Module):
 
         Columns are the `timestamp_hop_ms` option apart (`native_grid`: MATPAC's own 160 ms
         grid, one pass), cut into windows as the `window_seconds` and `window_overlap` options say.
-        Only the encoder runs in `options.precision`; at most `options.max_windows` full-length
-        windows' worth of frames are encoded at once.
+        Only the encoder runs in `options.precision`; each window length is encoded in batches
+        sized by `batching.frame_budget`.
         """
         autocast = encoder_autocast(self.options.precision, self.device)  # checked before any work
         passes = 1 if native_grid else self.options.passes
-        with checked_packing(self.encoder):  # packed copies checked against the weights once per call
-            with float32_context(audio.device):
+        # TF32 off (the front end always, the encoder unless precision="tf32"), restored after
+        with checked_packing(self.encoder), tf32_enabled(self.options.precision == "tf32"):
+            with float32_context(audio.device), tf32_enabled(False):
                 mel = self.frontend(audio)  # (clips, n_mels, frames)
             plan = plan_windows(
                 mel.shape[-1], self.options.window_frames, passes=passes, overlap=self.options.window_overlap
             )
-            rows = torch.empty(  # every clip's columns, then a spare row (see `stitch`)
-                audio.shape[0] * plan.n_columns + 1, self.timestamp_embedding_size,
-                dtype=torch.float32, device=audio.device,
+            groups = index_call(plan, audio.shape[0], audio.device)  # one host-to-device copy
+            padded = frames_first(mel, plan)
+            out = torch.empty(
+                audio.shape[0] * plan.n_columns, self.timestamp_embedding_size, dtype=torch.float32, device=audio.device
             )  # fmt: skip
-            for windows, clip, dest in iter_batches(mel, plan, self.options.windows_per_batch):
+            budget = frame_budget(self.encoder.config, self.options.max_windows, self.options.precision, audio.device)
+            for group in groups:  # a budget lowered by an out-of-memory error holds for the groups after it
+                cap = budget if self._learnt_budget is None else min(budget, self._learnt_budget)
+                self._encode_group(padded, group, windows_per_batch(cap, group.frames), autocast, out)
+        return out.view(audio.shape[0], plan.n_columns, -1)
+
+    def _encode_group(self, padded: Tensor, group: GroupIndex, size: int, autocast, out: Tensor) -> None:
+        """Encode `group`'s windows `size` at a time into `out`; a batch that runs out of device
+        memory is retried in halves (windows are encoded independently: outputs unchanged)."""
+        lo = 0
+        while lo < group.n_windows:
+            hi = min(lo + size, group.n_windows)
+            windows = cut_windows(padded, group, lo, hi).to(self.encoder.cls_token.dtype)  # model.half()
+            try:
                 with autocast:
                     features = self.encoder(windows, self.options.layer)
-                stitch(rows, features.float(), clip, dest, plan.n_columns)
-        return rows[:-1].view(audio.shape[0], plan.n_columns, -1)
+            except torch.cuda.OutOfMemoryError:
+                if hi - lo == 1:
+                    raise
+                size = (hi - lo) // 2
+                self._learnt_budget = size * group.frames
+                if not self._warned_oom:
+                    self._warned_oom = True
+                    warn_out_of_memory(hi - lo, group.frames, size)
+                del windows
+                continue  # retried outside the handler, so the failed batch's memory is freed
+            except RuntimeError as err:
+                dtype = self.encoder.cls_token.dtype
+                if dtype == torch.float32 or "not implemented for" not in str(err):
+                    raise
+                raise RuntimeError(
+                    f"the encoder's weights are {dtype} (model.half() or .to(dtype)), which this torch cannot "
+                    f"run on {padded.device} ({str(err).splitlines()[0]}); keep the model in float32 and load it "
+                    "with the precision option instead (precision='bf16', or 'fp16' on CUDA)"
+                ) from None
+            del windows
+            stitch(out, features.float(), group, lo, hi)
+            del features  # freed before the next batch is cut
+            lo = hi
+
+    def check_audio_device(self, device: torch.device) -> None:
+        """Warn once per model when audio on an accelerator is embedded by a model on the CPU."""
+        problem = audio_device_problem(device, self.device)
+        if problem is not None and not self._warned_device:
+            self._warned_device = True
+            warnings.warn(problem, UserWarning, stacklevel=4)
 
     def forward(self, audio: Tensor) -> Tensor:
         return self.column_features(audio)
+
+
+def audio_device_problem(audio: torch.device, model: torch.device) -> Optional[str]:
+    """What to say when audio on an accelerator meets a model on the CPU (it would run there,
+    slowly, with copies both ways), else None."""
+    if audio.type in ("cpu", "meta") or model.type != "cpu":
+        return None
+    return (
+        f"the audio is on {audio} and the model on the CPU: embedding runs on the CPU (and outputs are "
+        f"copied back to {audio}); move the model with model.to({str(audio)!r}). Said once per model."
+    )

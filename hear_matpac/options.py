@@ -10,10 +10,11 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
+from .batching import DEFAULT_MAX_WINDOWS
 from .config import COLUMN_HOP_MS, FRAMES_PER_SECOND, PATCH, SAMPLE_RATE, EncoderConfig
 from .precision import DEFAULT_PRECISION, check_precision_name
 
-DEFAULT_MAX_WINDOWS = 16  # bounds live activations; their size per window: docs/performance.md
+__all__ = ["DEFAULT_MAX_WINDOWS", "ModelOptions", "ParsedOptions", "TIMESTAMP_HOPS_MS"]
 # Finer timestamp hops: COLUMN_HOP_MS / hop passes, each shifted by a whole number of frames.
 TIMESTAMP_HOPS_MS = (160, 80, 40, 20)
 COLUMN_SECONDS = PATCH / FRAMES_PER_SECOND  # 0.16 s: window lengths are whole columns
@@ -24,21 +25,24 @@ class ModelOptions:
     """`layer`: encoder block whose output gives the features, 0-based, negative counts from
     the end (default -1, the last, after the final LayerNorm, as MATPAC).
     `max_windows`: most full-length windows encoded at once, or as many frames in shorter
-    windows (bounds memory; does not change results).
+    windows (bounds memory; does not change results). None (default): 16 on CPU; on CUDA as
+    many as half the free memory holds, at most 512 (`batching`).
     `timestamp_hop_ms`: spacing of timestamp embeddings, 160 (native) / 80 / 40 / 20 ms; finer
     hops add passes over the audio shifted by multiples of the hop (scene unaffected).
     `window_overlap`: fraction in [0, 1) by which consecutive windows overlap on long audio;
     each column is kept from the window in which it sits most centrally (0: MATPAC's cut).
     `window_seconds`: window length (temporal support), a multiple of 0.16 s up to the
     checkpoint's maximum; None means the maximum (6.08 s, or 9.92 s).
-    `precision`: "fp32" (default), "bf16" (CPU, CUDA) or "fp16" (CUDA): autocast for the
-    encoder only; the front end runs and the features come back in float32.
+    `precision`: "fp32" (default; exact: TF32 off on CUDA whatever the global settings),
+    "tf32" (CUDA matmuls and convolutions of the encoder in TF32; on CPU the same as fp32),
+    "bf16" (CPU, CUDA) or "fp16" (CUDA): autocast for the encoder only; the front end runs
+    and the features come back in float32.
     `cpu_packed_weights`: for float32 on CPU, multiply by a copy of the linear weights kept
     in MKL's packed GEMM layout (faster, same numbers, one more copy of those weights in
     memory; docs/performance.md); False saves that memory."""
 
     layer: int = -1
-    max_windows: int = DEFAULT_MAX_WINDOWS
+    max_windows: Optional[int] = None
     timestamp_hop_ms: int = COLUMN_HOP_MS
     window_overlap: float = 0.0
     window_seconds: Optional[float] = None
@@ -60,8 +64,8 @@ class ModelOptions:
                 f"layer={layer} is out of range for an encoder of depth {config.depth}: "
                 f"use 0..{config.depth - 1}, or -1 for the last"
             )
-        max_windows = _int_option("max_windows", parsed.max_windows)
-        if max_windows < 1:
+        max_windows = None if parsed.max_windows is None else _int_option("max_windows", parsed.max_windows)
+        if max_windows is not None and max_windows < 1:
             raise ValueError(f"max_windows must be at least 1, got {max_windows}")
         hop_ms = _hop_option(parsed.timestamp_hop_ms)
         window_columns = _window_columns_option(parsed.window_seconds, config)
@@ -77,8 +81,6 @@ class ModelOptions:
             passes=COLUMN_HOP_MS // hop_ms,
             hop_samples=hop_ms * SAMPLE_RATE // 1000,
             window_frames=window_frames,
-            # max_windows counts full-length windows; shorter ones share the same frame budget
-            windows_per_batch=max(1, max_windows * config.n_frames // window_frames),
         )
 
 
@@ -87,12 +89,12 @@ class ParsedOptions(ModelOptions):
     """Options as `ModelOptions.parse` checked them, with what they mean for the work:
     `passes`: shifted passes over the audio for the timestamp hop (1 at the native 160 ms);
     `hop_samples`: the timestamp hop in samples; `window_frames`: log-mel frames per window
-    (`window_seconds`, never None here); `windows_per_batch`: windows encoded at once."""
+    (`window_seconds`, never None here). How many windows go into one encoder call depends on
+    the device and each window group's length: `batching.frame_budget`."""
 
     passes: int = 1
     hop_samples: int = COLUMN_HOP_MS * SAMPLE_RATE // 1000
     window_frames: int = 0
-    windows_per_batch: int = 1
 
 
 def option_help() -> dict:

@@ -1,6 +1,7 @@
-"""Numeric precision of the encoder: float32, or autocast to bfloat16 / float16.
+"""Numeric precision of the encoder: float32 (exact, TF32 off), TF32 on CUDA, or autocast to
+bfloat16 / float16.
 
-Only the encoder runs under autocast; the log-mel front end stays float32 (its log and
+Only the encoder runs under autocast or TF32; the log-mel front end stays float32 (its log and
 normalisation are sensitive) and features are returned as float32 whatever the precision.
 """
 from __future__ import annotations
@@ -11,10 +12,11 @@ from typing import ContextManager, Optional
 import torch
 from torch import nn
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 DEFAULT_PRECISION = "fp32"
 _AUTOCAST_DTYPES: dict[str, Optional[torch.dtype]] = {
     "fp32": None,
+    "tf32": None,  # float32 tensors; CUDA's matmuls and convolutions may round to TF32
     "bf16": torch.bfloat16,
     "fp16": torch.float16,
 }
@@ -31,7 +33,7 @@ def check_precision_name(precision: object) -> str:
 
 def check_precision_device(precision: str, device: torch.device) -> None:
     """Refuse a precision the device cannot run, before any work is done."""
-    if precision == "fp32":
+    if precision in ("fp32", "tf32"):
         return
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"precision={precision!r} runs on cpu or cuda only, the model is on {device}; use precision='fp32'")
@@ -40,8 +42,16 @@ def check_precision_device(precision: str, device: torch.device) -> None:
             "precision='fp16' needs a CUDA device and the model is on cpu: move it with model.to('cuda'), "
             "or use precision='bf16' (or 'fp32') on CPU"
         )
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if precision == "bf16" and device.type == "cuda" and not cuda_bf16_native(device):
         raise ValueError(f"precision='bf16' is not supported natively by {torch.cuda.get_device_name(device)}; use 'fp16' or 'fp32'")
+
+
+def cuda_bf16_native(device: torch.device) -> bool:
+    """Whether the CUDA `device` itself (not the current device) computes bf16 natively:
+    compute capability 8.0 (Ampere) or later; ROCm devices all do."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def store_for_autocast(encoder: nn.Module, precision: str) -> None:
@@ -63,8 +73,8 @@ def store_for_autocast(encoder: nn.Module, precision: str) -> None:
 
 
 def encoder_autocast(precision: str, device: torch.device) -> ContextManager[object]:
-    """The context to run the encoder in: autocast off for fp32 (float32 even under a caller's
-    autocast), else `torch.autocast` to the precision's dtype on `device` (checked first with
+    """The context to run the encoder in: autocast off for fp32 and tf32 (float32 even under a
+    caller's autocast), else `torch.autocast` to the precision's dtype on `device` (checked first with
     `check_precision_device`). Reusable, not reentrant."""
     check_precision_device(precision, device)
     dtype = _AUTOCAST_DTYPES[precision]

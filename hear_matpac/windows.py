@@ -2,14 +2,15 @@
 
 A plan is computed once per call from the clip length alone (all clips of a HEAR call have the
 same length), so every clip is cut identically and all windows of all clips can share
-micro-batches: the only Python loop is over micro-batches, never over clips or windows.
+micro-batches: the only Python loop is over micro-batches, never over clips or windows. The
+indices of a call are made on the host and moved to the device once (`index_call`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -129,35 +130,84 @@ def _most_central_dest(starts: Tensor, window_columns: int, columns: int) -> Ten
     return torch.where(key == best[under], under, -1)
 
 
-def iter_batches(
-    mel: Tensor, plan: WindowPlan, max_windows: int
-) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """Cut `mel` `(clips, n_freq, frames)` into micro-batches of at most `max_windows` windows.
+@dataclass(frozen=True)
+class GroupIndex:
+    """One window group's windows for every clip of a call, in order (clip-major), on the
+    call's device: built on the host once per call and moved there in one copy, so that no
+    micro-batch makes the host wait for the device.
 
-    Yields `(windows (b, 1, n_freq, frames), clip (b,), dest (b, columns))`: the windows, the
-    clip each came from and where its columns go. Windows of one group share a batch whatever
-    clip they come from.
+    `clip`, `start`: `(windows,)` the clip and first (padded) frame of each window.
+    `src`, `dst`: `(kept,)` each kept window column as `window * columns + column`, and the
+    output row it fills (`clip * n_columns + column`); every output row is filled exactly once.
+    `kept_before`: on the host, kept columns in windows `[0, i)` for i in 0..windows, so a
+    micro-batch of windows `[lo, hi)` owns `src` / `dst` entries `kept_before[lo]:kept_before[hi]`.
     """
-    n_clips = mel.shape[0]
+
+    frames: int
+    clip: Tensor
+    start: Tensor
+    src: Tensor
+    dst: Tensor
+    kept_before: tuple[int, ...]
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.kept_before) - 1
+
+
+def index_call(plan: WindowPlan, n_clips: int, device: torch.device) -> list[GroupIndex]:
+    """The windows of `n_clips` clips cut as `plan` says, one `GroupIndex` per window length,
+    with one host-to-device copy (from pinned memory, not blocking the host, on CUDA)."""
+    host: list[tuple[int, list[np.ndarray], tuple[int, ...]]] = []
+    for group in plan.groups:  # in numpy: host work, never mistaken for device reads
+        group_dest = group.dest.numpy()
+        per_clip = group_dest.shape[0]
+        clip = np.repeat(np.arange(n_clips, dtype=np.int64), per_clip)
+        window = np.tile(np.arange(per_clip, dtype=np.int64), n_clips)
+        dest = group_dest[window]  # (windows, columns)
+        kept = dest >= 0
+        src = np.flatnonzero(kept)
+        dst = (clip[:, None] * plan.n_columns + dest)[kept]
+        kept_before = (0, *np.cumsum(kept.sum(axis=1)).tolist())
+        host.append((group.frames, [clip, group.starts.numpy()[window], src, dst], kept_before))
+    flat = upload(torch.from_numpy(np.concatenate([a for _, parts, _ in host for a in parts]).astype(np.int64)), device)
+    indices, offset = [], 0
+    for frames, parts, kept_before in host:
+        views = []
+        for part in parts:
+            views.append(flat[offset : offset + len(part)])
+            offset += len(part)
+        indices.append(GroupIndex(frames, *views, kept_before))
+    return indices
+
+
+def upload(host: Tensor, device: torch.device) -> Tensor:
+    """`host` (a CPU tensor the caller no longer writes) on `device`: on CUDA through pinned
+    memory without making the host wait (torch keeps the pinned copy until the copy is done)."""
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+def frames_first(mel: Tensor, plan: WindowPlan) -> Tensor:
+    """`mel` `(clips, n_freq, frames)` zero-padded to `plan.padded_frames`, as
+    `(clips, frames, n_freq)` for `cut_windows`."""
     pad = plan.padded_frames - mel.shape[-1]
-    frames_first = torch.nn.functional.pad(mel, (0, max(pad, 0))).transpose(1, 2)
-    for group in plan.groups:
-        starts, dest = group.starts.to(mel.device), group.dest.to(mel.device)
-        per_clip = len(starts)
-        offsets = torch.arange(group.frames, device=mel.device)
-        for first in range(0, n_clips * per_clip, max_windows):
-            flat = torch.arange(first, min(first + max_windows, n_clips * per_clip), device=mel.device)
-            clip, window = flat // per_clip, flat % per_clip
-            frames = starts[window, None] + offsets  # (b, frames)
-            windows = frames_first[clip[:, None], frames].transpose(1, 2).unsqueeze(1)
-            yield windows, clip, dest[window]
+    return torch.nn.functional.pad(mel, (0, max(pad, 0))).transpose(1, 2)
 
 
-def stitch(out: Tensor, features: Tensor, clip: Tensor, dest: Tensor, n_columns: int) -> None:
-    """Write one micro-batch's `features` `(b, columns, dim)` into `out` `(clips * n_columns + 1, dim)`:
-    the output's `(clips, n_columns)` rows flattened, then a spare row for the window columns
-    not kept (dest -1). Indexing by a boolean mask instead would make the host wait for the
-    device on every micro-batch (the mask's count sizes the result).
-    """
-    index = torch.where(dest >= 0, clip[:, None] * n_columns + dest, out.shape[0] - 1)
-    out[index] = features.to(out.dtype)
+def cut_windows(frames_first: Tensor, group: GroupIndex, lo: int, hi: int) -> Tensor:
+    """Windows `[lo, hi)` of `group` as the encoder takes them: `(hi - lo, 1, n_freq, frames)`."""
+    offsets = torch.arange(group.frames, device=frames_first.device)
+    frames = group.start[lo:hi, None] + offsets  # (b, frames)
+    return frames_first[group.clip[lo:hi, None], frames].transpose(1, 2).unsqueeze(1)
+
+
+def stitch(out: Tensor, features: Tensor, group: GroupIndex, lo: int, hi: int) -> None:
+    """Write the kept columns of windows `[lo, hi)` of `group`, `features` `(hi - lo, columns,
+    dim)`, into `out` `(clips * n_columns, dim)`. Integer indices known on the host: indexing
+    by a boolean mask instead would make the host wait for the device (its count sizes the
+    result)."""
+    first, last = group.kept_before[lo], group.kept_before[hi]
+    src = group.src[first:last] - lo * features.shape[1]
+    out.index_copy_(0, group.dst[first:last], features.flatten(0, 1).index_select(0, src).to(out.dtype))

@@ -121,3 +121,31 @@ def test_one_device_read_per_call_whatever_the_micro_batches(monkeypatch, embed,
         with DeviceReads() as reads:
             embed(audio, model)
         assert (dict(reads.ops), len(tolist_calls)) == ({}, 1), max_windows
+
+
+@pytest.mark.parametrize("embed", API)
+def test_index_tensors_reach_the_device_in_one_copy_per_call(monkeypatch, embed):
+    """Host-to-device copies (`Tensor.to` with a device) per call do not depend on the number of
+    micro-batches or window groups: the window indices travel once, built on the host."""
+    from hear_matpac import model as model_module
+
+    moves, index_calls = [], []
+    original_to, original_index = torch.Tensor.to, model_module.index_call
+
+    def counting_to(t, *args, **kwargs):
+        if "device" in kwargs or any(isinstance(a, (torch.device, str)) for a in args):
+            moves.append(1)
+        return original_to(t, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    monkeypatch.setattr(model_module, "index_call", lambda *a: index_calls.append(1) or original_index(*a))
+    audio = 0.1 * torch.randn(2, 12 * 16000, generator=torch.Generator().manual_seed(1))
+    frame_calls = {(API[2], 20): 2}  # the scene on its own 160 ms grid: a second pass
+    other_moves = set()
+    for max_windows, hop_ms in ((1, 160), (64, 160), (1, 20), (64, 20)):  # 20 ms: 8 passes, more groups
+        model = hear_matpac.load_model(str(TINY_FLAT), max_windows=max_windows, timestamp_hop_ms=hop_ms)
+        moves.clear(), index_calls.clear()
+        embed(audio, model)
+        assert len(index_calls) == frame_calls.get((embed, hop_ms), 1)
+        other_moves.add(len(moves) - len(index_calls))  # the API's own moves of audio and outputs
+    assert len(other_moves) == 1, other_moves

@@ -48,11 +48,14 @@ def test_only_blocks_up_to_the_layer_run(monkeypatch, clips):
 def test_parsed_options_carry_their_derived_settings(hop_ms, passes, hop_samples):
     """One home per option: `parse` derives what the model and the API read."""
     from hear_matpac.config import EncoderConfig
+    from hear_matpac.batching import frame_budget, windows_per_batch
     from hear_matpac.options import ModelOptions
 
     config = EncoderConfig(embed_dim=64, depth=3, num_heads=1, n_freq=80, n_frames=608)
     parsed = ModelOptions.parse({"timestamp_hop_ms": hop_ms, "window_seconds": 1.92, "max_windows": 4}, config)
     assert (parsed.passes, parsed.hop_samples) == (passes, hop_samples)
     assert parsed.window_frames == 192 and parsed.window_seconds == 1.92
-    assert parsed.windows_per_batch == 4 * 608 // 192  # the frame budget of 4 full windows
+    # the batch is derived per call (device, window group) from the parsed max_windows
+    budget = frame_budget(config, parsed.max_windows, parsed.precision, torch.device("cpu"))
+    assert windows_per_batch(budget, parsed.window_frames) == 4 * 608 // 192  # 4 full windows' frames
     assert ModelOptions.parse({}, config).window_frames == 608  # no unparsed None past parse

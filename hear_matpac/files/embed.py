@@ -3,7 +3,8 @@ one length together, find the culprit when such a call fails, and keep the tally
 
 Nothing is written for a file that fails (unreadable audio, a `ValueError` of the HEAR API
 such as non-finite audio, non-finite embeddings); an error while *writing* (disk full,
-read-only folder) ends the run, since every later file would meet it too.
+read-only folder) or a failed device (out of memory for one file, a CUDA error) ends the run,
+since every later file would meet it too.
 """
 from __future__ import annotations
 
@@ -27,10 +28,27 @@ from .progress import AudioProgress
 from ..weights.integrity import weights_sha256
 
 # What embedding one group may raise for a reason of its own files (a bad clip, too little
-# memory for the group); anything else is a bug or an error of the run as a whole.
+# memory for the group); anything else is a bug or an error of the run as a whole, and so is
+# a failed device (`device_failure`).
 _FILE_ERRORS = (ValueError, TypeError, RuntimeError)
 # ModelOptions fields that change the numbers (max_windows and cpu_packed_weights do not).
 RESULT_OPTIONS = ("layer", "timestamp_hop_ms", "window_overlap", "window_seconds", "precision")
+_DEVICE_ERRORS = ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "device-side assert")
+
+
+def device_failure(err: BaseException, files: int) -> Optional[str]:
+    """Why the run cannot go on after `err` embedding `files` files at once, or None when it is
+    about those files: every later file would meet a failed device, or memory too small for
+    one file (a larger group is retried one file at a time first)."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        if files > 1:
+            return None
+        return (f"out of device memory for a single file ({first_line(err)}); lower --batch-size, "
+                "use --precision bf16 or fp16, free the GPU, or use --device cpu")  # fmt: skip
+    accelerator = getattr(torch, "AcceleratorError", ())
+    if (accelerator and isinstance(err, accelerator)) or any(m in str(err) for m in _DEVICE_ERRORS):
+        return f"the device failed ({first_line(err)}); later files cannot be embedded on it"
+    return None
 
 
 @dataclass(frozen=True)
@@ -98,6 +116,7 @@ class FileEmbedder:
             try:
                 outputs = self._compute(group)
             except _FILE_ERRORS as err:
+                _stop_on_device_failure(err, group)
                 if len(group) == 1:
                     self.fail(str(group[0][0].item.path), first_line(err), group[0][0].seconds)
                 else:  # find the culprit: one file at a time
@@ -110,6 +129,7 @@ class FileEmbedder:
         try:
             outputs = self._compute([member])
         except _FILE_ERRORS as err:
+            _stop_on_device_failure(err, [member])
             self.fail(str(member[0].item.path), first_line(err), member[0].seconds)
             return
         self._write([member], outputs)
@@ -132,6 +152,13 @@ class FileEmbedder:
         )
         self.tally.embedded += len(group)
         self.progress.advance(sum(job.seconds for job, _ in group), len(group))
+
+
+def _stop_on_device_failure(err: BaseException, group: Sequence[tuple[Job, torch.Tensor]]) -> None:
+    """End the run (a one-line `ValueError` naming the file) when `err` is `device_failure`'s."""
+    problem = device_failure(err, len(group))
+    if problem is not None:
+        raise ValueError(f"stopped at {group[0][0].item.path}: {problem}") from err
 
 
 def first_line(err: BaseException) -> str:

@@ -1,0 +1,34 @@
+"""The GPU acceptance script runs on CPU in quick mode and passes, so it cannot rot."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_acceptance_passes_on_cpu_quick():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_acceptance.py"), "--device", "cpu", "--quick"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not [line for line in lines if line.startswith("FAIL")]
+    passed = {line.split(":")[0] for line in lines if line.startswith("PASS ")}
+    for check in ("parity fp32", "parity bf16", "contract outputs", "contract timestamps", "host syncs", "oom path"):
+        assert f"PASS {check}" in passed, check
+    assert any(line.startswith("| fp32 | 4 x 1 s |") for line in lines)  # the throughput table
+    assert lines[-1].startswith("PASS: 0 check(s) failed")
+
+
+def test_gpu_acceptance_refuses_cuda_where_there_is_none():
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_acceptance.py"), "--device", "cuda:0"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "CUDA is not available" in done.stderr
