@@ -154,7 +154,7 @@ def test_model_options_pass_through_only_when_given(audio_dir: Path, tmp_path: P
     assert _embed(wav, "--out", str(tmp_path / "o")) == 2
     assert _embed(wav, "--out", str(tmp_path / "o"), "--timestamp-hop-ms", "25", "--precision", "bf16",
                   "--layer", "1", "--batch-size", "3") == 2  # fmt: skip
-    assert seen == [{"max_windows": 16}, {"max_windows": 3, "layer": 1, "timestamp_hop_ms": 25.0, "precision": "bf16"}]
+    assert seen == [{}, {"max_windows": 3, "layer": 1, "timestamp_hop_ms": 25.0, "precision": "bf16"}]
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "hear-matpac embed: error: unknown option(s) precision; valid options: layer, max_windows"
 

@@ -45,9 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--timestamps", action="store_true", help="also write frame embeddings and timestamps")
     add_device(parser)
     parser.add_argument(
-        "--batch-size", type=int, default=DEFAULT_MAX_WINDOWS, metavar="N",
+        "--batch-size", type=int, metavar="N",
         help=f"at most N 6.08 s windows per encoder pass (the max_windows option), and up to N files "
-        f"of equal length embedded in one call; bounds memory, does not change results (default {DEFAULT_MAX_WINDOWS})",
+        f"of equal length embedded in one call; bounds memory, does not change results (default: the "
+        f"model's, {DEFAULT_MAX_WINDOWS} windows on CPU and sized by free memory on CUDA; {DEFAULT_MAX_WINDOWS} files)",
     )  # fmt: skip
     add_overwrite(parser, "recompute this run's outputs even when up to date; with settings other than "
                   "OUT's, first delete every output in OUT")  # fmt: skip
@@ -57,10 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     device = resolve_device(args.device)
-    options = {**model_options(args), "max_windows": args.batch_size}
+    options = model_options(args)
+    if args.batch_size is not None:  # else the model's default for its device
+        options["max_windows"] = args.batch_size
     if options.get("precision") == "fp16" and device.type != "cuda":
         raise ValueError(f"--precision fp16 needs a CUDA GPU and the device is {device}: add --device cuda "
                          "on a machine with one, or use --precision bf16 or fp32")  # fmt: skip
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 embedder.fail(bad.argument, bad.problem)
             for path, problem in missing:
                 embedder.fail(path, problem)
-            tally = embedder.run(jobs, args.batch_size)
+            tally = embedder.run(jobs, args.batch_size or DEFAULT_MAX_WINDOWS)
         finally:
             progress.close()
     print(
