@@ -251,7 +251,8 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         result = embedded[0]
         for name in ("embed.log", "predict.log"):
             os.replace(work / name, result / name)
-        if keep_logs:
+        if keep_logs:  # without the links to the task folder (`launch.link_task_dirs`)
+            shutil.rmtree(logs_dir / "embeddings", ignore_errors=True)
             os.replace(logs_dir, result / "heareval-logs")
         (result / MARK).write_text("made by hear-matpac; safe for hear-matpac to remove\n")
         seconds = time.perf_counter() - start
