@@ -174,7 +174,13 @@ def synthetic_tasks(out: Path, scale: int, names: Sequence[str], overwrite: bool
 
 
 def _log(report: Callable[[str], None], text: str) -> None:
+    """A progress line with the time of day: one line per event, so it reads in a log file."""
     report(time.strftime("%H:%M:%S ") + text)
+
+
+def print_now(text: str) -> None:
+    """`print`, flushed: progress reaches a redirected log (nohup, Slurm) when it happens."""
+    print(text, flush=True)
 
 
 def _validate(model: ModelSpec, folder: Path, tensorflow: str, overwrite: bool, report) -> Outcome:
@@ -279,7 +285,7 @@ def evaluate(
     tensorflow: str = "auto",
     keep_logs: bool = False,
     overwrite: bool = False,
-    report: Callable[[str], None] = print,
+    report: Callable[[str], None] = print_now,
 ) -> RunResult:
     """Validate each model once, then run every (model, task) stage that is not complete yet
     into `out_dir/runs/<model>/<task>`; return what happened and the test scores. The models
