@@ -237,6 +237,8 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         if os.path.lexists(work) and not remove_marked(work):
             raise StageFailed(f"{work} is in the way and was not made by hear-matpac; move it")
         make_marked(work)
+        if stage_done(final, plan.model_key, f"{grid}:{grid_points}") or os.path.lexists(final):
+            _log(report, f"{label} {plan.model_folder} / {plan.task}: replacing the earlier result in {final}")
         (work / "tasks").mkdir()
         (work / "tasks" / plan.task).symlink_to(plan.task_dir, target_is_directory=True)
         start = time.perf_counter()
