@@ -235,9 +235,9 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
             return Outcome(info, "skipped", log=str(final / "embed.log"))
         work = folder / f".work-{plan.task}"
         if os.path.lexists(work) and not remove_marked(work):
-            raise StageFailed(f"{work} is in the way and was not made by hear-matpac; move it")
+            raise ValueError(f"{work} is in the way and was not made by hear-matpac; move it")
         make_marked(work)
-        if stage_done(final, plan.model_key, f"{grid}:{grid_points}") or os.path.lexists(final):
+        if os.path.lexists(final):
             _log(report, f"{label} {plan.model_folder} / {plan.task}: replacing the earlier result in {final}")
         (work / "tasks").mkdir()
         (work / "tasks" / plan.task).symlink_to(plan.task_dir, target_is_directory=True)
@@ -267,7 +267,7 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         write_json(result / STAGE_FILE, {**info, "grid": f"{grid}:{grid_points}", "seconds": seconds})
         if os.path.lexists(final):
             if not remove_marked(final):
-                raise StageFailed(f"{final} is in the way and was not made by hear-matpac; move it")
+                raise ValueError(f"{final} is in the way and was not made by hear-matpac; move it")
         os.rename(result, final)
         remove_marked(work)
         _log(report, f"{label} {plan.model_folder} / {plan.task}: done in {seconds:.1f} s")
