@@ -266,3 +266,13 @@ def test_sigkill_of_the_process_group_then_resume_gives_the_same_scores(tmp_path
     leftovers = [p for p in (tmp_path / "killed" / "runs").rglob("*") if p.name.startswith(".work-") or p.suffix == ".claim"]
     assert leftovers == []
     assert (tmp_path / "killed" / "comparison.md").read_text().count("| synth_scene_") == 2
+
+
+def test_a_models_file_lists_specs_one_a_line(tmp_path):
+    from hear_matpac.hear_tools.models import read_spec_file
+
+    listing = tmp_path / "models.txt"
+    listing.write_text('# my comparison\nhear_matpac\n\n  hear_matpac::{"layer": 1}  \nhearbaseline\n')
+    assert read_spec_file(listing) == ["hear_matpac", 'hear_matpac::{"layer": 1}', "hearbaseline"]
+    with pytest.raises(FileNotFoundError, match="--models-file"):
+        read_spec_file(tmp_path / "absent.txt")
