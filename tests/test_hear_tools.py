@@ -340,7 +340,7 @@ def test_the_tools_entry_point_dispatches_without_the_cli(monkeypatch):
     assert tools_main.main(["embed", "--tensorflow", "real", "hear_matpac", "--model", "W"]) == 0
     assert tools_main.main(["predict", "--logs-dir", "L", "E/t", "--grid", "faster"]) == 0
     assert calls == [
-        ("validate", "W.pt", None, "stand-in"),
+        ("validate", "W.pt", None, "stand-in", "hear_matpac"),
         ("embed", ["hear_matpac", "--model", "W"], "real"),
         ("predict", ["E/t", "--grid", "faster"], "L"),
     ]

@@ -32,7 +32,6 @@ def _take(args: List[str], flag: str, default: Optional[str]) -> Optional[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    signal.signal(signal.SIGTERM, exit_on_sigterm)  # finally blocks run in every tool
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in ("validate", "embed", "predict"):
         print(f"usage: python -m hear_matpac.hear_tools\n{USAGE}", file=sys.stderr)
@@ -52,4 +51,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # finally blocks run in every tool
     sys.exit(main())
