@@ -59,17 +59,20 @@ def test_compare_out_naming_a_file(tmp_path: Path, afile: Path, capsys) -> None:
 
 
 def test_make_tasks_under_a_file(afile: Path, capsys) -> None:
-    assert main(["make-tasks", str(afile / "sub"), "--task", "synth_pitch_3fold"]) == 2
+    assert main(["make-tasks", str(afile / "sub"), "--tasks", "synth_pitch_3fold"]) == 2
     assert f"cannot create {afile / 'sub'}: {afile} is not a folder" in _one_line_error(capsys, "make-tasks")
 
 
 def test_make_tasks_force_through_a_symlink_replaces_its_target(tmp_path: Path, capsys) -> None:
     target = tmp_path / "real"
     write_suite(target, tasks=["synth_pitch_3fold"])
-    (target / "stale.txt").write_text("old")
     link = tmp_path / "link"
     link.symlink_to(target, target_is_directory=True)
-    assert main(["make-tasks", str(link), "--overwrite", "--task", "synth_scene_multiclass"]) == 0
+    (target / "stale.txt").write_text("a user's file")  # not made by hear-matpac: refused, kept (issue 16)
+    assert main(["make-tasks", str(link), "--overwrite", "--tasks", "synth_scene_multiclass"]) == 2
+    assert "did not make" in capsys.readouterr().err and (target / "stale.txt").is_file()
+    (target / "stale.txt").unlink()
+    assert main(["make-tasks", str(link), "--overwrite", "--tasks", "synth_scene_multiclass"]) == 0
     assert capsys.readouterr().out.split() == [str(link / "synth_scene_multiclass")]
     assert link.is_symlink() and sorted(p.name for p in target.iterdir()) == ["synth_scene_multiclass"]
 

@@ -213,3 +213,16 @@ def test_the_evaluate_output_folder_is_compared_without_warnings(tmp_path: Path,
     captured = capsys.readouterr()
     assert "| toy_scene-v1-full | top1_acc | **0.7500** |" in captured.out
     assert captured.err == ""
+
+
+def test_a_chart_of_many_tasks_keeps_a_readable_size(tmp_path: Path) -> None:
+    """Issue 16, point 6: one bar group per task made an 800-task PNG 115,344 pixels wide."""
+    pytest.importorskip("matplotlib")
+    import struct
+
+    for m in ("a", "b"):
+        for t in range(120):
+            _task(tmp_path / "runs" / m, f"task{t:03d}", ["top1_acc"], {"test": _split("top1_acc", (t % 7) / 7)})
+    assert main(["compare", str(tmp_path / "runs"), "--out", str(tmp_path / "r")]) == 0
+    width, height = struct.unpack(">II", (tmp_path / "r" / "comparison.png").read_bytes()[16:24])
+    assert width <= 3000 and height <= 1000, (width, height)

@@ -304,22 +304,28 @@ def test_evaluate_main_job_prints_stage_times_and_finite_scores(tmp_path):
     out = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}
     result = ok(hear_matpac_cli("evaluate", "--out", str(out), "--grid-points", "1", "--weights", str(TINY_UNTRAINED),
-                                "--tensorflow", "stand-in", cwd=tmp_path, env=env))  # fmt: skip
-    for stage in ("make tasks", "validate", "embed", "predict", "total"):
-        assert re.search(rf"^  {stage} +\d+\.\d s$", result.stdout, re.M), stage
+                                "--tensorflow", "stand-in", "--no-chart", cwd=tmp_path, env=env))  # fmt: skip
+    model = next(p for p in (out / "runs").iterdir() if p.is_dir())
+    assert model.name.startswith("hear_matpac-tiny_untrained-")
+    assert re.search(r"^\d\d:\d\d:\d\d hear_matpac-\S+: hear-validator passed \(\d+\.\d s\)$", result.stdout, re.M)
+    for task in TASKS:
+        assert re.search(rf"^\d\d:\d\d:\d\d \[\d/4\] {model.name} / {task}: done in \d+\.\d s$", result.stdout, re.M)
     assert "TINY UNTRAINED" in result.stderr
-    assert "Looks good!" in (out / "validate.log").read_text()
+    assert "Looks good!" in (model / "validate.log").read_text()
     for task in TASKS:
         meta = json.loads((out / "tasks" / task / "task_metadata.json").read_text())
-        scores = read_scores(out / "embeddings" / "hear_matpac" / task)
+        scores = read_scores(model / task)
         assert [s.metric for s in scores] == meta["evaluation"]
         assert all(math.isfinite(s.value) for s in scores), scores
     summary = json.loads((out / "summary.json").read_text())
     assert sorted({s["task"] for s in summary["scores"]}) == sorted(TASKS)
+    primary = {}
     for s in summary["scores"]:
-        assert re.search(rf"^{s['task']} +{s['metric']} +{s['value']:.4f}", result.stdout, re.M)
+        primary.setdefault(s["task"], s)
+    for s in primary.values():
+        assert re.search(rf"^\| {s['task']} \| {s['metric']} \| (\*\*)?{s['value']:.4f}", result.stdout, re.M)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-    assert not (out / "logs").exists()
+    assert not list(out.rglob("logs"))
 
 
 def test_the_tools_entry_point_dispatches_without_the_cli(monkeypatch):
@@ -334,7 +340,7 @@ def test_the_tools_entry_point_dispatches_without_the_cli(monkeypatch):
     assert tools_main.main(["embed", "--tensorflow", "real", "hear_matpac", "--model", "W"]) == 0
     assert tools_main.main(["predict", "--logs-dir", "L", "E/t", "--grid", "faster"]) == 0
     assert calls == [
-        ("validate", "W.pt", None, "stand-in"),
+        ("validate", "W.pt", None, "stand-in", "hear_matpac"),
         ("embed", ["hear_matpac", "--model", "W"], "real"),
         ("predict", ["E/t", "--grid", "faster"], "L"),
     ]

@@ -100,3 +100,16 @@ def test_window_seconds_are_checked_from_shapes_without_reading_the_weights(monk
     assert sweep.parse_window_seconds("0.96,6.08", TINY_UNTRAINED) == [0.96, 6.08]
     with pytest.raises(ValueError, match="longer than this checkpoint's window"):
         sweep.parse_window_seconds("12.16", TINY_UNTRAINED)
+
+
+def test_audio_seconds_count_only_the_16khz_audio_heareval_embeds(tmp_path):
+    """Issue 16, point 6: hear-preprocess also writes other sample rates beside 16000/."""
+    import numpy as np
+    import soundfile as sf
+
+    from hear_matpac.hear_tools.sweep import audio_seconds
+
+    for rate, seconds in ((16000, 2.0), (48000, 2.0), (22050, 2.0)):
+        (tmp_path / str(rate) / "test").mkdir(parents=True)
+        sf.write(tmp_path / str(rate) / "test" / "a.wav", np.zeros(int(rate * seconds)), rate)
+    assert audio_seconds(tmp_path) == pytest.approx(2.0)

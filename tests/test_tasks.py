@@ -2,6 +2,8 @@
 all-or-nothing writing. Checks read the files back, not the generator's internals."""
 from __future__ import annotations
 
+import os
+
 import csv
 import hashlib
 import json
@@ -172,7 +174,7 @@ def test_refuses_bad_requests_and_existing_folders(tmp_path):
 def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     calls = []
 
-    def failing(spec, task_dir, seed):
+    def failing(spec, task_dir, seed, scale=1):
         calls.append(spec.name)
         if len(calls) == 2:
             raise RuntimeError("disk full")
@@ -182,3 +184,45 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         write_suite(tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_never_removes_what_hear_matpac_did_not_make(tmp_path):
+    """Issue 16, point 5: a folder holding a user's file is refused even with overwrite."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="did not make"):
+        write_suite(out, tasks=["synth_pitch_3fold"], overwrite=True)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_a_later_run_keeps_what_another_run_finished_meanwhile(tmp_path, monkeypatch):
+    """Two runs at once: the second to finish must not delete the first one's folder."""
+    out = tmp_path / "tasks"
+    real = tasks_module.write_task
+
+    def racing(spec, task_dir, seed, scale=1):
+        if not out.exists():  # another run finishes first, while this one writes
+            monkeypatch.setattr(tasks_module, "write_task", real)
+            write_suite(out, seed=7, tasks=["synth_pitch_3fold"])
+        real(spec, task_dir, seed, scale)
+
+    monkeypatch.setattr(tasks_module, "write_task", racing)
+    with pytest.raises(FileExistsError, match="another run"):
+        write_suite(out, tasks=["synth_pitch_3fold"])
+    assert tasks_module.suite_matches(out, tasks=["synth_pitch_3fold"], seed=7)
+    assert [p.name for p in tmp_path.iterdir()] == ["tasks"]
+
+
+def test_partials_of_killed_runs_are_cleaned(tmp_path):
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".tasks.partial-{socket.gethostname()}-{dead.pid}-abc"
+    stale.mkdir()
+    live = tmp_path / f".tasks.partial-{socket.gethostname()}-{os.getpid()}-def"
+    live.mkdir()
+    write_suite(tmp_path / "tasks", tasks=["synth_pitch_3fold"])
+    assert not stale.exists() and live.exists()

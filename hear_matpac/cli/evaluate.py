@@ -1,57 +1,102 @@
-"""`hear-matpac evaluate`: the main job. hear-validator, then heareval's embedding and
-predictions runners on the synthetic task suite; prints the stages' wall times and scores."""
+"""`hear-matpac evaluate`: the benchmark harness. hear-validator once per model, then
+heareval's embedding and predictions runners per (model, task) stage, resumable; ends with
+the comparison table over all models and `summary.json`."""
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
+from typing import List
 
-from ..hear_tools.pipeline import StageFailed, evaluate
-from ..reports.results import format_scores, score_json
+from ..hear_tools.launch import PLUGIN_MODULE, exit_on_sigterm
+from ..hear_tools.models import check_model, read_spec_file
+from ..hear_tools.pipeline import evaluate, summary, write_json
+from ..hear_tools.taskdirs import parse_task_names
+from ..reports.chart import require_matplotlib, save_chart
+from ..reports.comparison import build_comparison, to_csv, to_markdown
+from ..reports.results import find_scores
 from ..reports.tables import write_text
-from ..weights.locate import best_available_weights, tiny_untrained_warning, weights_help
-from .flags import add_grid, add_model_options, add_tensorflow, add_weights, model_options
+from ..weights.locate import tiny_untrained_warning, weights_help
+from .flags import add_grid, add_model_options, add_overwrite, add_tasks, add_tensorflow, add_weights, model_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="validator + heareval (embed, predict) on the synthetic tasks; prints scores",
-        description="The HEAR tools end to end on hear_matpac: write the synthetic task suite, "
-        "run hear-validator, heareval's embedding runner and its predictions runner, and print "
-        "each stage's wall time and the test scores. Weights: " + weights_help(fallback=True)
+        help="validator + heareval (embed, predict) per model and task, resumable; comparison table",
+        description="The HEAR tools end to end: for each --model, hear-validator once, then "
+        "heareval's embedding and predictions runners on each task of --tasks-dir (default: the "
+        "synthetic suite, written to OUT/tasks). A stage already complete in --out is skipped, so "
+        "the same command resumes a killed run; --overwrite redoes everything. Ends with "
+        "OUT/comparison.{md,csv,png} and OUT/summary.json. Exit 0 when every stage ran, 1 when "
+        "one failed (its log is named). Without --model: hear_matpac with --weights and the "
+        "model option flags. Weights: " + weights_help(fallback=True)
         + " (its scores mean nothing). Needs `hear-matpac install-hear-tools` first.",
     )
+    parser.add_argument("--model", action="append", default=[], metavar="SPEC",
+                        help="MODULE[:WEIGHTS[:OPTIONS_JSON]] (repeatable), e.g. "
+                        "'hear_matpac:weights/matpac_10_2048.pt:{\"layer\": 6}' or hearbaseline")  # fmt: skip
+    parser.add_argument("--models-file", default="", metavar="FILE", help="SPECs, one a line (# comments)")
     add_weights(parser, fallback=True)
     parser.add_argument("--out", default="hear-runs", help="output folder (default hear-runs)")
+    parser.add_argument("--tasks-dir", default="", metavar="T",
+                        help="folder of HEAR tasks in hear-preprocess's layout, 16 kHz (default: the synthetic suite)")  # fmt: skip
+    add_tasks(parser)
     add_grid(parser)
-    parser.add_argument("--scale", type=int, default=1, help="multiply clips per split (default 1)")
+    parser.add_argument("--scale", type=int, default=1, help="synthetic suite: multiply clips per split (default 1)")
     add_model_options(parser)
     add_tensorflow(parser)
-    parser.add_argument("--keep-logs", action="store_true", help="keep heareval's logs/ under --out")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep heareval's logs/ (checkpoints per grid point) in each stage folder")  # fmt: skip
+    parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart (no matplotlib needed)")
+    add_overwrite(parser, "redo every stage, replacing what earlier runs of hear-matpac wrote")
     parser.set_defaults(func=run)
 
 
+def _specs(args: argparse.Namespace) -> List[str]:
+    specs = list(args.model) + (read_spec_file(Path(args.models_file)) if args.models_file else [])
+    options = model_options(args)
+    if specs and (args.weights or options):
+        raise ValueError("--weights and model option flags describe the one default model; with --model, "
+                         "put them in each SPEC (MODULE:WEIGHTS:OPTIONS_JSON)")  # fmt: skip
+    return specs or [f"{PLUGIN_MODULE}:{args.weights}:{json.dumps(options)}"]
+
+
 def run(args: argparse.Namespace) -> int:
-    weights = best_available_weights(args.weights)
-    print(f"weights: {weights}")
-    try:
-        stages, scores = evaluate(
-            weights, args.out, args.grid, args.grid_points, args.scale, args.tensorflow,
-            json.dumps(model_options(args)), args.keep_logs,
-        )  # fmt: skip
-    except StageFailed as err:
-        print(f"hear-matpac evaluate: {err}", file=sys.stderr)
-        return 1
-    print("\nwall time per stage")
-    for stage in stages:
-        print(f"  {stage.name:<11} {stage.seconds:8.1f} s")
-    print(f"  {'total':<11} {sum(s.seconds for s in stages):8.1f} s")
-    print(f"\ntest scores (heareval, grid {args.grid}, {args.grid_points} grid points)")
-    print(format_scores(scores))
-    summary = {"weights": str(weights), "stages": {s.name: s.seconds for s in stages},
-               "scores": [score_json(s) for s in scores]}
-    write_text(Path(args.out) / "summary.json", json.dumps(summary, indent=2))
-    tiny_untrained_warning(weights)
-    return 0 if all(s.finite for s in scores) else 1
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # stages stop their tools and release claims
+    if not args.no_chart:
+        require_matplotlib()
+    models = [check_model(spec) for spec in _specs(args)]  # every model checked before any write
+    for m in models:
+        print(f"model {m.folder}: {m.module} {m.weights or '(no weights)'} {json.dumps(m.options)}")
+    result = evaluate(
+        models, Path(args.out), Path(args.tasks_dir) if args.tasks_dir else None, parse_task_names(args.tasks),
+        args.grid, args.grid_points, args.scale, args.tensorflow, args.keep_logs, args.overwrite,
+    )  # fmt: skip
+    out = Path(args.out)
+    write_json(out / "summary.json", summary(result))
+    counts = {s: sum(o.status == s for o in result.outcomes) for s in ("ran", "skipped", "claimed", "failed", "not run")}
+    print("\nstages: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    folders = sorted({out / "runs" / s.model_dir.name for s in result.scores})
+    if folders:
+        scores, warnings = find_scores(folders)
+        for warning in warnings:
+            print(f"hear-matpac evaluate: warning: {warning}", file=sys.stderr)
+        comparison = build_comparison(scores)
+        markdown = to_markdown(comparison)
+        write_text(out / "comparison.md", markdown)
+        write_text(out / "comparison.csv", to_csv(comparison))
+        if not args.no_chart:
+            save_chart(comparison, out / "comparison.png")
+        print(f"\ntest scores (heareval, grid {args.grid}, {args.grid_points} grid points)\n{markdown}", end="")
+    print(f"\nwrote {out / 'summary.json'}" + (f", {out / 'comparison.md'}" if folders else ""))
+    for m in models:
+        if m.module == PLUGIN_MODULE:
+            tiny_untrained_warning(m.weights)
+    for o in result.failed:
+        where = o.stage.get("task", o.stage.get("stage", ""))
+        print(f"hear-matpac evaluate: {o.stage.get('model', o.stage.get('model_folder'))} / {where} failed: "
+              f"{o.message} (log {o.log})", file=sys.stderr)  # fmt: skip
+    return 1 if result.failed else 0

@@ -80,6 +80,29 @@ def model_options(args: argparse.Namespace) -> Dict[str, Any]:
     return options
 
 
+def add_tasks(parser: argparse.ArgumentParser, old: str = "") -> None:
+    """`--tasks NAME[,NAME...]` (repeatable): the one task selector of evaluate, sweep and
+    make-tasks; read back with `hear_tools.taskdirs.parse_task_names(args.tasks)`. `old`: a
+    former spelling kept as a hidden alias that says the new name."""
+    parser.add_argument("--tasks", action="append", default=[], metavar="NAMES",
+                        help="only these tasks, comma-separated or repeated (default all)")  # fmt: skip
+    if old:
+        parser.add_argument(old, dest="tasks", action=_RenamedAppend, new="--tasks", help=argparse.SUPPRESS)
+
+
+class _RenamedAppend(argparse.Action):
+    """A renamed repeatable option: appends its value and says on stderr what it is called now."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Any = None) -> None:  # fmt: skip
+        print(f"{parser.prog}: {option_string} is now {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), values])
+
+
 def add_overwrite(parser: argparse.ArgumentParser, help: str) -> None:
     """`--overwrite`, and `--force`, its old spelling, hidden: it works and says the new one."""
     parser.add_argument("--overwrite", action="store_true", help=help)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..hear_tools.tasks import suite, write_suite
-from .flags import add_overwrite
+from ..hear_tools.taskdirs import parse_task_names
+from .flags import add_overwrite, add_tasks
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,12 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("out", help="folder to create (holds only the task folders)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--scale", type=int, default=1, help="multiply clips per split (default 1)")
-    parser.add_argument("--task", action="append", default=[], help="only this task (repeatable)")
+    add_tasks(parser, old="--task")
     add_overwrite(parser, "replace OUT if it exists")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    for path in write_suite(args.out, args.seed, args.scale, args.overwrite, args.task):
+    for path in write_suite(args.out, args.seed, args.scale, args.overwrite, parse_task_names(args.tasks)):
         print(path)
     return 0

@@ -4,16 +4,17 @@ The entry point that `pipeline` spawns, one process per stage (the TensorFlow st
 predictions runner's settings are per process); the `hear-matpac` command line offers the same
 tools to users (`validate`, `heareval embed|predict`).
 
-  validate WEIGHTS [--device D] [--tensorflow MODE]
+  validate WEIGHTS [--module M] [--device D] [--tensorflow MODE]   (WEIGHTS '' for none)
   embed [--tensorflow MODE] ARGS...        heareval.embeddings.runner ARGS
   predict [--logs-dir DIR] ARGS...         heareval.predictions.runner ARGS
 """
 from __future__ import annotations
 
+import signal
 import sys
 from typing import List, Optional, Sequence
 
-from .launch import run_embeddings, run_predictions, run_validator
+from .launch import PLUGIN_MODULE, exit_on_sigterm, run_embeddings, run_predictions, run_validator
 
 USAGE = __doc__.split("\n\n")[-1].rstrip('"\n')
 
@@ -42,11 +43,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if tool == "embed":
         return run_embeddings(args, tensorflow)
     device = _take(args, "--device", None)
+    module = _take(args, "--module", PLUGIN_MODULE) or PLUGIN_MODULE
     if len(args) != 1:
         print(f"usage: python -m hear_matpac.hear_tools\n{USAGE}", file=sys.stderr)
         return 2
-    return run_validator(args[0], device, tensorflow)
+    return run_validator(args[0], device, tensorflow, module)
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # finally blocks run in every tool
     sys.exit(main())

@@ -16,7 +16,9 @@ import contextlib
 import importlib
 import os
 import shutil
+import signal
 import sys
+import threading
 import tempfile
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
@@ -65,7 +67,7 @@ def run_validator(
     """`hear-validator MODULE --model WEIGHTS [--device DEVICE]`; 0 when it says "Looks good!"."""
     announce_tensorflow(select_tensorflow(tensorflow))
     validate = _import_tool("hearvalidator.validate")
-    argv = ["hear-validator", module, "--model", str(weights)]
+    argv = ["hear-validator", module] + (["--model", str(weights)] if str(weights) else [])
     if device:
         argv += ["--device", device]
     with _argv(argv):
@@ -131,6 +133,10 @@ def _cwd(path: Path) -> Iterator[None]:
         os.chdir(saved)
 
 
+def exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_predictions(args: Sequence[str], logs_dir: Optional[str] = None) -> int:
     """`python -m heareval.predictions.runner ARGS` (task embedding folders and its options,
     e.g. `--grid faster`), with its checkpoints under `logs_dir` (kept) or a temporary folder
@@ -148,6 +154,8 @@ def run_predictions(args: Sequence[str], logs_dir: Optional[str] = None) -> int:
     except click.ClickException as err:
         err.show()
         return err.exit_code
+    if threading.current_thread() is threading.main_thread():  # SIGTERM: remove the temporary folder too
+        signal.signal(signal.SIGTERM, exit_on_sigterm)
     workdir = Path(logs_dir) if logs_dir else Path(tempfile.mkdtemp(prefix="hear-matpac-predict-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:

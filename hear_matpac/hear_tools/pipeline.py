@@ -1,4 +1,4 @@
-"""The main job: hear-validator and both heareval runners on the synthetic task suite.
+"""The main job: hear-validator and both heareval runners, per (model, task) stage.
 
 Each HEAR tool runs in its own process (`python -m hear_matpac.hear_tools ...`), so the TensorFlow
 stand-in and `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` stay inside the tool that needs them; its
@@ -6,20 +6,26 @@ output goes to `<out>/<stage>.log`, and its wall time is measured around the pro
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from ..files.folders import ensure_folder
 from ..reports.results import TaskScore, read_scores
+from .claims import MARK, is_marked, make_marked, release_claim, remove_marked, take_claim, owner
 from .launch import PLUGIN_MODULE
-from .tasks import write_suite
+from .models import ModelSpec, StagePlan, plan_stages
+from .taskdirs import find_tasks
+from .tasks import suite_matches, write_suite
 
 GRIDS = ("default", "fast", "faster")
 
@@ -47,30 +53,52 @@ class StageFailed(RuntimeError):
     """A HEAR tool exited non-zero; the message names its log."""
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (even by SIGKILL), so no HEAR
+    tool goes on writing into --out as an orphan; the tool cleans up on SIGTERM."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's finally still stops the child
+        pass
+
+
 def run_tool(name: str, tool_args: Sequence[str], log: Path) -> Stage:
     """`python -m hear_matpac.hear_tools TOOL_ARGS` (`hear_tools/__main__.py`) with output to `log`; `StageFailed` if it fails.
-    The tool runs in that one process, so its max RSS (from `wait4`) is the stage's peak memory."""
+    The tool runs in that one process, so its max RSS (from `wait4`) is the stage's peak memory.
+    The child stays in this process group and gets SIGTERM when this process dies; if this
+    process is interrupted (SIGTERM, Ctrl-C), the child is stopped before the error goes on."""
     command = [sys.executable, "-m", "hear_matpac.hear_tools", *tool_args]
     start = time.perf_counter()
     with open(log, "w") as out:
         out.write("+ " + " ".join(command) + "\n")
         out.flush()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        _, wait_status, usage = os.wait4(process.pid, 0)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        try:
+            _, wait_status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            raise
         status = process.returncode = os.waitstatus_to_exitcode(wait_status)
     seconds = time.perf_counter() - start
     if status:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
-        raise StageFailed(f"{name} failed (exit {status}) after {seconds:.1f} s; last lines of {log}:\n{tail}")
+        raise StageFailed(f"{name} failed (exit {status}) after {seconds:.1f} s; log {log}; its last lines:\n{tail}")
     return Stage(name, seconds, log, usage.ru_maxrss / 1024)  # Linux: ru_maxrss in KiB
 
 
 def embed_stage(
-    weights: Path, tasks_dir: Path, embeddings_dir: Path, model_options: str, tensorflow: str, log: Path
+    weights: Path, tasks_dir: Path, embeddings_dir: Path, model_options: str, tensorflow: str, log: Path,
+    module: str = PLUGIN_MODULE,
 ) -> tuple[Stage, List[Path]]:
     """heareval's embedding runner on every task in `tasks_dir`; returns the stage and the
     task embedding folders it wrote (`embeddings_dir/<model[-options]>/<task>`)."""
-    args = [PLUGIN_MODULE, "--model", str(weights), "--tasks-dir", str(tasks_dir),
+    model = ["--model", str(weights)] if str(weights) else []
+    args = [module, *model, "--tasks-dir", str(tasks_dir),
             "--embeddings-dir", str(embeddings_dir), "--model-options", model_options]  # fmt: skip
     stage = run_tool("embed", ["embed", "--tensorflow", tensorflow, *args], log)
     return stage, sorted(p for p in Path(embeddings_dir).glob("*/*") if p.is_dir())
@@ -86,45 +114,243 @@ def predict_stage(
     return run_tool("predict", ["predict", *logs, *args], log)
 
 
+STAGE_FILE = "stage.json"
+
+
+@dataclass
+class Outcome:
+    """What happened to one stage (or one model's validation): `ran`, `skipped` (complete
+    already), `claimed` (another live process holds it), `failed` (with its log) or
+    `not run` (its model failed validation)."""
+
+    stage: Dict[str, str]
+    status: str
+    seconds: float = 0.0
+    log: Optional[str] = None
+    message: str = ""
+
+
+@dataclass
+class RunResult:
+    models: List[ModelSpec]
+    outcomes: List[Outcome]
+    scores: List[TaskScore]
+    tasks_dir: Path
+
+    @property
+    def failed(self) -> List[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def stage_done(final: Path, key: str, grid: str) -> bool:
+    """A stage is complete when its folder holds `stage.json` with its model key and grid
+    (written last, just before the folder is renamed into place) and the test scores."""
+    try:
+        record = json.loads((final / STAGE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(record, dict) and record.get("model_key") == key and record.get("grid") == grid
+            and (final / "test.predicted-scores.json").is_file())  # fmt: skip
+
+
+def synthetic_tasks(out: Path, scale: int, names: Sequence[str], overwrite: bool, report: Callable[[str], None]) -> Path:
+    """`out/tasks`: the synthetic suite, reused when it is there already as asked; replaced
+    (with `overwrite`) only when hear-matpac made it; anything else there is refused."""
+    tasks = out / "tasks"
+    if os.path.lexists(tasks) and not suite_matches(tasks, scale, names):
+        if not overwrite or not all(is_marked(p) for p in tasks.iterdir()) or tasks.is_symlink():
+            raise ValueError(f"{tasks} exists and is not this run's synthetic suite (scale {scale}); "
+                             "it is left alone: choose another --out, or --overwrite if hear-matpac made it")  # fmt: skip
+        report(f"replacing {tasks} (another scale or task selection)")
+    if os.path.lexists(tasks) and suite_matches(tasks, scale, names):
+        report(f"reusing the synthetic tasks in {tasks}")
+        return tasks
+    try:
+        write_suite(tasks, scale=scale, tasks=names, overwrite=os.path.lexists(tasks))
+    except FileExistsError:  # another run wrote it first
+        if not suite_matches(tasks, scale, names):
+            raise
+    return tasks
+
+
+def _log(report: Callable[[str], None], text: str) -> None:
+    """A progress line with the time of day: one line per event, so it reads in a log file."""
+    report(time.strftime("%H:%M:%S ") + text)
+
+
+def print_now(text: str) -> None:
+    """`print`, flushed: progress reaches a redirected log (nohup, Slurm) when it happens."""
+    print(text, flush=True)
+
+
+def _validate(model: ModelSpec, folder: Path, tensorflow: str, overwrite: bool, report) -> Outcome:
+    """hear-validator once per model; remembered in `validated.json` (with the model key)."""
+    record = folder / "validated.json"
+    info = {"model": model.folder, "stage": "validate", "spec": model.spec}
+    try:
+        done = json.loads(record.read_text()).get("model_key") == model.key
+    except (OSError, ValueError, AttributeError):
+        done = False
+    if done and not overwrite:
+        _log(report, f"{model.folder}: hear-validator passed before; skipped")
+        return Outcome(info, "skipped")
+    log = folder / f"validate.{os.getpid()}.log"
+    args = ["validate", model.weights or "", "--module", model.module, "--tensorflow", tensorflow]
+    try:
+        stage = run_tool("validate", args, log)
+    except StageFailed as err:
+        _log(report, f"{model.folder}: hear-validator FAILED; its stages are skipped (log {log})")
+        return Outcome(info, "failed", log=str(log), message=str(err).splitlines()[0])
+    os.replace(log, folder / "validate.log")
+    write_json(record, {"model_key": model.key, "spec": model.spec})
+    _log(report, f"{model.folder}: hear-validator passed ({stage.seconds:.1f} s)")
+    return Outcome(info, "ran", stage.seconds, str(folder / "validate.log"))
+
+
+def write_json(path: Path, data: object) -> None:
+    from ..atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
+
+
+def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorflow: str, keep_logs: bool,
+              overwrite: bool, report: Callable[[str], None], label: str) -> Outcome:  # fmt: skip
+    """One (model, task) stage under its claim: embed into a marked work folder, predict, write
+    `stage.json`, rename the task folder into `runs/<model>/<task>`."""
+    folder = runs / plan.model_folder
+    final = folder / plan.task
+    info = plan.as_dict()
+    if not overwrite and stage_done(final, plan.model_key, f"{grid}:{grid_points}"):
+        _log(report, f"{label} {plan.model_folder} / {plan.task}: complete; skipped")
+        return Outcome(info, "skipped", log=str(final / "embed.log"))
+    claim = folder / f"{plan.task}.claim"
+    if not take_claim(claim):
+        who = owner(claim) or {}
+        _log(report, f"{label} {plan.model_folder} / {plan.task}: claimed by {who.get('host')} pid {who.get('pid')}; left to it")
+        return Outcome(info, "claimed")
+    try:
+        if not overwrite and stage_done(final, plan.model_key, f"{grid}:{grid_points}"):  # finished by the claim's last owner
+            _log(report, f"{label} {plan.model_folder} / {plan.task}: complete; skipped")
+            return Outcome(info, "skipped", log=str(final / "embed.log"))
+        work = folder / f".work-{plan.task}"
+        if os.path.lexists(work) and not remove_marked(work):
+            raise ValueError(f"{work} is in the way and was not made by hear-matpac; move it")
+        make_marked(work)
+        if os.path.lexists(final):
+            _log(report, f"{label} {plan.model_folder} / {plan.task}: replacing the earlier result in {final}")
+        (work / "tasks").mkdir()
+        (work / "tasks" / plan.task).symlink_to(plan.task_dir, target_is_directory=True)
+        start = time.perf_counter()
+        _log(report, f"{label} {plan.model_folder} / {plan.task}: embedding")
+        try:
+            _, embedded = embed_stage(Path(plan.weights) if plan.weights else Path(""), work / "tasks",
+                                      work / "embeddings", plan.options_json, tensorflow, work / "embed.log",
+                                      plan.module)  # fmt: skip
+            if len(embedded) != 1:
+                raise StageFailed(f"the embeddings runner wrote {len(embedded)} task folders, not 1; log {work / 'embed.log'}")
+            logs_dir = work / "predict-logs"
+            predict_stage(embedded, grid, grid_points, work / "predict.log", logs_dir)
+        except StageFailed as err:
+            seconds = time.perf_counter() - start
+            log = next((str(p) for p in (work / "predict.log", work / "embed.log") if p.is_file()), str(work))
+            _log(report, f"{label} {plan.model_folder} / {plan.task}: FAILED after {seconds:.1f} s (log {log})")
+            return Outcome(info, "failed", seconds, log, str(err).splitlines()[0])
+        result = embedded[0]
+        for name in ("embed.log", "predict.log"):
+            os.replace(work / name, result / name)
+        if keep_logs:  # without the links to the task folder (`launch.link_task_dirs`)
+            shutil.rmtree(logs_dir / "embeddings", ignore_errors=True)
+            os.replace(logs_dir, result / "heareval-logs")
+        (result / MARK).write_text("made by hear-matpac; safe for hear-matpac to remove\n")
+        seconds = time.perf_counter() - start
+        write_json(result / STAGE_FILE, {**info, "grid": f"{grid}:{grid_points}", "seconds": seconds})
+        if os.path.lexists(final):
+            if not remove_marked(final):
+                raise ValueError(f"{final} is in the way and was not made by hear-matpac; move it")
+        os.rename(result, final)
+        remove_marked(work)
+        _log(report, f"{label} {plan.model_folder} / {plan.task}: done in {seconds:.1f} s")
+        return Outcome(info, "ran", seconds, str(final / "predict.log"))
+    finally:
+        release_claim(claim)
+
+
 def evaluate(
-    weights: Path,
+    models: Sequence[ModelSpec],
     out_dir: Path,
+    tasks_dir: Optional[Path] = None,
+    tasks: Sequence[str] = (),
     grid: str = "faster",
     grid_points: int = 8,
     scale: int = 1,
     tensorflow: str = "auto",
-    model_options: str = "{}",
     keep_logs: bool = False,
-    report: Callable[[str], None] = print,
-) -> tuple[List[Stage], List[TaskScore]]:
-    """Write the task suite to `out_dir/tasks`, validate, embed into `out_dir/embeddings`,
-    predict; return the stages' wall times and the test scores. Replaces only `tasks/`,
-    `embeddings/` and `logs/` under `out_dir`."""
+    overwrite: bool = False,
+    report: Callable[[str], None] = print_now,
+) -> RunResult:
+    """Validate each model once, then run every (model, task) stage that is not complete yet
+    into `out_dir/runs/<model>/<task>`; return what happened and the test scores. The models
+    (checked by `models.check_model`), grid and task folders are checked before anything is
+    written; only folders this run marks as its own are ever removed."""
     check_grid(grid, grid_points)
-    if not isinstance(json.loads(model_options), dict):
-        raise ValueError(f"model options must be a JSON object, got {model_options!r}")
+    if not models:
+        raise ValueError("no model to evaluate")
+    folders = [m.folder for m in models]
+    if len(set(folders)) != len(folders):
+        raise ValueError("the same model is given twice (same module, weights bytes and options)")
+    task_dirs = find_tasks(Path(tasks_dir), tasks) if tasks_dir is not None else None
     out = ensure_folder(out_dir)
-    for owned in ("tasks", "embeddings", "logs"):
-        shutil.rmtree(out / owned, ignore_errors=True)
-    stages = []
+    if task_dirs is None:
+        task_dirs = find_tasks(synthetic_tasks(out, scale, tasks, overwrite, report))
+    runs = out / "runs"
+    if os.path.lexists(runs) and not (runs / MARK).is_file():
+        raise ValueError(f"{runs} exists and was not made by hear-matpac; it is left alone: choose another --out")
+    if not runs.is_dir():
+        try:
+            make_marked(runs)
+        except FileExistsError:
+            pass
+    outcomes: List[Outcome] = []
+    good = []
+    for model in models:
+        (runs / model.folder).mkdir(exist_ok=True)
+        outcome = _validate(model, runs / model.folder, tensorflow, overwrite, report)
+        outcomes.append(outcome)
+        if outcome.status != "failed":
+            good.append(model)
+    plans = plan_stages(models, task_dirs)
+    ok = {m.key for m in good}
+    for n, plan in enumerate(plans, 1):
+        label = f"[{n}/{len(plans)}]"
+        if plan.model_key not in ok:
+            outcomes.append(Outcome(plan.as_dict(), "not run", message="its model failed hear-validator"))
+            continue
+        outcomes.append(run_stage(plan, runs, grid, grid_points, tensorflow, keep_logs, overwrite, report, label))
+    scores = []
+    for plan in plans:
+        final = runs / plan.model_folder / plan.task
+        if stage_done(final, plan.model_key, f"{grid}:{grid_points}"):
+            scores += read_scores(final)
+    return RunResult(list(models), outcomes, scores, Path(task_dirs[0]).parent)
 
-    start = time.perf_counter()
-    task_dirs = write_suite(out / "tasks", scale=scale)
-    stages.append(Stage("make tasks", time.perf_counter() - start))
-    report(f"[1/4] wrote {len(task_dirs)} tasks to {out / 'tasks'} ({stages[-1].seconds:.1f} s)")
 
-    tf = ["--tensorflow", tensorflow]
-    stages.append(run_tool("validate", ["validate", str(weights), *tf], out / "validate.log"))
-    report(f"[2/4] hear-validator passed ({stages[-1].seconds:.1f} s, log {stages[-1].log})")
+def json_number(value: Optional[float]) -> object:
+    """A score for strict JSON: finite numbers as they are, NaN and infinities as the strings
+    "nan", "inf", "-inf" (JSON has no such numbers), None as null."""
+    if value is None or math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
-    stage, embedded = embed_stage(weights, out / "tasks", out / "embeddings", model_options, tensorflow,
-                                  out / "embed.log")  # fmt: skip
-    stages.append(stage)
-    report(f"[3/4] heareval embeddings runner done ({stages[-1].seconds:.1f} s, log {stages[-1].log})")
 
-    stages.append(predict_stage(embedded, grid, grid_points, out / "predict.log",
-                                out / "logs" if keep_logs else None))  # fmt: skip
-    report(f"[4/4] heareval predictions runner done ({stages[-1].seconds:.1f} s, log {stages[-1].log})")
-
-    scores = [row for task in embedded for row in read_scores(task)]
-    return stages, scores
+def summary(result: RunResult) -> Dict[str, object]:
+    """`summary.json`'s content: the models, every stage's outcome, the scores (strict JSON)."""
+    return {
+        "non_finite": 'scores that are NaN or infinite are the strings "nan", "inf", "-inf"',
+        "models": [{"spec": m.spec, "folder": m.folder, "module": m.module, "weights": m.weights,
+                    "weights_sha256": m.weights_sha256, "options": m.options, "key": m.key} for m in result.models],
+        "stages": [{**o.stage, "status": o.status, "seconds": o.seconds, "log": o.log, "message": o.message}
+                   for o in result.outcomes],
+        "scores": [{"model": s.model, "task": s.task, "metric": s.metric, "value": json_number(s.value),
+                    "std": json_number(s.std), "folds": s.folds} for s in result.scores],
+    }  # fmt: skip

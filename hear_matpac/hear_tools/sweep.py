@@ -13,21 +13,22 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import soundfile as sf
 
+from ..config import SAMPLE_RATE
 from ..files.folders import ensure_folder
 from ..options import ModelOptions
 from ..reports.comparison import format_value
 from ..reports.results import LOWER_IS_BETTER, TaskScore, read_scores, score_json
 from ..reports.tables import csv_table, markdown_table, save_png, write_text
 from ..weights.read import read_config
-from .pipeline import Stage, check_grid, embed_stage, predict_stage
-from .tasks import write_suite
+from .claims import make_marked, refuse_unmarked, remove_marked
+from .pipeline import Stage, check_grid, embed_stage, predict_stage, synthetic_tasks
+from .taskdirs import find_tasks
 
 Setting = Tuple[str, Dict[str, object]]  # (label, model options)
 
@@ -80,8 +81,9 @@ def options_label(options: Mapping[str, object]) -> str:
 
 
 def audio_seconds(task_dir: Path) -> float:
-    """Total duration of the task's audio (every split, as heareval embeds them)."""
-    return sum(sf.info(str(p)).duration for p in sorted(Path(task_dir).rglob("*.wav")))
+    """Total duration of the audio heareval embeds: the 16 kHz files of each split (not the
+    other sample rates hear-preprocess writes next to them)."""
+    return sum(sf.info(str(p)).duration for p in sorted((Path(task_dir) / str(SAMPLE_RATE)).glob("*/*.wav")))
 
 
 def _encode_seconds(task_embeddings_dir: Path) -> float:
@@ -107,24 +109,32 @@ def run_sweep(
 ) -> List[SweepRow]:
     """Embed and predict once per setting; return a row per setting. Without `tasks_dir`, the
     synthetic suite (`tasks`: names to keep, default all; `scale`: clips per split multiplied)
-    is written to `out_dir/tasks`. Each setting's embeddings and logs go to
-    `out_dir/runs/<NN-label>/`. Replaces only `tasks/` (when generated) and `runs/` under
-    `out_dir`."""
+    is written to `out_dir/tasks` (`tasks` also picks tasks of `tasks_dir`). Each setting's
+    embeddings and logs go to `out_dir/runs/<NN-label>/`. Replaces `tasks/` and `runs/` only
+    when hear-matpac made them (refuses otherwise, before writing anything)."""
     check_grid(grid, grid_points)
     labels = [label for label, _ in settings]
     if not labels or len(set(labels)) != len(labels):
         raise ValueError(f"settings need distinct labels, got {labels}")
+    if tasks_dir is not None:
+        find_tasks(Path(tasks_dir), tasks)  # checked before anything is written
     out = ensure_folder(out_dir)
+    runs = out / "runs"
+    refuse_unmarked(runs, "sweep's runs/")
     if tasks_dir is None:
-        tasks_dir = out / "tasks"
-        write_suite(tasks_dir, scale=scale, tasks=tasks, overwrite=True)
-    elif not Path(tasks_dir).is_dir():
-        raise FileNotFoundError(f"--tasks-dir {tasks_dir} is not a folder of HEAR tasks")
-    task_dirs = sorted(p for p in Path(tasks_dir).iterdir() if (p / "task_metadata.json").is_file())
-    if not task_dirs:
-        raise FileNotFoundError(f"{tasks_dir} holds no task (no */task_metadata.json)")
+        tasks_dir = synthetic_tasks(out, scale, tasks, True, report)
+        tasks = ()
+    tasks_dir = Path(tasks_dir)
+    remove_marked(runs)
+    make_marked(runs)
+    if tasks:  # heareval runs every task of its --tasks-dir: give it links to the chosen ones
+        chosen = runs / "selected-tasks"
+        chosen.mkdir()
+        for task in find_tasks(tasks_dir, tasks):
+            (chosen / task.name).symlink_to(task.resolve(), target_is_directory=True)
+        tasks_dir = chosen
+    task_dirs = find_tasks(tasks_dir)
     audio = {p.name: audio_seconds(p) for p in task_dirs}
-    shutil.rmtree(out / "runs", ignore_errors=True)
     rows = []
     for index, (label, options) in enumerate(settings):
         run = out / "runs" / _folder_name(index, label)

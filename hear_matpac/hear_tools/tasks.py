@@ -12,7 +12,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from itertools import combinations
@@ -25,6 +27,7 @@ import soundfile as sf
 from ..atomic import current_umask
 from ..config import SAMPLE_RATE
 from ..files.folders import ensure_folder
+from .claims import MARK, is_marked, owner_gone
 from .synth_audio import SOUNDS, room_noise, sound, tone
 
 SUITE_VERSION = "hear_matpac-synthetic-1"
@@ -139,9 +142,14 @@ def suite(scale: int = 1) -> Tuple[TaskSpec, ...]:
     )  # fmt: skip
 
 
-def write_task(spec: TaskSpec, task_dir: Path, seed: int) -> None:
-    """Write one task folder (which must not exist yet)."""
+def _mark(seed: int, scale: int) -> str:
+    return json.dumps({"made_by": "hear-matpac make-tasks", "version": SUITE_VERSION, "seed": seed, "scale": scale})
+
+
+def write_task(spec: TaskSpec, task_dir: Path, seed: int, scale: int = 1) -> None:
+    """Write one task folder (which must not exist yet), with hear-matpac's mark in it."""
     task_dir.mkdir(parents=True)
+    (task_dir / MARK).write_text(_mark(seed, scale))
     n = round(spec.sample_duration * SAMPLE_RATE)
     rng = np.random.default_rng([seed, sum(map(ord, spec.name))])
     (task_dir / "task_metadata.json").write_text(json.dumps(spec.metadata(), indent=4))
@@ -163,15 +171,47 @@ def write_task(spec: TaskSpec, task_dir: Path, seed: int) -> None:
         (task_dir / f"{split}.json").write_text(json.dumps(labels, indent=4))
 
 
+def suite_matches(out_dir: Path, scale: int = 1, tasks: Sequence[str] = (), seed: int = 0) -> bool:
+    """True when `out_dir` holds exactly the suite `write_suite(out_dir, seed, scale, tasks=tasks)`
+    writes, as marked by it."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return False
+    want = sorted(s.name for s in suite(scale) if not tasks or s.name in tasks)
+    entries = sorted(out.iterdir())
+    if [p.name for p in entries] != want:
+        return False
+    try:
+        return all(json.loads((p / MARK).read_text()) == json.loads(_mark(seed, scale)) for p in entries)
+    except (OSError, ValueError):
+        return False
+
+
+def _made_by_us(out: Path) -> bool:
+    """Every entry of `out` is a task folder bearing hear-matpac's mark."""
+    return all(is_marked(p) for p in out.iterdir())
+
+
+def remove_stale_partials(parent: Path, name: str) -> None:
+    """Remove `.NAME.partial-HOST-PID-*` folders of killed runs (same host, pid gone)."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.partial-(.+)-(\d+)-[^-]+$")
+    for entry in parent.glob(f".{name}.partial-*"):
+        found = pattern.match(entry.name)
+        if found and entry.is_dir() and owner_gone({"host": found.group(1), "pid": int(found.group(2))}):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def write_suite(
     out_dir: os.PathLike | str, seed: int = 0, scale: int = 1, overwrite: bool = False,
     tasks: Sequence[str] = (),
 ) -> List[Path]:
     """Write the suite's task folders into `out_dir` (nothing else goes there, as heareval's
     `--tasks-dir` expects) and return their paths. Written to a temporary folder and renamed,
-    so `out_dir` is complete or absent; folders get the umask's mode. `overwrite` replaces an
-    existing `out_dir` (through a symlink: the folder it points to). `tasks`: names to keep
-    (default all)."""
+    so `out_dir` is complete or absent; folders get the umask's mode; each task folder holds
+    hear-matpac's mark. `overwrite` replaces an existing `out_dir` (through a symlink: the folder
+    it points to) only when hear-matpac made everything in it. Two runs at once: the later one
+    never removes what the other finished (`FileExistsError`). Temporary folders of killed
+    runs are removed. `tasks`: names to keep (default all)."""
     out = Path(out_dir)
     specs = suite(scale)
     known = [s.name for s in specs]
@@ -184,16 +224,28 @@ def write_suite(
         out = Path(os.path.realpath(out))
     if os.path.lexists(out) and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder of tasks; remove it or choose a folder")
+    replaced = None
+    if out.is_dir():
+        if not _made_by_us(out):
+            raise ValueError(f"{out} holds files hear-matpac did not make; it is left alone: choose a new folder")
+        replaced = os.stat(out).st_ino
     ensure_folder(out.parent, f"cannot create {out_dir}:")
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    remove_stale_partials(out.parent, out.name)
+    prefix = f".{out.name}.partial-{socket.gethostname()}-{os.getpid()}-"
+    partial = Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
     try:
         os.chmod(partial, 0o777 & ~current_umask())  # mkdtemp makes it 0700
         for spec in specs:
             if not tasks or spec.name in tasks:
-                write_task(spec, partial / spec.name, seed)
-        if os.path.lexists(out):
-            shutil.rmtree(out)
-        partial.rename(out)
+                write_task(spec, partial / spec.name, seed, scale)
+        if replaced is not None and out.is_dir() and os.stat(out).st_ino == replaced:
+            shutil.rmtree(out)  # the folder seen and checked above, not another run's newer one
+        try:
+            partial.rename(out)
+        except OSError as err:
+            if os.path.lexists(out):
+                raise FileExistsError(f"{out} was written by another run meanwhile; it is kept") from None
+            raise err
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -19,12 +19,20 @@ def require_matplotlib() -> None:
         raise ValueError("the PNG chart needs matplotlib: pip install 'hear-matpac[compare]', or pass --no-chart")
 
 
+MAX_BAR_TASKS = 40  # beyond this, one bar group per task is unreadable: the chart summarises
+MAX_WIDTH_IN = 30.0
+
+
 def save_chart(comparison: Comparison, path: Path) -> None:
     """Grouped bars of each task's primary score (error bars: std over folds); the best bar of
-    each task is starred; NaN, infinite and missing scores get no bar."""
+    each task is starred; NaN, infinite and missing scores get no bar. Over `MAX_BAR_TASKS`
+    tasks, a summary instead (`_save_summary_chart`), so the PNG keeps a readable size."""
     from matplotlib.figure import Figure
 
     n_models, n_tasks = len(comparison.models), len(comparison.tasks)
+    if n_tasks > MAX_BAR_TASKS:
+        _save_summary_chart(comparison, path)
+        return
     width = 0.8 / max(n_models, 1)
     figure = Figure(figsize=(max(6.0, 1.2 + n_tasks * (0.5 + 0.35 * n_models)), 4.8), layout="constrained")
     axes = figure.subplots()
@@ -58,3 +66,29 @@ def save_chart(comparison: Comparison, path: Path) -> None:
 def _metric_label(comparison: Comparison, task: str) -> str:
     metric = comparison.metrics[task]
     return metric if comparison.higher_is_better(task) else f"{metric} (lower is better)"
+
+
+def _save_summary_chart(comparison: Comparison, path: Path) -> None:
+    """Many tasks: per model, how many tasks it is best on and the spread of its finite primary
+    scores (box plot over tasks); each task's score is in the table."""
+    from matplotlib.figure import Figure
+
+    models = comparison.models
+    width = min(MAX_WIDTH_IN, max(8.0, 2.0 + 0.9 * len(models)))
+    figure = Figure(figsize=(width, 4.8), layout="constrained")
+    wins_axes, spread_axes = figure.subplots(1, 2)
+    wins = [sum(model in comparison.best[t] for t in comparison.tasks) for model in models]
+    wins_axes.bar(range(len(models)), wins)
+    wins_axes.set_ylabel("tasks where it is best")
+    spread = []
+    for model in models:
+        values = [c.value for t in comparison.tasks if (c := comparison.cells.get((t, model))) is not None]
+        spread.append([v for v in values if math.isfinite(v)] or [math.nan])
+    spread_axes.boxplot(spread)
+    spread_axes.set_ylabel("primary test score over tasks")
+    for axes in (wins_axes, spread_axes):
+        axes.set_xticks(range(len(models)) if axes is wins_axes else range(1, len(models) + 1))
+        axes.set_xticklabels(models, rotation=30, ha="right", fontsize=7)
+        axes.grid(axis="y", alpha=0.3)
+    figure.suptitle(f"heareval results over {len(comparison.tasks)} tasks (each task's score: the table)")
+    save_png(figure, path, dpi=100)

@@ -1,0 +1,89 @@
+"""Task folders in hear-preprocess's layout: find them, pick some by name, and check each one
+before any embedding starts (a malformed folder is one line naming the file and the problem)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, List, Sequence
+
+from ..config import SAMPLE_RATE
+
+REQUIRED_KEYS = ("task_name", "embedding_type", "prediction_type", "split_mode", "evaluation")
+
+
+def parse_task_names(values: Iterable[str]) -> List[str]:
+    """`--tasks` values (repeatable, each comma-separated) -> names, in order, once each."""
+    names: List[str] = []
+    for value in values:
+        for name in (part.strip() for part in str(value).split(",")):
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def _splits(task: Path, meta: dict) -> List[str]:
+    splits = meta.get("splits")
+    if splits is None:  # hear-preprocess writes splits for k-fold; trainvaltest tasks may omit it
+        splits = ["train", "valid", "test"] if meta.get("split_mode") == "trainvaltest" else None
+    if not isinstance(splits, list) or not splits or not all(isinstance(s, str) for s in splits):
+        raise ValueError(f"{task / 'task_metadata.json'}: no list of split names ('splits')")
+    return splits
+
+
+def check_task(task: Path) -> None:
+    """`ValueError` naming the first file that is missing or wrong in `task`."""
+    meta_path = task / "task_metadata.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{meta_path}: missing (not a hear-preprocess task folder)") from None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{meta_path}: not readable JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: not a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"{meta_path}: missing {', '.join(missing)}")
+    vocab = task / "labelvocabulary.csv"
+    if not vocab.is_file():
+        raise ValueError(f"{vocab}: missing")
+    with open(vocab) as f:
+        if f.readline().strip().split(",")[:2] != ["idx", "label"]:
+            raise ValueError(f"{vocab}: first line must be idx,label")
+    for split in _splits(task, meta):
+        labels = task / f"{split}.json"
+        try:
+            data = json.loads(labels.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{labels}: missing (split {split!r} of task_metadata.json)") from None
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{labels}: not readable JSON ({err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{labels}: not a JSON object of file -> labels")
+        audio = task / str(SAMPLE_RATE) / split
+        if not audio.is_dir():
+            raise ValueError(f"{audio}: missing (audio at {SAMPLE_RATE} Hz for split {split!r})")
+        absent = [name for name in data if not (audio / name).is_file()]
+        if absent:
+            raise ValueError(f"{audio / absent[0]}: missing ({len(absent)} file(s) of {labels.name} absent)")
+
+
+def find_tasks(tasks_dir: Path, names: Sequence[str] = ()) -> List[Path]:
+    """The task folders of `tasks_dir` (each `*/task_metadata.json`, or any sub-folder when it
+    lacks one: it is then reported as malformed), only `names` when given, each checked."""
+    root = Path(tasks_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--tasks-dir {root} is not a folder of HEAR tasks")
+    found = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if names:
+        known = {p.name for p in found}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"--tasks: no task {', '.join(unknown)} in {root}; it holds "
+                             f"{', '.join(sorted(known)) or 'no task'}")  # fmt: skip
+        found = [p for p in found if p.name in names]
+    if not found:
+        raise FileNotFoundError(f"{root} holds no task (no */task_metadata.json)")
+    for task in found:
+        check_task(task)
+    return found
