@@ -8,7 +8,6 @@ anything else goes into it; only folders bearing it are ever removed.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
