@@ -87,20 +87,7 @@ def add_tasks(parser: argparse.ArgumentParser, old: str = "") -> None:
     parser.add_argument("--tasks", action="append", default=[], metavar="NAMES",
                         help="only these tasks, comma-separated or repeated (default all)")  # fmt: skip
     if old:
-        parser.add_argument(old, dest="tasks", action=_RenamedAppend, new="--tasks", help=argparse.SUPPRESS)
-
-
-class _RenamedAppend(argparse.Action):
-    """A renamed repeatable option: appends its value and says on stderr what it is called now."""
-
-    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.new = new
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: Any = None) -> None:  # fmt: skip
-        print(f"{parser.prog}: {option_string} is now {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), values])
+        parser.add_argument(old, dest="tasks", action=_Renamed, new="--tasks", help=argparse.SUPPRESS)
 
 
 def add_overwrite(parser: argparse.ArgumentParser, help: str) -> None:
@@ -110,7 +97,8 @@ def add_overwrite(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 class _Renamed(argparse.Action):
-    """A renamed switch: sets its destination and says on stderr what it is called now."""
+    """A renamed option, hidden: says on stderr what it is called now, then acts as the new one
+    does: a switch (`nargs=0`) sets its destination, an option with a value appends it."""
 
     def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,7 +107,10 @@ class _Renamed(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: Any = None) -> None:  # fmt: skip
         print(f"{parser.prog}: {option_string} is now {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, True)
+        if self.nargs == 0:
+            setattr(namespace, self.dest, True)
+        else:
+            setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), values])
 
 
 def resolve_device(name: str) -> torch.device:

@@ -30,17 +30,23 @@ def _splits(task: Path, meta: dict) -> List[str]:
     return splits
 
 
+def _json_object(path: Path, missing_means: str, expected: str) -> dict:
+    """The JSON object in `path`, or a `ValueError` naming it: missing, unreadable or not `expected`."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing ({missing_means})") from None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not {expected}")
+    return data
+
+
 def check_task(task: Path) -> None:
     """`ValueError` naming the first file that is missing or wrong in `task`."""
     meta_path = task / "task_metadata.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{meta_path}: missing (not a hear-preprocess task folder)") from None
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{meta_path}: not readable JSON ({err})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path}: not a JSON object")
+    meta = _json_object(meta_path, "not a hear-preprocess task folder", "a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise ValueError(f"{meta_path}: missing {', '.join(missing)}")
@@ -52,14 +58,7 @@ def check_task(task: Path) -> None:
             raise ValueError(f"{vocab}: first line must be idx,label")
     for split in _splits(task, meta):
         labels = task / f"{split}.json"
-        try:
-            data = json.loads(labels.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{labels}: missing (split {split!r} of task_metadata.json)") from None
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{labels}: not readable JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{labels}: not a JSON object of file -> labels")
+        data = _json_object(labels, f"split {split!r} of task_metadata.json", "a JSON object of file -> labels")
         audio = task / str(SAMPLE_RATE) / split
         if not audio.is_dir():
             raise ValueError(f"{audio}: missing (audio at {SAMPLE_RATE} Hz for split {split!r})")
