@@ -5,6 +5,8 @@ removed), so a checkpoint loads with `strict=True` and no renaming.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -21,7 +23,33 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(1, embed_dim, kernel_size=PATCH, stride=PATCH)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        low = _cpu_low_precision(x, self.proj.weight)
+        if low is None:
+            return self.proj(x).flatten(2).transpose(1, 2)
+        # oneDNN's bf16 convolution on CPU can read past an input one patch wide and return
+        # garbage (NaN, 1e37). The same numbers, safely: operands rounded to the low precision
+        # as autocast would, products summed in float32, the result rounded back.
+        bias = self.proj.bias
+        with torch.autocast("cpu", enabled=False):
+            y = nn.functional.conv2d(
+                x.to(low).float(), self.proj.weight.to(low).float(),
+                None if bias is None else bias.to(low).float(), stride=self.proj.stride,
+            )  # fmt: skip
+        return y.to(low).flatten(2).transpose(1, 2)
+
+
+def _cpu_low_precision(x: Tensor, weight: Tensor) -> Optional[torch.dtype]:
+    """The low precision a CPU convolution of `x` would run in (weights stored in it, or
+    CPU autocast), or None for float32 or another device."""
+    if x.device.type != "cpu":
+        return None
+    if weight.dtype != torch.float32:
+        return weight.dtype
+    try:  # torch >= 2.4 names the device; the older, CPU-only names are deprecated since
+        enabled, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+    except (TypeError, AttributeError):
+        enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return dtype if enabled and dtype != torch.float32 else None
 
 
 class Attention(nn.Module):

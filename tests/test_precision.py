@@ -1,6 +1,9 @@
 """The `precision` option: bf16 / fp16 autocast for the encoder only, float32 in and out."""
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +121,43 @@ def test_cuda_precisions_match_fp32_and_return_float32_on_the_device(fixtures, p
     got = column_features(audio.cuda(), model)
     assert embeddings.device.type == "cuda" and embeddings.dtype == torch.float32
     assert columnwise_cosine(got.cpu(), expected).min() >= 0.999
+
+
+def test_bf16_on_cpu_is_finite_for_windows_one_patch_wide():
+    # oneDNN's bf16 convolution read past a one-patch-wide window (a 1 s clip in 0.96 s
+    # windows leaves a 16-frame tail) and gave NaN or 1e37 for most fresh models in a fresh
+    # process (what lay beyond the input decided), so this runs in one.
+    script = textwrap.dedent("""
+        import torch, hear_matpac
+        from hear_matpac.cli.demo import synthetic_clip
+        from hear_matpac.weights.locate import TINY_UNTRAINED
+        torch.set_num_threads(1)
+        audio = synthetic_clip(1.0)
+        from hear_matpac.api import get_scene_and_timestamp_embeddings
+        runs = [get_scene_and_timestamp_embeddings(audio, hear_matpac.load_model(
+            str(TINY_UNTRAINED), precision="bf16", window_seconds=0.96))[1] for _ in range(6)]
+        reference = hear_matpac.get_timestamp_embeddings(
+            audio, hear_matpac.load_model(str(TINY_UNTRAINED), window_seconds=0.96))[0]
+        print(min(torch.nn.functional.cosine_similarity(r, reference, dim=-1).min().item() for r in runs))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split()[-1]) > 0.99
+
+
+def test_patch_embedding_runs_in_float32_on_cpu_under_bf16():
+    model = load(precision="bf16")
+    calls = []
+    original = torch.nn.functional.conv2d
+
+    def spy(x, weight, *rest, **kw):
+        calls.append((x.dtype, weight.dtype))
+        return original(x, weight, *rest, **kw)
+
+    torch.nn.functional.conv2d = spy
+    try:
+        hear_matpac.get_scene_embeddings(torch.zeros(1, 16000), model)
+    finally:
+        torch.nn.functional.conv2d = original
+    assert calls and all(c == (torch.float32, torch.float32) for c in calls)
+    assert model.encoder.patch_embed.proj.weight.dtype == torch.bfloat16  # stored in bf16 still
