@@ -65,10 +65,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with rank_group(torchrun_ranks()) as group:  # one process: SOLO, every exchange the identity
+        if group.world == 1:
+            return _run(args, group)
         try:
             return _run(args, group)
-        except OtherRankFailed:  # that rank said why
-            return 2
+        except OtherRankFailed:  # that rank says why
+            pass
+        except USER_ERRORS as err:
+            from . import error_line
+
+            print(error_line(args.command, err), file=sys.stderr, flush=True)
+        group.settle()  # torchrun stops the job at the first rank's exit: none before the line is out
+        return 2
 
 
 def _run(args: argparse.Namespace, group: RankGroup) -> int:

@@ -117,6 +117,12 @@ class RankGroup:
         self._exchange(torch.distributed.all_gather_object, values, value)
         return values
 
+    def settle(self) -> None:
+        """Wait until every rank still running gets here (ranks that have gone are not waited for)."""
+        if self.world > 1:
+            with contextlib.suppress(RuntimeError):
+                torch.distributed.barrier()
+
     def _exchange(self, collective: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         try:
             collective(*args, **kwargs)
