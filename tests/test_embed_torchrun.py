@@ -245,3 +245,21 @@ def test_an_error_on_rank_0_stops_every_rank_with_one_line(tmp_path: Path) -> No
         assert len(rank0[2].strip().splitlines()) == 1 and problem in rank0[2], rank0
         assert rank1[2] == "" and rank0[1] == rank1[1] == "", results
     assert _names(out) and not list(out.glob("embed-manifest.rank*"))
+
+
+def test_journals_left_by_killed_ranks_are_folded_before_cleaning(tmp_path: Path, capsys) -> None:
+    inputs = _corpus(tmp_path / "in")
+    out = tmp_path / "out"
+    assert _single(inputs, out) == 0
+    manifest = out / "embed-manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(lines[:5]) + "\n")  # three records only in ranks' journals:
+    (out / output_store.rank_journal(12)).write_text(lines[5] + "\n" + '{"name": "c5.wav", "fra')  # torn by a kill
+    (out / output_store.rank_journal(3)).write_text(lines[6] + "\n" + lines[7] + "\n")
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
+    capsys.readouterr()
+    assert _single(inputs, out) == 0
+    captured = capsys.readouterr()
+    assert "0 embedded, 8 skipped" in captured.out and "removed" not in captured.err
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
+    assert manifest.read_text().splitlines() == lines and not list(out.glob("embed-manifest.rank*"))
