@@ -84,8 +84,8 @@ def _run(args: argparse.Namespace, group: RankGroup) -> int:
     share, rank 0 prints the totals; every rank returns the same status."""
     device, model, weights, files, bad_arguments = group.agree(lambda: _prepare(args, group.ranks))
     settings = folder_settings(weights, model)
-    with contextlib.ExitStack() as folder:
-        if group.rank == 0:
+    if group.rank == 0:
+        with contextlib.ExitStack() as folder:
             try:
                 store = folder.enter_context(OutputStore.open(args.out, settings, args.overwrite, report=_say))
                 parts = _plan(args, files, bad_arguments, store, group.world)
@@ -93,12 +93,12 @@ def _run(args: argparse.Namespace, group: RankGroup) -> int:
                 group.abandon()
                 raise
             share = group.scatter(parts)
-        else:
-            share = group.scatter(None)
-            store = folder.enter_context(OutputStore.join(args.out, group.rank, share.records))
-        tally = group.agree(lambda: _embed(args, model, device, store, share, group))
-        if group.rank != 0:
-            folder.close()  # this rank's journal is complete before rank 0 folds it, on leaving
+            tally = group.agree(lambda: _embed(args, model, device, store, share, group))
+            counts = group.all_gather((tally.embedded, tally.skipped, len(tally.failed)))
+        # (leaving the folder folds the other ranks' journals, complete by now)
+    else:
+        share = group.scatter(None)
+        tally = group.agree(lambda: _embed_joined(args, model, device, share, group))
         counts = group.all_gather((tally.embedded, tally.skipped, len(tally.failed)))
     embedded, skipped, failed = (sum(column) for column in zip(*counts))
     if group.rank == 0:
@@ -142,6 +142,12 @@ def _plan(args: argparse.Namespace, files: list, bad_arguments: list, store: Out
         jobs = measure(jobs)
     failures = [(bad.argument, bad.problem) for bad in bad_arguments] + list(missing)
     return shares(jobs, store.records, skipped, failures, world)
+
+
+def _embed_joined(args: argparse.Namespace, model, device: torch.device, share: Share, group: RankGroup) -> Tally:
+    """Embed the share of a rank other than 0, its journal closed when done."""
+    with OutputStore.join(args.out, group.rank, share.records) as store:
+        return _embed(args, model, device, store, share, group)
 
 
 def _embed(args: argparse.Namespace, model, device: torch.device, store: OutputStore, share: Share,

@@ -16,7 +16,7 @@ Files kept in OUT besides the outputs (`files.outputs` names those):
 - `.embed.ranks.lock`, `embed-manifest.rank<R>.jsonl`: only after a `torchrun` job (below).
 
 The invariant, after any sequence of runs (killed ones included): every output file in OUT
-is recorded in the manifest and equals what the settings in `embed-info.json` give for its
+is recorded in the manifest (or a rank's journal, below) and equals what the settings in `embed-info.json` give for its
 recorded source. It is kept by: outputs written atomically (temp file, rename) and recorded
 after they are written, a name's old record dropped (durably) before its outputs are
 rewritten; on opening, deleting temporary files of killed runs, output files the manifest
@@ -140,6 +140,9 @@ class OutputStore:
         """The folder as rank `rank` (> 0) of a torchrun job sees it, once rank 0 holds it
         (`open`): `records` are those of the names this rank embeds, and `write` appends to this
         rank's journal, which rank 0 folds into the manifest when it closes the folder."""
+        if not out.is_dir():
+            raise FileNotFoundError(f"{out}: no such folder where rank {rank} runs; the output folder of a "
+                                    "torchrun job must be on a file system that every rank sees")  # fmt: skip
         with open(out / RANKS_LOCK_FILE, "ab") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_SH)  # free: only a run holding .embed.lock takes it exclusively
             store = cls(out, lock, dict(records), journal=rank_journal(rank))
