@@ -1,11 +1,12 @@
 """Corpus `hear-matpac embed` under torchrun: audio-seconds per second of wall time for one
-process with T threads against torchrun with 1 and P processes of 1 thread each.
+process with T threads against torchrun with 1 and P processes of 1 thread each (and one
+process of 1 thread, the control for torchrun's own cost).
 
 Writes N noise WAV files (16 kHz, lengths uniform in --min-s..--max-s, seeded) and a random
 ViT-Base checkpoint (`write_random_checkpoint`; or --weights), then times whole commands, start
 and model loading included, into a fresh output folder each:
 
-    python -m hear_matpac.cli embed FILES --out NEW      (OMP_NUM_THREADS=T)
+    python -m hear_matpac.cli embed FILES --out NEW      (OMP_NUM_THREADS=T, and 1)
     python -m torch.distributed.run --standalone --nproc-per-node K -m hear_matpac.cli embed ...
                                                          (OMP_NUM_THREADS=1, K = 1 and P)
 
@@ -71,6 +72,7 @@ def main() -> None:
     module = ["-m", "hear_matpac.cli"]
     setups = [
         (f"single process, {args.threads} threads", module, args.threads),
+        ("single process, 1 thread (control)", module, 1),
         ("torchrun, 1 process x 1 thread", ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", *module], 1),
         (f"torchrun, {args.procs} processes x 1 thread",
          ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(args.procs), *module], 1),
