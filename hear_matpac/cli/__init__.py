@@ -56,8 +56,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
         return 141  # 128 + SIGPIPE, the status of a shell tool killed by it
     except (ValueError, TypeError, OSError) as err:
-        print(f"hear-matpac {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        print(error_line(args.command, err), file=sys.stderr)
         return 2
+
+
+def error_line(command: str, err: BaseException) -> str:
+    """How `hear-matpac COMMAND` reports a user's mistake: one line."""
+    return f"hear-matpac {command}: error: {_one_line(err)}"
 
 
 def _one_line(err: BaseException) -> str:

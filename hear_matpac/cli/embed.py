@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
+from typing import Optional
+
+import torch
 
 from ..api import load_model
-from ..files.embed import FileEmbedder, first_line, folder_settings, plan_jobs
+from ..files.embed import FileEmbedder, Tally, first_line, folder_settings, plan_jobs
 from ..files.inputs import collect_inputs
 from ..files.outputs import FRAMES_SUFFIX, SCENE_SUFFIX
 from ..files.progress import AudioProgress
+from ..files.ranks import USER_ERRORS, OtherRankFailed, RankGroup, Ranks, rank_group, rank_device, torchrun_ranks
+from ..files.shard import Share, measure, shares
 from ..files.store import OutputStore
 from ..options import DEFAULT_MAX_WINDOWS
 from ..precision import check_precision_device
@@ -58,19 +64,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with rank_group(torchrun_ranks()) as group:  # one process: SOLO, every exchange the identity
+        if group.world == 1:
+            return _run(args, group)
+        try:
+            return _run(args, group)
+        except OtherRankFailed:  # that rank says why
+            pass
+        except USER_ERRORS as err:
+            from . import error_line
+
+            print(error_line(args.command, err), file=sys.stderr, flush=True)
+        group.settle()  # torchrun stops the job at the first rank's exit: none before the line is out
+        return 2
+
+
+def _run(args: argparse.Namespace, group: RankGroup) -> int:
+    """Embed on every rank of `group`: rank 0 holds the folder and plans, each rank embeds its
+    share, rank 0 prints the totals; every rank returns the same status."""
+    device, model, weights, files, bad_arguments = group.agree(lambda: _prepare(args, group.ranks))
+    settings = folder_settings(weights, model)
+    if group.rank == 0:
+        with contextlib.ExitStack() as folder:
+            try:
+                store = folder.enter_context(OutputStore.open(args.out, settings, args.overwrite, report=_say))
+                parts = _plan(args, files, bad_arguments, store, group.world)
+            except USER_ERRORS:
+                group.abandon()
+                raise
+            share = group.scatter(parts)
+            tally = group.agree(lambda: _embed(args, model, device, store, share, group))
+            counts = group.all_gather((tally.embedded, tally.skipped, len(tally.failed)))
+        # (leaving the folder folds the other ranks' journals, complete by now)
+    else:
+        share = group.scatter(None)
+        tally = group.agree(lambda: _embed_joined(args, model, device, share, group))
+        counts = group.all_gather((tally.embedded, tally.skipped, len(tally.failed)))
+    embedded, skipped, failed = (sum(column) for column in zip(*counts))
+    if group.rank == 0:
+        print(f"{embedded} embedded, {skipped} skipped (already there), {failed} failed; outputs in {args.out}")
+    return 1 if failed else 0
+
+
+def _prepare(args: argparse.Namespace, ranks: Optional[Ranks]) -> tuple:
+    """Check the options, list the inputs (rank 0) and load the model onto this rank's device."""
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    device = resolve_device(args.device)
+    device = rank_device(resolve_device(args.device), ranks)
     options = model_options(args)
     if args.batch_size is not None:  # else the model's default for its device
         options["max_windows"] = args.batch_size
     if options.get("precision") == "fp16" and device.type != "cuda":
         raise ValueError(f"--precision fp16 needs a CUDA GPU and the device is {device}: add --device cuda "
                          "on a machine with one, or use --precision bf16 or fp32")  # fmt: skip
-    files, bad_arguments = collect_inputs(args.paths)
-    if not files:
-        reasons = "; ".join(f"{b.argument}: {b.problem}" for b in bad_arguments)
-        raise FileNotFoundError(f"no audio files to embed ({reasons or 'no audio files in the given directories'})")
+    files: list = []
+    bad_arguments: list = []
+    if ranks is None or ranks.rank == 0:
+        files, bad_arguments = collect_inputs(args.paths)
+        if not files:
+            reasons = "; ".join(f"{b.argument}: {b.problem}" for b in bad_arguments)
+            raise FileNotFoundError(f"no audio files to embed ({reasons or 'no audio files in the given directories'})")
     weights = resolve_weights_path(args.weights)
     model = load_model(str(weights), **options)
     try:
@@ -78,26 +131,39 @@ def run(args: argparse.Namespace) -> int:
     except (RuntimeError, AssertionError) as err:
         raise ValueError(f"cannot use device {device}: {first_line(err)}") from None
     check_precision_device(model.options.precision, device)
-    settings = folder_settings(weights, model)
-    with OutputStore.open(args.out, settings, args.overwrite, report=_say) as store:
-        jobs, skipped, missing = plan_jobs(files, store, args.timestamps, args.overwrite, measure=not args.quiet)
-        progress = AudioProgress(sum(j.seconds for j in jobs), len(jobs) + len(missing) + len(bad_arguments),
-                                 _PREFIX, quiet=args.quiet)  # fmt: skip
-        embedder = FileEmbedder(model, device, store, progress, _PREFIX)
-        embedder.tally.skipped = skipped
-        try:
-            for bad in bad_arguments:
-                embedder.fail(bad.argument, bad.problem)
-            for path, problem in missing:
-                embedder.fail(path, problem)
-            tally = embedder.run(jobs, args.batch_size or DEFAULT_MAX_WINDOWS)
-        finally:
-            progress.close()
-    print(
-        f"{tally.embedded} embedded, {tally.skipped} skipped (already there), {len(tally.failed)} failed; "
-        f"outputs in {args.out}"
-    )
-    return 1 if tally.failed else 0
+    return device, model, weights, files, bad_arguments
+
+
+def _plan(args: argparse.Namespace, files: list, bad_arguments: list, store: OutputStore, world: int) -> list:
+    """Each rank's share of the work (rank 0's also the skipped files and early failures)."""
+    jobs, skipped, missing = plan_jobs(files, store, args.timestamps, args.overwrite,
+                                       measure=not args.quiet and world == 1)  # fmt: skip
+    if world > 1:  # the lengths balance the shares
+        jobs = measure(jobs)
+    failures = [(bad.argument, bad.problem) for bad in bad_arguments] + list(missing)
+    return shares(jobs, store.records, skipped, failures, world)
+
+
+def _embed_joined(args: argparse.Namespace, model, device: torch.device, share: Share, group: RankGroup) -> Tally:
+    """Embed the share of a rank other than 0, its journal closed when done."""
+    with OutputStore.join(args.out, group.rank, share.records) as store:
+        return _embed(args, model, device, store, share, group)
+
+
+def _embed(args: argparse.Namespace, model, device: torch.device, store: OutputStore, share: Share,
+           group: RankGroup) -> Tally:  # fmt: skip
+    """Embed this rank's share; the progress display is rank 0's (of its share) only."""
+    prefix = _PREFIX if group.world == 1 else f"{_PREFIX}: rank 0's share"
+    progress = AudioProgress(sum(j.seconds for j in share.jobs), len(share.jobs) + len(share.failures),
+                             prefix, quiet=args.quiet or group.rank != 0)  # fmt: skip
+    embedder = FileEmbedder(model, device, store, progress, _PREFIX)
+    embedder.tally.skipped = share.skipped
+    try:
+        for what, problem in share.failures:
+            embedder.fail(what, problem)
+        return embedder.run(share.jobs, args.batch_size or DEFAULT_MAX_WINDOWS)
+    finally:
+        progress.close()
 
 
 def _say(line: str) -> None:

@@ -13,23 +13,26 @@ Files kept in OUT besides the outputs (`files.outputs` names those):
   an earlier one; `{"name", "removed": true}` drops it. Lines are appended as outputs are
   written and the file is rewritten compactly when a run opens and closes the folder.
 - `.embed.lock`: locked (`flock`, exclusive) for the whole run.
+- `.embed.ranks.lock`, `embed-manifest.rank<R>.jsonl`: only after a `torchrun` job (below).
 
 The invariant, after any sequence of runs (killed ones included): every output file in OUT
-is recorded in the manifest and equals what the settings in `embed-info.json` give for its
+is recorded in the manifest (or a rank's journal, below) and equals what the settings in `embed-info.json` give for its
 recorded source. It is kept by: outputs written atomically (temp file, rename) and recorded
 after they are written, a name's old record dropped (durably) before its outputs are
 rewritten; on opening, deleting temporary files of killed runs, output files the manifest
 does not record, and records whose output is gone; new settings accepted only in a folder
 without outputs, or with `overwrite`, which first deletes every output in it.
 
-Sharing with the ranks of one `torchrun` job (a later issue shards a corpus across them):
-the lock is the only exclusive step. Rank 0 opens the folder as here (lock, clean, claim
-settings) and writes its run id (`TORCHELASTIC_RUN_ID`) into `.embed.lock`; the other ranks
-then take the lock *shared* after checking that id, so another job (exclusive) still waits.
-Each rank embeds only the inputs with `index % WORLD_SIZE == RANK`, so no two ranks write one
-name; each appends its records to its own `embed-manifest.rank<R>.jsonl`, which rank 0 folds
-into `embed-manifest.jsonl` at the end (`_read_manifest` reads any number of such journals in
-order: last line wins).
+Sharing with the ranks of one `torchrun` job (`files.ranks`; rank 0 plans and splits the
+inputs, so no two ranks write one name): rank 0 opens the folder as a single run does (lock,
+clean, claim settings) and holds `.embed.lock` until the end. The other ranks join only once
+rank 0 has the folder (`OutputStore.join`): each holds `.embed.ranks.lock` *shared* while it
+writes and appends its records to its own journal, `embed-manifest.rank<R>.jsonl`. Rank 0
+folds the journals into `embed-manifest.jsonl` when it closes the folder, after every rank has
+finished. A run that opens the folder takes `.embed.lock`, then waits for
+`.embed.ranks.lock` exclusively (when it exists), so ranks outliving a killed rank 0 still hold
+it off; it folds whatever journals killed ranks left (last line wins, in rank order) before it
+cleans, so outputs they recorded are kept.
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ from .folders import ensure_folder
 FORMAT = 2  # embed-info.json without "format" comes from a version that did not record sources
 MANIFEST_FILE = "embed-manifest.jsonl"
 LOCK_FILE = ".embed.lock"
+RANKS_LOCK_FILE = ".embed.ranks.lock"  # held shared by the ranks (but rank 0) of a torchrun job
+_JOURNAL = re.compile(r"embed-manifest\.rank([0-9]+)\.jsonl")
 _STATE_FILES = (INFO_FILE, MANIFEST_FILE)
 _OUTPUT_SUFFIXES = (SCENE_SUFFIX, FRAMES_SUFFIX)
 # atomic.atomic_path's temporary files: ".<target name>.<8 random chars>.tmp"
@@ -93,12 +98,13 @@ class OutputStore:
     """An output folder opened for one run: locked, cleaned, its settings claimed. Use as a
     context manager (`OutputStore.open(...)`); closing compacts the manifest and unlocks."""
 
-    def __init__(self, out: Path, lock: IO[bytes], records: dict[str, Record]) -> None:
+    def __init__(self, out: Path, lock: IO[bytes], records: dict[str, Record], journal: str = MANIFEST_FILE) -> None:
         self.out = out
         self._lock = lock
         self.records = records
         self.info: Optional[dict[str, Any]] = None
         self._present: set[str] = set()
+        self._journal_name = journal  # where `write` appends its records
         self._journal: Optional[IO[str]] = None
 
     @classmethod
@@ -113,14 +119,35 @@ class OutputStore:
         `overwrite`: they are all deleted first) or its state files are malformed."""
         ensure_folder(out)
         with open(out / LOCK_FILE, "ab") as lock:  # closing it releases the lock
-            _lock_exclusive(lock, out, report)
+            _lock_exclusive(lock, out, report, "another embed run")
+            _wait_for_ranks(out, report)
             store = cls(out, lock, {})
             try:
                 store._load_and_clean(report)
                 store._claim(dict(settings), overwrite, report)
                 store._compact()
+                store._drop_journals()
                 yield store
+                store._fold_journals()
                 store._compact()
+                store._drop_journals()
+            finally:
+                store._close_journal()
+
+    @classmethod
+    @contextlib.contextmanager
+    def join(cls, out: Path, rank: int, records: Mapping[str, Record]) -> Iterator["OutputStore"]:
+        """The folder as rank `rank` (> 0) of a torchrun job sees it, once rank 0 holds it
+        (`open`): `records` are those of the names this rank embeds, and `write` appends to this
+        rank's journal, which rank 0 folds into the manifest when it closes the folder."""
+        if not out.is_dir():
+            raise FileNotFoundError(f"{out}: no such folder where rank {rank} runs; the output folder of a "
+                                    "torchrun job must be on a file system that every rank sees")  # fmt: skip
+        with open(out / RANKS_LOCK_FILE, "ab") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_SH)  # free: only a run holding .embed.lock takes it exclusively
+            store = cls(out, lock, dict(records), journal=rank_journal(rank))
+            try:
+                yield store
             finally:
                 store._close_journal()
 
@@ -178,6 +205,7 @@ class OutputStore:
     def _load_and_clean(self, report: Callable[[str], None]) -> None:
         self.info = _read_info(self.out / INFO_FILE)
         self.records = _read_manifest(self.out / MANIFEST_FILE)
+        self._fold_journals()  # before the orphans: outputs that killed ranks recorded stay
         temps, present = _scan(self.out)
         for temp in temps:
             with contextlib.suppress(FileNotFoundError):
@@ -229,11 +257,25 @@ class OutputStore:
         _write_json(self.out / INFO_FILE, settings)
         self.info = settings
 
+    def _journals(self) -> list[Path]:
+        """The ranks' journals in the folder, in rank order."""
+        found = [(int(m.group(1)), self.out / m.group(0)) for m in map(_JOURNAL.fullmatch, os.listdir(self.out)) if m]
+        return [path for _, path in sorted(found)]
+
+    def _fold_journals(self) -> None:
+        for path in self._journals():
+            _read_manifest(path, self.records)
+
+    def _drop_journals(self) -> None:
+        """Delete the journals, once the manifest written before holds what they recorded."""
+        for path in self._journals():
+            path.unlink(missing_ok=True)
+
     def _append(self, lines: list[str], sync: bool) -> None:
         if not lines:
             return
         if self._journal is None:
-            self._journal = open(self.out / MANIFEST_FILE, "a", encoding="utf-8")
+            self._journal = open(self.out / self._journal_name, "a", encoding="utf-8")
         self._journal.write("".join(line + "\n" for line in lines))
         self._journal.flush()
         if sync:
@@ -255,14 +297,29 @@ class OutputStore:
             handle.write(text.encode("utf-8"))
 
 
-def _lock_exclusive(lock: IO[bytes], out: Path, report: Callable[[str], None]) -> None:
+def rank_journal(rank: int) -> str:
+    """The file name of rank `rank`'s journal of records."""
+    return f"embed-manifest.rank{rank}.jsonl"
+
+
+def _lock_exclusive(lock: IO[bytes], out: Path, report: Callable[[str], None], holder: str) -> None:
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
         if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise
-        report(f"waiting for another embed run writing to {out} (it holds {out / LOCK_FILE})")
+        report(f"waiting for {holder} writing to {out} (it holds {lock.name})")
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+
+
+def _wait_for_ranks(out: Path, report: Callable[[str], None]) -> None:
+    """Wait until no rank of an earlier torchrun job writes to `out` (they hold the ranks' lock)."""
+    try:
+        lock = open(out / RANKS_LOCK_FILE, "rb")  # never created here: only a torchrun job's ranks take it
+    except FileNotFoundError:
+        return
+    with lock:
+        _lock_exclusive(lock, out, report, "the ranks of an earlier torchrun job")
 
 
 def _scan(out: Path) -> tuple[list[Path], set[str]]:
@@ -299,9 +356,10 @@ def _read_info(path: Path) -> Optional[dict[str, Any]]:
     return info
 
 
-def _read_manifest(path: Path) -> dict[str, Record]:
-    """Name -> record, last line winning; a torn last line (a run killed while appending) is ignored."""
-    records: dict[str, Record] = {}
+def _read_manifest(path: Path, records: Optional[dict[str, Record]] = None) -> dict[str, Record]:
+    """Name -> record, last line winning, applied to `records` (a new dict by default); a torn
+    last line (a run killed while appending) is ignored."""
+    records = {} if records is None else records
     if not path.exists():
         return records
     text = path.read_text(encoding="utf-8", errors="replace")
