@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, TypeVar
@@ -129,27 +130,35 @@ def run_on_slots(items: Sequence[Item], slots: Sequence[Slot], work: Callable[[I
     free: "queue.SimpleQueue[Slot]" = queue.SimpleQueue()
     for slot in slots:
         free.put(slot)
+    halt = threading.Event()  # set by an error or an interruption: no item starts after it
 
     def one(item: Item) -> Result:
+        if halt.is_set():
+            raise _NotStarted
         slot = free.get()
         try:
             return work(item, slot)
+        except BaseException:
+            halt.set()
+            raise
         finally:
             free.put(slot)
 
     with ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="hear-matpac-slot") as pool:
         futures = [pool.submit(one, item) for item in items]
-        try:
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        try:  # in short waits: a signal delivered to a worker thread runs its handler here, then
+            while not halt.is_set() and wait(futures, timeout=0.25, return_when=FIRST_EXCEPTION).not_done:
+                pass
         except BaseException:  # interrupted while waiting
-            for future in futures:
-                future.cancel()
+            halt.set()
             stop()
             raise
-        if any(f.exception() for f in done):
-            for future in futures:
-                future.cancel()
-    failed = [f for f in futures if not f.cancelled() and f.exception()]
-    if failed:
-        failed[0].result()  # raises its exception
+    errors = [f.exception() for f in futures if not isinstance(f.exception(), _NotStarted)]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
     return [f.result() for f in futures]
+
+
+class _NotStarted(Exception):
+    """An item left out because an earlier one failed."""
