@@ -107,7 +107,7 @@ def test_audio_seconds_count_only_the_16khz_audio_heareval_embeds(tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from hear_matpac.hear_tools.sweep import audio_seconds
+    from hear_matpac.hear_tools.taskdirs import audio_seconds
 
     for rate, seconds in ((16000, 2.0), (48000, 2.0), (22050, 2.0)):
         (tmp_path / str(rate) / "test").mkdir(parents=True)

@@ -19,7 +19,8 @@ from ..reports.comparison import build_comparison, to_csv, to_markdown
 from ..reports.results import find_scores
 from ..reports.tables import write_text
 from ..weights.locate import tiny_untrained_warning, weights_help
-from .flags import add_grid, add_model_options, add_overwrite, add_tasks, add_tensorflow, add_weights, model_options
+from .flags import (add_devices, add_grid, add_model_options, add_overwrite, add_tasks, add_tensorflow, add_weights,
+                    devices, model_options)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "synthetic suite, written to OUT/tasks). A stage already complete in --out is skipped, so "
         "the same command resumes a killed run; --overwrite redoes everything. Ends with "
         "OUT/comparison.{md,csv,png} and OUT/summary.json. Exit 0 when every stage ran, 1 when "
-        "one failed (its log is named). Without --model: hear_matpac with --weights and the "
+        "one failed (its log is named; the other stages go on). Stages run on every visible GPU "
+        "(--devices, --jobs per device), longest task first, each in its own processes. Without --model: hear_matpac with --weights and the "
         "model option flags. Weights: " + weights_help(fallback=True)
         + " (its scores mean nothing). Needs `hear-matpac install-hear-tools` first.",
     )
@@ -48,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scale", type=int, default=1, help="synthetic suite: multiply clips per split (default 1)")
     add_model_options(parser)
     add_tensorflow(parser)
+    add_devices(parser)
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep heareval's logs/ (checkpoints per grid point) in each stage folder")  # fmt: skip
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart (no matplotlib needed)")
@@ -68,12 +71,15 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, exit_on_sigterm)  # stages stop their tools and release claims
     if not args.no_chart:
         require_matplotlib()
+    names = devices(args)
     models = [check_model(spec) for spec in _specs(args)]  # every model checked before any write
     for m in models:
         print(f"model {m.folder}: {m.module} {m.weights or '(no weights)'} {json.dumps(m.options)}")
+    print(f"devices: {', '.join(names)}; {args.jobs} stage(s) at a time on each")
     result = evaluate(
         models, Path(args.out), Path(args.tasks_dir) if args.tasks_dir else None, parse_task_names(args.tasks),
         args.grid, args.grid_points, args.scale, args.tensorflow, args.keep_logs, args.overwrite,
+        devices=names, jobs=args.jobs,
     )  # fmt: skip
     out = Path(args.out)
     write_json(out / "summary.json", summary(result))

@@ -1,5 +1,5 @@
-"""The flags several subcommands share, declared once: `--weights`, `--device`, the model
-options (one flag per `ModelOptions` field, plus `--model-options JSON`), `--tensorflow`,
+"""The flags several subcommands share, declared once: `--weights`, `--device` (one device),
+`--devices`/`--jobs` (a command that spreads work over a node), the model options (one flag per `ModelOptions` field, plus `--model-options JSON`), `--tensorflow`,
 `--overwrite` (with its old spelling `--force` kept as a hidden alias), `--grid`."""
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import json
 import sys
 import typing
 from dataclasses import fields
-from typing import Any, Collection, Dict
+from typing import Any, Collection, Dict, List
 
 import torch
 
 from ..hear_tools.pipeline import GRIDS
+from ..hear_tools.slots import check_jobs, parse_devices
 from ..hear_tools.tensorflow_standin import MODES
 from ..options import ModelOptions, option_help
 from ..weights.locate import weights_help
@@ -33,6 +34,22 @@ def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
         "--device", default=default,
         help="torch device, e.g. cpu, cuda, cuda:1 (default auto: cuda when available, else cpu)",
     )  # fmt: skip
+
+
+def add_devices(parser: argparse.ArgumentParser) -> None:
+    """`--devices LIST` and `--jobs N`, for a command that spreads its work over the devices of a
+    node (every other command takes one `--device`); read back with `devices(args)`."""
+    parser.add_argument("--devices", default="", metavar="LIST",
+                        help="devices to spread the stages over, comma-separated: cpu or cuda:N, e.g. "
+                        "cuda:0,cuda:1 (default: every visible GPU, else cpu)")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="stages at a time on each device, each in its own processes (default 1)")  # fmt: skip
+
+
+def devices(args: argparse.Namespace) -> List[str]:
+    """The `--devices` names, checked (`hear_tools.slots.parse_devices`), and `--jobs` checked."""
+    check_jobs(args.jobs)
+    return parse_devices(args.devices)
 
 
 def add_tensorflow(parser: argparse.ArgumentParser) -> None:

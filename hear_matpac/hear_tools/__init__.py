@@ -5,6 +5,7 @@
 `launch`: entry points that run the upstream validator and runners in this process;
 `__main__`: `python -m hear_matpac.hear_tools validate|embed|predict`, one tool per process.
 `synth_audio` / `tasks`: a small synthetic HEAR task suite (test and demo data).
+`slots`: the devices of a node, `--jobs` slots on each, and the thread pool that runs stages on them.
 `pipeline` / `sweep`: the staged heareval runs behind `evaluate` and `sweep` (scores are read in
 `reports.results`).
 """

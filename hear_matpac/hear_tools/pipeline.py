@@ -2,7 +2,9 @@
 
 Each HEAR tool runs in its own process (`python -m hear_matpac.hear_tools ...`), so the TensorFlow
 stand-in and `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` stay inside the tool that needs them; its
-output goes to `<out>/<stage>.log`, and its wall time is measured around the process.
+output goes to `<out>/<stage>.log`, and its wall time is measured around the process. The
+stages run on the slots of `slots` (`--devices`, `--jobs`), longest task first; each stage's
+tools get its slot's environment (which GPU, how many threads).
 """
 from __future__ import annotations
 
@@ -14,17 +16,19 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..files.folders import ensure_folder
 from ..reports.results import TaskScore, read_scores
 from .claims import MARK, is_marked, make_marked, release_claim, remove_marked, take_claim, owner
 from .launch import PLUGIN_MODULE
 from .models import ModelSpec, StagePlan, plan_stages
-from .taskdirs import find_tasks
+from .slots import Slot, default_devices, longest_first, make_slots, run_on_slots
+from .taskdirs import audio_seconds, find_tasks
 from .tasks import suite_matches, write_suite
 
 GRIDS = ("default", "fast", "faster")
@@ -53,32 +57,81 @@ class StageFailed(RuntimeError):
     """A HEAR tool exited non-zero; the message names its log."""
 
 
+try:  # looked up here, not in the child: after fork only the forking thread exists
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: the parent's finally still stops the child
+    _PRCTL = None
+
+
 def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies (even by SIGKILL), so no HEAR
-    tool goes on writing into --out as an orphan; the tool cleans up on SIGTERM."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent's finally still stops the child
-        pass
+    """In the child, before exec: SIGTERM when the parent thread dies (even by SIGKILL), so no
+    HEAR tool goes on writing into --out as an orphan; the tool cleans up on SIGTERM."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def run_tool(name: str, tool_args: Sequence[str], log: Path) -> Stage:
+# The HEAR tools running now (by pid), so that an interrupted run stops them all from the main
+# thread (`stop_tools`) while the threads that started them wait for them.
+_CHILDREN: Dict[int, subprocess.Popen] = {}
+_CHILDREN_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+STOP_GRACE_SECONDS = 30.0
+
+
+def stop_tools() -> None:
+    """Stop every HEAR tool this process runs: SIGTERM (each cleans up), SIGKILL after
+    `STOP_GRACE_SECONDS`; no tool starts after this until `allow_tools()`."""
+    with _CHILDREN_LOCK:
+        _STOPPING.set()
+        running = list(_CHILDREN.values())
+        for process in running:
+            process.terminate()
+
+    def kill_left() -> None:
+        with _CHILDREN_LOCK:
+            for process in running:
+                if process.pid in _CHILDREN:
+                    process.kill()
+
+    timer = threading.Timer(STOP_GRACE_SECONDS, kill_left)
+    timer.daemon = True
+    timer.start()
+
+
+def allow_tools() -> None:
+    """Undo `stop_tools()`: a new run in this process may start tools again."""
+    _STOPPING.clear()
+
+
+def run_tool(name: str, tool_args: Sequence[str], log: Path, env: Optional[Mapping[str, str]] = None) -> Stage:
     """`python -m hear_matpac.hear_tools TOOL_ARGS` (`hear_tools/__main__.py`) with output to `log`; `StageFailed` if it fails.
+    `env`: variables set for the tool on top of this process's (its slot's GPU and threads).
     The tool runs in that one process, so its max RSS (from `wait4`) is the stage's peak memory.
-    The child stays in this process group and gets SIGTERM when this process dies; if this
-    process is interrupted (SIGTERM, Ctrl-C), the child is stopped before the error goes on."""
+    The child stays in this process group and gets SIGTERM when this process (or the thread that
+    started it) dies; `stop_tools()` stops it from another thread; if this thread is
+    interrupted (SIGTERM, Ctrl-C), the child is stopped before the error goes on."""
     command = [sys.executable, "-m", "hear_matpac.hear_tools", *tool_args]
     start = time.perf_counter()
     with open(log, "w") as out:
-        out.write("+ " + " ".join(command) + "\n")
+        out.write("+ " + " ".join(f"{k}={v}" for k, v in (env or {}).items()) + (" " if env else "") + " ".join(command) + "\n")
         out.flush()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        with _CHILDREN_LOCK:  # one fork at a time, none once the run is stopping
+            if _STOPPING.is_set():
+                raise StageFailed(f"{name} not started: the run is stopping; log {log}")
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                                       env={**os.environ, **env} if env else None)  # fmt: skip
+            _CHILDREN[process.pid] = process
         try:
+            os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped yet:
+            with _CHILDREN_LOCK:  # so `stop_tools` never signals a reaped (reusable) pid
+                _CHILDREN.pop(process.pid, None)
             _, wait_status, usage = os.wait4(process.pid, 0)
         except BaseException:
+            with _CHILDREN_LOCK:
+                _CHILDREN.pop(process.pid, None)
             process.terminate()
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -93,25 +146,26 @@ def run_tool(name: str, tool_args: Sequence[str], log: Path) -> Stage:
 
 def embed_stage(
     weights: Path, tasks_dir: Path, embeddings_dir: Path, model_options: str, tensorflow: str, log: Path,
-    module: str = PLUGIN_MODULE,
+    module: str = PLUGIN_MODULE, env: Optional[Mapping[str, str]] = None,
 ) -> tuple[Stage, List[Path]]:
     """heareval's embedding runner on every task in `tasks_dir`; returns the stage and the
-    task embedding folders it wrote (`embeddings_dir/<model[-options]>/<task>`)."""
+    task embedding folders it wrote (`embeddings_dir/<model[-options]>/<task>`). `env`: see `run_tool`."""
     model = ["--model", str(weights)] if str(weights) else []
     args = [module, *model, "--tasks-dir", str(tasks_dir),
             "--embeddings-dir", str(embeddings_dir), "--model-options", model_options]  # fmt: skip
-    stage = run_tool("embed", ["embed", "--tensorflow", tensorflow, *args], log)
+    stage = run_tool("embed", ["embed", "--tensorflow", tensorflow, *args], log, env)
     return stage, sorted(p for p in Path(embeddings_dir).glob("*/*") if p.is_dir())
 
 
 def predict_stage(
-    task_dirs: Sequence[Path], grid: str, grid_points: int, log: Path, logs_dir: Optional[Path] = None
+    task_dirs: Sequence[Path], grid: str, grid_points: int, log: Path, logs_dir: Optional[Path] = None,
+    env: Optional[Mapping[str, str]] = None,
 ) -> Stage:
     """heareval's predictions runner on `task_dirs`; its logs/ go to `logs_dir` (kept) or a
-    temporary folder."""
+    temporary folder. `env`: see `run_tool`."""
     logs = ["--logs-dir", str(logs_dir)] if logs_dir else []
     args = ["--grid", grid, "--grid-points", str(grid_points), *map(str, task_dirs)]
-    return run_tool("predict", ["predict", *logs, *args], log)
+    return run_tool("predict", ["predict", *logs, *args], log, env)
 
 
 STAGE_FILE = "stage.json"
@@ -121,13 +175,17 @@ STAGE_FILE = "stage.json"
 class Outcome:
     """What happened to one stage (or one model's validation): `ran`, `skipped` (complete
     already), `claimed` (another live process holds it), `failed` (with its log) or
-    `not run` (its model failed validation)."""
+    `not run` (its model failed validation); where it ran (`device`) and when (`started`,
+    `finished`: Unix time)."""
 
     stage: Dict[str, str]
     status: str
     seconds: float = 0.0
     log: Optional[str] = None
     message: str = ""
+    device: str = ""
+    started: Optional[float] = None
+    finished: Optional[float] = None
 
 
 @dataclass
@@ -173,9 +231,14 @@ def synthetic_tasks(out: Path, scale: int, names: Sequence[str], overwrite: bool
     return tasks
 
 
+_REPORT_LOCK = threading.Lock()
+
+
 def _log(report: Callable[[str], None], text: str) -> None:
-    """A progress line with the time of day: one line per event, so it reads in a log file."""
-    report(time.strftime("%H:%M:%S ") + text)
+    """A progress line with the time of day: one line per event, so it reads in a log file
+    (one at a time: stages on several slots report from their threads)."""
+    with _REPORT_LOCK:
+        report(time.strftime("%H:%M:%S ") + text)
 
 
 def print_now(text: str) -> None:
@@ -183,7 +246,8 @@ def print_now(text: str) -> None:
     print(text, flush=True)
 
 
-def _validate(model: ModelSpec, folder: Path, tensorflow: str, overwrite: bool, report) -> Outcome:
+def _validate(model: ModelSpec, folder: Path, tensorflow: str, overwrite: bool, report,
+              env: Optional[Mapping[str, str]] = None) -> Outcome:  # fmt: skip
     """hear-validator once per model; remembered in `validated.json` (with the model key)."""
     record = folder / "validated.json"
     info = {"model": model.folder, "stage": "validate", "spec": model.spec}
@@ -197,7 +261,7 @@ def _validate(model: ModelSpec, folder: Path, tensorflow: str, overwrite: bool, 
     log = folder / f"validate.{os.getpid()}.log"
     args = ["validate", model.weights or "", "--module", model.module, "--tensorflow", tensorflow]
     try:
-        stage = run_tool("validate", args, log)
+        stage = run_tool("validate", args, log, env)
     except StageFailed as err:
         _log(report, f"{model.folder}: hear-validator FAILED; its stages are skipped (log {log})")
         return Outcome(info, "failed", log=str(log), message=str(err).splitlines()[0])
@@ -215,9 +279,11 @@ def write_json(path: Path, data: object) -> None:
 
 
 def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorflow: str, keep_logs: bool,
-              overwrite: bool, report: Callable[[str], None], label: str) -> Outcome:  # fmt: skip
+              overwrite: bool, report: Callable[[str], None], label: str,
+              env: Optional[Mapping[str, str]] = None) -> Outcome:  # fmt: skip
     """One (model, task) stage under its claim: embed into a marked work folder, predict, write
-    `stage.json`, rename the task folder into `runs/<model>/<task>`."""
+    `stage.json`, rename the task folder into `runs/<model>/<task>`. `env`: its tools' extra
+    environment (see `run_tool`)."""
     folder = runs / plan.model_folder
     final = folder / plan.task
     info = plan.as_dict()
@@ -246,11 +312,11 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         try:
             _, embedded = embed_stage(Path(plan.weights) if plan.weights else Path(""), work / "tasks",
                                       work / "embeddings", plan.options_json, tensorflow, work / "embed.log",
-                                      plan.module)  # fmt: skip
+                                      plan.module, env)  # fmt: skip
             if len(embedded) != 1:
                 raise StageFailed(f"the embeddings runner wrote {len(embedded)} task folders, not 1; log {work / 'embed.log'}")
             logs_dir = work / "predict-logs"
-            predict_stage(embedded, grid, grid_points, work / "predict.log", logs_dir)
+            predict_stage(embedded, grid, grid_points, work / "predict.log", logs_dir, env)
         except StageFailed as err:
             seconds = time.perf_counter() - start
             log = next((str(p) for p in (work / "predict.log", work / "embed.log") if p.is_file()), str(work))
@@ -276,6 +342,28 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         release_claim(claim)
 
 
+def _on_slot(slot: Slot, step: Callable[[], Outcome]) -> Outcome:
+    """`step()`'s outcome, with the slot's device and the wall-clock start and end."""
+    started = time.time()
+    outcome = step()
+    outcome.device, outcome.started, outcome.finished = slot.device, started, time.time()
+    return outcome
+
+
+def run_stages(plans: Sequence[StagePlan], slots: Sequence[Slot], runs: Path, grid: str, grid_points: int,
+               tensorflow: str, keep_logs: bool, overwrite: bool, report: Callable[[str], None]) -> List[Outcome]:  # fmt: skip
+    """Every stage of `plans` (already in the order to start them, labelled `[n/N]` in that
+    order) on the slots of this node, each on the next free slot; their outcomes in the same
+    order. A failed stage is an outcome (with its log); the others go on."""
+
+    def one(numbered: tuple[int, StagePlan], slot: Slot) -> Outcome:
+        n, plan = numbered
+        return _on_slot(slot, lambda: run_stage(plan, runs, grid, grid_points, tensorflow, keep_logs, overwrite,
+                                                report, f"[{n}/{len(plans)}]", slot.env))  # fmt: skip
+
+    return run_on_slots(list(enumerate(plans, 1)), slots, one, stop_tools)
+
+
 def evaluate(
     models: Sequence[ModelSpec],
     out_dir: Path,
@@ -288,12 +376,19 @@ def evaluate(
     keep_logs: bool = False,
     overwrite: bool = False,
     report: Callable[[str], None] = print_now,
+    devices: Optional[Sequence[str]] = None,
+    jobs: int = 1,
 ) -> RunResult:
     """Validate each model once, then run every (model, task) stage that is not complete yet
     into `out_dir/runs/<model>/<task>`; return what happened and the test scores. The models
-    (checked by `models.check_model`), grid and task folders are checked before anything is
-    written; only folders this run marks as its own are ever removed."""
+    (checked by `models.check_model`), grid, devices and task folders are checked before
+    anything is written; only folders this run marks as its own are ever removed.
+
+    `devices` (default: every visible GPU, else cpu) with `jobs` slots each: stages run at the
+    same time, one per slot, longest task (by audio duration) first; outcomes and scores are in
+    plan order (model-major) whatever the order they ran in."""
     check_grid(grid, grid_points)
+    slots = make_slots(default_devices() if devices is None else devices, jobs)
     if not models:
         raise ValueError("no model to evaluate")
     folders = [m.folder for m in models]
@@ -311,22 +406,18 @@ def evaluate(
             make_marked(runs)
         except FileExistsError:
             pass
-    outcomes: List[Outcome] = []
-    good = []
     for model in models:
         (runs / model.folder).mkdir(exist_ok=True)
-        outcome = _validate(model, runs / model.folder, tensorflow, overwrite, report)
-        outcomes.append(outcome)
-        if outcome.status != "failed":
-            good.append(model)
+    allow_tools()
+    outcomes = run_on_slots(models, slots, lambda m, slot: _on_slot(slot, lambda: _validate(
+        m, runs / m.folder, tensorflow, overwrite, report, slot.env)), stop_tools)  # fmt: skip
+    ok = {m.key for m, o in zip(models, outcomes) if o.status != "failed"}
     plans = plan_stages(models, task_dirs)
-    ok = {m.key for m in good}
-    for n, plan in enumerate(plans, 1):
-        label = f"[{n}/{len(plans)}]"
-        if plan.model_key not in ok:
-            outcomes.append(Outcome(plan.as_dict(), "not run", message="its model failed hear-validator"))
-            continue
-        outcomes.append(run_stage(plan, runs, grid, grid_points, tensorflow, keep_logs, overwrite, report, label))
+    seconds = {d: audio_seconds(Path(d)) for d in {p.task_dir for p in plans}}
+    order = longest_first([p for p in plans if p.model_key in ok], lambda p: seconds[p.task_dir])
+    ran = dict(zip(order, run_stages(order, slots, runs, grid, grid_points, tensorflow, keep_logs, overwrite, report)))
+    outcomes += [ran[p] if p in ran else Outcome(p.as_dict(), "not run", message="its model failed hear-validator")
+                 for p in plans]  # fmt: skip
     scores = []
     for plan in plans:
         final = runs / plan.model_folder / plan.task
@@ -349,8 +440,8 @@ def summary(result: RunResult) -> Dict[str, object]:
         "non_finite": 'scores that are NaN or infinite are the strings "nan", "inf", "-inf"',
         "models": [{"spec": m.spec, "folder": m.folder, "module": m.module, "weights": m.weights,
                     "weights_sha256": m.weights_sha256, "options": m.options, "key": m.key} for m in result.models],
-        "stages": [{**o.stage, "status": o.status, "seconds": o.seconds, "log": o.log, "message": o.message}
-                   for o in result.outcomes],
+        "stages": [{**o.stage, "status": o.status, "seconds": o.seconds, "log": o.log, "message": o.message,
+                    "device": o.device, "started": o.started, "finished": o.finished} for o in result.outcomes],
         "scores": [{"model": s.model, "task": s.task, "metric": s.metric, "value": json_number(s.value),
                     "std": json_number(s.std), "folds": s.folds} for s in result.scores],
     }  # fmt: skip

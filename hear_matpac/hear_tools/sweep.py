@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import soundfile as sf
-
-from ..config import SAMPLE_RATE
 from ..files.folders import ensure_folder
 from ..options import ModelOptions
 from ..reports.comparison import format_value
@@ -28,7 +25,7 @@ from ..reports.tables import csv_table, markdown_table, save_png, write_text
 from ..weights.read import read_config
 from .claims import make_marked, refuse_unmarked, remove_marked
 from .pipeline import Stage, check_grid, embed_stage, predict_stage, synthetic_tasks
-from .taskdirs import find_tasks
+from .taskdirs import audio_seconds, find_tasks
 
 Setting = Tuple[str, Dict[str, object]]  # (label, model options)
 
@@ -78,12 +75,6 @@ def parse_window_seconds(text: str, weights: Path) -> List[float]:
 def options_label(options: Mapping[str, object]) -> str:
     """`{"a": 1, "b": 2}` -> `"a=1, b=2"`; `{}` -> `"defaults"`."""
     return ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
-
-
-def audio_seconds(task_dir: Path) -> float:
-    """Total duration of the audio heareval embeds: the 16 kHz files of each split (not the
-    other sample rates hear-preprocess writes next to them)."""
-    return sum(sf.info(str(p)).duration for p in sorted((Path(task_dir) / str(SAMPLE_RATE)).glob("*/*.wav")))
 
 
 def _encode_seconds(task_embeddings_dir: Path) -> float:

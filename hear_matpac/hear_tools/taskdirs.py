@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Iterable, List, Sequence
 
+import soundfile as sf
+
 from ..config import SAMPLE_RATE
 
 REQUIRED_KEYS = ("task_name", "embedding_type", "prediction_type", "split_mode", "evaluation")
@@ -86,3 +88,9 @@ def find_tasks(tasks_dir: Path, names: Sequence[str] = ()) -> List[Path]:
     for task in found:
         check_task(task)
     return found
+
+
+def audio_seconds(task_dir: Path) -> float:
+    """Total duration of the audio heareval embeds: the 16 kHz files of each split (not the
+    other sample rates hear-preprocess writes next to them), from the files' headers."""
+    return sum(sf.info(str(p)).duration for p in sorted((Path(task_dir) / str(SAMPLE_RATE)).glob("*/*.wav")))
