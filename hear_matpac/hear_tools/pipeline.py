@@ -10,6 +10,7 @@ import ctypes
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,14 +18,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 from ..files.folders import ensure_folder
 from ..reports.results import TaskScore, read_scores
-from .claims import MARK, is_marked, make_marked, release_claim, remove_marked, take_claim, owner
+from .claims import MARK, claim_token, holds_claim, is_marked, make_marked, owner, release_claim, remove_marked, take_claim
 from .launch import PLUGIN_MODULE
 from .models import ModelSpec, StagePlan, plan_stages
 from .taskdirs import find_tasks
+
+if TYPE_CHECKING:
+    from .slurm import SlurmOptions
 from .tasks import suite_matches, write_suite
 
 GRIDS = ("default", "fast", "faster")
@@ -214,10 +218,19 @@ def write_json(path: Path, data: object) -> None:
         tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
 
 
+def _work_folders(folder: Path, task: str) -> List[Path]:
+    """`task`'s work folders in `folder`: `.work-<task>.<token>` (and `.work-<task>` of older runs)."""
+    pattern = re.compile(re.escape(f".work-{task}") + r"(\.[0-9a-f]{12})?")
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name)) if folder.is_dir() else []
+
+
 def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorflow: str, keep_logs: bool,
               overwrite: bool, report: Callable[[str], None], label: str) -> Outcome:  # fmt: skip
-    """One (model, task) stage under its claim: embed into a marked work folder, predict, write
-    `stage.json`, rename the task folder into `runs/<model>/<task>`."""
+    """One (model, task) stage under its claim: embed into a marked work folder of its own
+    (`.work-<task>.<claim token>`), predict, write `stage.json`, and, if it still holds the
+    claim, rename the task folder into `runs/<model>/<task>`: that rename is the one step that
+    makes a stage complete. Runs the same wherever it is called (this process, a thread, a
+    Slurm job: `slurm.stage_job`)."""
     folder = runs / plan.model_folder
     final = folder / plan.task
     info = plan.as_dict()
@@ -233,10 +246,10 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         if not overwrite and stage_done(final, plan.model_key, f"{grid}:{grid_points}"):  # finished by the claim's last owner
             _log(report, f"{label} {plan.model_folder} / {plan.task}: complete; skipped")
             return Outcome(info, "skipped", log=str(final / "embed.log"))
-        work = folder / f".work-{plan.task}"
-        if os.path.lexists(work) and not remove_marked(work):
-            raise ValueError(f"{work} is in the way and was not made by hear-matpac; move it")
-        make_marked(work)
+        for earlier in _work_folders(folder, plan.task):  # left by earlier holders of the claim
+            if not remove_marked(earlier):
+                raise ValueError(f"{earlier} is in the way and was not made by hear-matpac; move it")
+        work = make_marked(folder / f".work-{plan.task}.{claim_token(claim)[:12]}")
         if os.path.lexists(final):
             _log(report, f"{label} {plan.model_folder} / {plan.task}: replacing the earlier result in {final}")
         (work / "tasks").mkdir()
@@ -265,6 +278,11 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         (result / MARK).write_text("made by hear-matpac; safe for hear-matpac to remove\n")
         seconds = time.perf_counter() - start
         write_json(result / STAGE_FILE, {**info, "grid": f"{grid}:{grid_points}", "seconds": seconds})
+        if not holds_claim(claim):  # its lease ran out and another process took the stage over
+            remove_marked(work)
+            _log(report, f"{label} {plan.model_folder} / {plan.task}: its claim was taken over while it ran; "
+                         "result discarded, left to the new holder")  # fmt: skip
+            return Outcome(info, "claimed", seconds, message="claim taken over while it ran; result discarded")
         if os.path.lexists(final):
             if not remove_marked(final):
                 raise ValueError(f"{final} is in the way and was not made by hear-matpac; move it")
@@ -288,12 +306,23 @@ def evaluate(
     keep_logs: bool = False,
     overwrite: bool = False,
     report: Callable[[str], None] = print_now,
+    engine: str = "local",
+    slurm: Optional["SlurmOptions"] = None,
 ) -> RunResult:
     """Validate each model once, then run every (model, task) stage that is not complete yet
     into `out_dir/runs/<model>/<task>`; return what happened and the test scores. The models
     (checked by `models.check_model`), grid and task folders are checked before anything is
-    written; only folders this run marks as its own are ever removed."""
+    written; only folders this run marks as its own are ever removed. `engine` "slurm" runs
+    each stage as a Slurm job asking for one GPU (`slurm.py`, options `slurm`); validation
+    stays in this process."""
     check_grid(grid, grid_points)
+    if engine not in ("local", "slurm"):
+        raise ValueError(f"engine must be local or slurm, got {engine!r}")
+    if engine == "slurm":
+        from .slurm import SlurmOptions, check_engine
+
+        slurm = slurm or SlurmOptions()
+        check_engine(slurm)
     if not models:
         raise ValueError("no model to evaluate")
     folders = [m.folder for m in models]
@@ -321,10 +350,24 @@ def evaluate(
             good.append(model)
     plans = plan_stages(models, task_dirs)
     ok = {m.key for m in good}
-    for n, plan in enumerate(plans, 1):
-        label = f"[{n}/{len(plans)}]"
+    labels = {plan: f"[{n}/{len(plans)}]" for n, plan in enumerate(plans, 1)}
+    remote: Dict[StagePlan, Outcome] = {}
+    if engine == "slurm":
+        from .slurm import run_stages_submitit
+
+        todo = [p for p in plans if p.model_key in ok]
+        stage_kwargs = dict(runs=runs.resolve(), grid=grid, grid_points=grid_points, tensorflow=tensorflow,
+                            keep_logs=keep_logs, overwrite=overwrite)  # fmt: skip
+        folder = Path(slurm.folder) if slurm.folder else out / "slurm"
+        remote = dict(zip(todo, run_stages_submitit(todo, stage_kwargs, slurm, folder.resolve(), report,
+                                                    [labels[p] for p in todo])))  # fmt: skip
+    for plan in plans:
+        label = labels[plan]
         if plan.model_key not in ok:
             outcomes.append(Outcome(plan.as_dict(), "not run", message="its model failed hear-validator"))
+            continue
+        if plan in remote:
+            outcomes.append(remote[plan])
             continue
         outcomes.append(run_stage(plan, runs, grid, grid_points, tensorflow, keep_logs, overwrite, report, label))
     scores = []
