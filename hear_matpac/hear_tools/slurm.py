@@ -88,11 +88,12 @@ def require_submitit() -> Any:
 
 def check_engine(options: SlurmOptions) -> None:
     """Everything `--engine slurm` needs, checked before anything is written: the options,
-    submitit, and (for a real cluster) Slurm's `sbatch` on this machine."""
+    submitit, and (for a real cluster) Slurm's `sbatch` and `srun` on this machine."""
     options.check()
     require_submitit()
-    if options.cluster == "slurm" and shutil.which("sbatch") is None:
-        raise ValueError("--engine slurm: no sbatch here; run on a Slurm login node "
+    missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+    if options.cluster == "slurm" and missing:
+        raise ValueError(f"--engine slurm: no {' or '.join(missing)} here; run on a Slurm login node "
                          "(or --slurm-cluster local to run the jobs on this machine)")  # fmt: skip
 
 
