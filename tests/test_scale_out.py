@@ -273,13 +273,13 @@ class _KillFirstJob(threading.Thread):
                 return
 
 
-def _slurm_run(tasks: Path, model, out: Path, retries: int, kill: bool, lines: list):
+def _slurm_run(tasks: Path, model, out: Path, retries: int, kill: bool, lines: list, only=()):
     killer = _KillFirstJob(out / "runs" / model.folder / f"{TASKS[0]}.claim")
     if kill:
         killer.start()
     options = SlurmOptions(cluster="local", retries=retries, poll_s=0.5)
     try:
-        return pipeline.evaluate([model], out, tasks, grid_points=1, tensorflow="stand-in", report=lines.append,
+        return pipeline.evaluate([model], out, tasks, only, grid_points=1, tensorflow="stand-in", report=lines.append,
                                  engine="slurm", slurm=options), killer.killed  # fmt: skip
     finally:
         killer.stop.set()
@@ -304,16 +304,17 @@ def test_local_executor_gives_the_plain_runs_scores_and_retries_a_killed_job(pla
 
 @pytest.mark.slow
 def test_a_killed_job_without_retries_is_reported_and_the_next_run_redoes_it(plain_run, tmp_path):
+    """One stage (the first task), its job killed: failed, with the job's log; no score."""
     tasks, model, plain = plain_run
     out = tmp_path / "out"
-    result, killed = _slurm_run(tasks, model, out, retries=0, kill=True, lines=[])
+    result, killed = _slurm_run(tasks, model, out, retries=0, kill=True, lines=[], only=TASKS[:1])
     assert killed
-    failed = result.failed
-    assert [o.stage["task"] for o in failed] == [TASKS[0]]
-    assert "ended without a result" in failed[0].message and "run the same command again" in failed[0].message
-    assert Path(failed[0].log).parent == out / "slurm" and Path(failed[0].log).is_file()
-    assert {s.task for s in result.scores} == {TASKS[1]}  # only what finished is scored
-    again, _ = _slurm_run(tasks, model, out, retries=0, kill=False, lines=[])
-    statuses = {o.stage.get("task", "validate"): o.status for o in again.outcomes}
-    assert statuses == {"validate": "skipped", TASKS[0]: "ran", TASKS[1]: "skipped"}
-    assert _scores(again) == _scores(plain)
+    assert [o.status for o in result.outcomes] == ["ran", "failed"]
+    failed = result.failed[0]
+    assert failed.stage["task"] == TASKS[0]
+    assert "ended without a result" in failed.message and "run the same command again" in failed.message
+    assert Path(failed.log).parent == out / "slurm" and Path(failed.log).is_file()
+    assert result.scores == []
+    again, _ = _slurm_run(tasks, model, out, retries=0, kill=False, lines=[], only=TASKS[:1])
+    assert [o.status for o in again.outcomes] == ["skipped", "ran"]
+    assert _scores(again) == [s for s in _scores(plain) if s[1] == TASKS[0]] != []
