@@ -21,7 +21,7 @@ import pytest
 from hear_matpac.cli import main
 from hear_matpac.hear_tools import claims, pipeline
 from hear_matpac.hear_tools.models import check_model, plan_stages
-from hear_matpac.hear_tools.slurm import SlurmOptions, make_executor, parse_extra
+from hear_matpac.hear_tools.slurm import SlurmOptions, make_executor, parse_extra, run_stages_submitit
 from hear_matpac.hear_tools.tasks import write_suite
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
@@ -181,14 +181,22 @@ def test_a_stage_that_keeps_its_claim_is_put_in_place_once(tmp_path, monkeypatch
 
 # --- the engine's options and errors ---------------------------------------------------------
 
-def test_each_stage_job_asks_slurm_for_one_gpu(tmp_path, monkeypatch):
-    """The sbatch script submitit writes for a stage, on a machine with a stand-in `srun`."""
-    need("submitit", "the Slurm engine")
+def _stand_in_slurm(tmp_path: Path, monkeypatch) -> None:
+    """`srun` and `sbatch` on PATH; this `sbatch` refuses the partition, as Slurm's does."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
-    (bin_dir / "srun").chmod(0o755)
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: "
+                                    "Invalid partition name specified' >&2\nexit 1\n")  # fmt: skip
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_each_stage_job_asks_slurm_for_one_gpu(tmp_path, monkeypatch):
+    """The sbatch script submitit writes for a stage, on a machine with a stand-in Slurm."""
+    need("submitit", "the Slurm engine")
+    _stand_in_slurm(tmp_path, monkeypatch)
     options = SlurmOptions(partition="gpu", extra=parse_extra(["mem_gb=64", "slurm_account=lab"]))
     executor = make_executor(options, tmp_path / "slurm")
     script = executor._executor._make_submission_file_text("python -m job", "uid")
@@ -197,6 +205,15 @@ def test_each_stage_job_asks_slurm_for_one_gpu(tmp_path, monkeypatch):
         assert f"#SBATCH {line}\n" in script, line
     with pytest.raises(ValueError, match="submitit refused"):
         make_executor(SlurmOptions(extra={"no_such_thing": 1}), tmp_path / "slurm")
+
+
+def test_slurm_refusing_the_jobs_is_one_line(tmp_path, monkeypatch):
+    need("submitit", "the Slurm engine")
+    _stand_in_slurm(tmp_path, monkeypatch)
+    plan, runs = _one_plan(tmp_path)
+    with pytest.raises(ValueError, match="submitting the stages failed: .*Invalid partition name") as err:
+        run_stages_submitit([plan], {"runs": runs}, SlurmOptions(partition="nope"), tmp_path / "slurm")
+    assert "\n" not in str(err.value)
 
 
 def _evaluate_argv(out: Path, *extra: str) -> list:

@@ -125,6 +125,19 @@ def stage_job(plan: StagePlan, stage_kwargs: Dict[str, Any], label: str, tag: st
     return run_stage(plan, report=print_now, label=label, **stage_kwargs)
 
 
+def _submit(executor: Any, calls: Sequence[tuple]) -> List[Any]:
+    """Submit `calls` (function, *args) as one job array; Slurm refusing them (a partition or
+    account it does not know, a request no node can meet) is a one-line `ValueError`."""
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    try:
+        with executor.batch():
+            jobs = [executor.submit(*call) for call in calls]
+    except (FailedJobError, FailedSubmissionError, OSError) as err:
+        raise ValueError(f"--engine slurm: submitting the stages failed: {_last_line(str(err))}") from None
+    return jobs
+
+
 def _job_logs(job: Any) -> str:
     return f"{job.paths.stdout}, {job.paths.stderr}"
 
@@ -148,9 +161,8 @@ def run_stages_submitit(plans: Sequence[StagePlan], stage_kwargs: Dict[str, Any]
     executor = make_executor(options, folder)
     run_id = f"{os.getpid()}-{time.time_ns()}"
     tags = [f"{run_id}-{n}" for n in range(len(plans))]
-    with executor.batch():
-        jobs = [executor.submit(stage_job, plan, stage_kwargs, label, tag)
-                for plan, label, tag in zip(plans, labels, tags)]  # fmt: skip
+    jobs = _submit(executor, [(stage_job, plan, stage_kwargs, label, tag)
+                              for plan, label, tag in zip(plans, labels, tags)])  # fmt: skip
     where = f"partition {options.partition}, " if options.partition else ""
     report(time.strftime("%H:%M:%S ") + f"submitted {len(jobs)} stages ({options.cluster} jobs {jobs[0].job_id}"
            f"{' ...' if len(jobs) > 1 else ''}; {where}{options.gpus_per_stage} GPU, {options.cpus_per_stage} CPUs, "
@@ -167,7 +179,7 @@ def run_stages_submitit(plans: Sequence[StagePlan], stage_kwargs: Dict[str, Any]
                 outcome = _collect(job, plans[n], options, tries[n])
                 if outcome is None:  # ended without a result: submit it again
                     tries[n] += 1
-                    pending[n] = executor.submit(stage_job, plans[n], stage_kwargs, labels[n], tags[n])
+                    pending[n] = _submit(executor, [(stage_job, plans[n], stage_kwargs, labels[n], tags[n])])[0]
                     report(time.strftime("%H:%M:%S ") + f"{labels[n]} {plans[n].model_folder} / {plans[n].task}: job "
                            f"{job.job_id} ended without a result (state {job.state}); submitted again as job "
                            f"{pending[n].job_id} (try {tries[n]} of {options.retries + 1})")  # fmt: skip
