@@ -27,7 +27,8 @@ setup(
     ],
     extras_require={
         "compare": ["matplotlib"],  # the PNG chart of `hear-matpac compare`
-        "test": ["pytest", "matplotlib"],
+        "slurm": ["submitit"],  # `evaluate --engine slurm`: one Slurm job per stage (docs/scale-out.md)
+        "test": ["pytest", "matplotlib", "submitit"],
     },
     entry_points={"console_scripts": ["hear-matpac=hear_matpac.cli:main"]},
 )

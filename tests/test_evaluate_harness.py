@@ -74,11 +74,12 @@ def test_claims_are_exclusive_and_taken_over_only_from_dead_owners(tmp_path):
         live.kill()
         live.wait()
     assert claims.take_claim(claim)  # its owner is gone now: taken over
-    assert json.loads(claim.read_text()) == {"host": socket.gethostname(), "pid": os.getpid()}
+    data = json.loads(claim.read_text())
+    assert (data["host"], data["pid"]) == (socket.gethostname(), os.getpid()) and claims.holds_claim(claim)
     claims.release_claim(claim)
     assert not claim.exists()
     claim.write_text(json.dumps({"host": "another-node", "pid": 1}))
-    assert not claims.take_claim(claim)  # another host's pid cannot be checked: left alone
+    assert not claims.take_claim(claim)  # another host's pid cannot be checked: left alone (within its lease)
 
 
 # --- task folders and selection -------------------------------------------------------------

@@ -19,8 +19,8 @@ from ..reports.comparison import build_comparison, to_csv, to_markdown
 from ..reports.results import find_scores
 from ..reports.tables import write_text
 from ..weights.locate import tiny_untrained_warning, weights_help
-from .flags import (add_devices, add_grid, add_model_options, add_overwrite, add_tasks, add_tensorflow, add_weights,
-                    devices, model_options)
+from .flags import (add_devices, add_engine, add_grid, add_model_options, add_overwrite, add_tasks, add_tensorflow,
+                    add_weights, devices, engine_options, model_options)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="keep heareval's logs/ (checkpoints per grid point) in each stage folder")  # fmt: skip
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG chart (no matplotlib needed)")
     add_overwrite(parser, "redo every stage, replacing what earlier runs of hear-matpac wrote")
+    add_engine(parser)
     parser.set_defaults(func=run)
 
 
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_chart:
         require_matplotlib()
     names = devices(args)
+    engine, slurm = engine_options(args)
     models = [check_model(spec) for spec in _specs(args)]  # every model checked before any write
     for m in models:
         print(f"model {m.folder}: {m.module} {m.weights or '(no weights)'} {json.dumps(m.options)}")
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(
         models, Path(args.out), Path(args.tasks_dir) if args.tasks_dir else None, parse_task_names(args.tasks),
         args.grid, args.grid_points, args.scale, args.tensorflow, args.keep_logs, args.overwrite,
-        devices=names, jobs=args.jobs,
+        devices=names, jobs=args.jobs, engine=engine, slurm=slurm,
     )  # fmt: skip
     out = Path(args.out)
     write_json(out / "summary.json", summary(result))

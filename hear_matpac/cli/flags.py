@@ -1,6 +1,8 @@
 """The flags several subcommands share, declared once: `--weights`, `--device` (one device),
-`--devices`/`--jobs` (a command that spreads work over a node), the model options (one flag per `ModelOptions` field, plus `--model-options JSON`), `--tensorflow`,
-`--overwrite` (with its old spelling `--force` kept as a hidden alias), `--grid`."""
+`--devices`/`--jobs` (a command that spreads work over a node), the model options (one flag
+per `ModelOptions` field, plus `--model-options JSON`), `--tensorflow`, `--overwrite` (with
+its old spelling `--force` kept as a hidden alias), `--grid`, `--engine` and the `--slurm-*`
+options."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +16,7 @@ import torch
 
 from ..hear_tools.pipeline import GRIDS
 from ..hear_tools.slots import check_jobs, parse_devices
+from ..hear_tools.slurm import CLUSTERS, ENGINES, SlurmOptions, parse_extra
 from ..hear_tools.tensorflow_standin import MODES
 from ..options import ModelOptions, option_help
 from ..weights.locate import weights_help
@@ -144,3 +147,43 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
     return device
+
+
+SLURM_FLAGS = {  # flag -> SlurmOptions field
+    "--slurm-partition": "partition", "--slurm-gpus-per-stage": "gpus_per_stage", "--slurm-cpus-per-stage": "cpus_per_stage",
+    "--slurm-time": "time_min", "--slurm-folder": "folder", "--slurm-retries": "retries", "--slurm-cluster": "cluster",
+}  # fmt: skip
+
+
+def add_engine(parser: argparse.ArgumentParser) -> None:
+    """`--engine local|slurm` and the `--slurm-*` options (`hear_tools.slurm.SlurmOptions`);
+    read back with `engine_options(args)`."""
+    d = SlurmOptions()
+    parser.add_argument("--engine", choices=ENGINES, default="local",
+                        help="where the stages run: local (this process, default) or slurm (one Slurm job per "
+                        "stage through submitit, from a login node; docs/scale-out.md)")  # fmt: skip
+    group = parser.add_argument_group("Slurm (with --engine slurm; needs pip install 'hear-matpac[slurm]')")
+    group.add_argument("--slurm-partition", metavar="P", help="partition to submit to (default: the cluster's)")
+    group.add_argument("--slurm-gpus-per-stage", type=int, metavar="N", help=f"GPUs per stage's job (default {d.gpus_per_stage})")
+    group.add_argument("--slurm-cpus-per-stage", type=int, metavar="N", help=f"CPUs per stage's job (default {d.cpus_per_stage})")
+    group.add_argument("--slurm-time", type=int, metavar="MIN", help=f"time limit per stage, minutes (default {d.time_min})")
+    group.add_argument("--slurm-folder", metavar="DIR", help="submitit's job files and logs (default OUT/slurm)")
+    group.add_argument("--slurm-retries", type=int, metavar="N",
+                       help=f"submit a job that died without a result (node failure) again, N times (default {d.retries})")
+    group.add_argument("--slurm-extra", action="append", metavar="KEY=VALUE",
+                       help="any submitit parameter, repeatable, e.g. mem_gb=64, slurm_account=lab, "
+                       "slurm_array_parallelism=16")  # fmt: skip
+    group.add_argument("--slurm-cluster", choices=CLUSTERS,
+                       help="slurm (default), or local: the same jobs on this machine, to try a set-up")  # fmt: skip
+
+
+def engine_options(args: argparse.Namespace) -> tuple:
+    """(`--engine`, its `SlurmOptions` or None); a `--slurm-*` option without `--engine slurm`
+    is a `ValueError`."""
+    given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in SLURM_FLAGS.items()}
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.engine != "slurm":
+        if given or args.slurm_extra:
+            raise ValueError("the --slurm-* options need --engine slurm")
+        return args.engine, None
+    return args.engine, SlurmOptions(**given, extra=parse_extra(args.slurm_extra or []))

@@ -12,6 +12,7 @@ import ctypes
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,15 +21,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..files.folders import ensure_folder
 from ..reports.results import TaskScore, read_scores
-from .claims import MARK, is_marked, make_marked, release_claim, remove_marked, take_claim, owner
+from .claims import MARK, claim_token, holds_claim, is_marked, make_marked, owner, release_claim, remove_marked, take_claim
 from .launch import PLUGIN_MODULE
 from .models import ModelSpec, StagePlan, plan_stages
 from .slots import Slot, default_devices, longest_first, make_slots, run_on_slots
 from .taskdirs import audio_seconds, find_tasks
+
+if TYPE_CHECKING:
+    from .slurm import SlurmOptions
 from .tasks import suite_matches, write_suite
 
 GRIDS = ("default", "fast", "faster")
@@ -278,12 +282,20 @@ def write_json(path: Path, data: object) -> None:
         tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
 
 
+def _work_folders(folder: Path, task: str) -> List[Path]:
+    """`task`'s work folders in `folder`: `.work-<task>.<token>` (and `.work-<task>` of older runs)."""
+    pattern = re.compile(re.escape(f".work-{task}") + r"(\.[0-9a-f]{12})?")
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name)) if folder.is_dir() else []
+
+
 def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorflow: str, keep_logs: bool,
               overwrite: bool, report: Callable[[str], None], label: str,
               env: Optional[Mapping[str, str]] = None) -> Outcome:  # fmt: skip
-    """One (model, task) stage under its claim: embed into a marked work folder, predict, write
-    `stage.json`, rename the task folder into `runs/<model>/<task>`. `env`: its tools' extra
-    environment (see `run_tool`)."""
+    """One (model, task) stage under its claim: embed into a marked work folder of its own
+    (`.work-<task>.<claim token>`), predict, write `stage.json`, and, if it still holds the
+    claim, rename the task folder into `runs/<model>/<task>`: that rename is the one step that
+    makes a stage complete. Runs the same wherever it is called (this process, a pool thread, a
+    Slurm job: `slurm.stage_job`). `env`: its tools' extra environment (see `run_tool`)."""
     folder = runs / plan.model_folder
     final = folder / plan.task
     info = plan.as_dict()
@@ -299,10 +311,10 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         if not overwrite and stage_done(final, plan.model_key, f"{grid}:{grid_points}"):  # finished by the claim's last owner
             _log(report, f"{label} {plan.model_folder} / {plan.task}: complete; skipped")
             return Outcome(info, "skipped", log=str(final / "embed.log"))
-        work = folder / f".work-{plan.task}"
-        if os.path.lexists(work) and not remove_marked(work):
-            raise ValueError(f"{work} is in the way and was not made by hear-matpac; move it")
-        make_marked(work)
+        for earlier in _work_folders(folder, plan.task):  # left by earlier holders of the claim
+            if not remove_marked(earlier):
+                raise ValueError(f"{earlier} is in the way and was not made by hear-matpac; move it")
+        work = make_marked(folder / f".work-{plan.task}.{claim_token(claim)[:12]}")
         if os.path.lexists(final):
             _log(report, f"{label} {plan.model_folder} / {plan.task}: replacing the earlier result in {final}")
         (work / "tasks").mkdir()
@@ -331,6 +343,11 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         (result / MARK).write_text("made by hear-matpac; safe for hear-matpac to remove\n")
         seconds = time.perf_counter() - start
         write_json(result / STAGE_FILE, {**info, "grid": f"{grid}:{grid_points}", "seconds": seconds})
+        if not holds_claim(claim):  # its lease ran out and another process took the stage over
+            remove_marked(work)
+            _log(report, f"{label} {plan.model_folder} / {plan.task}: its claim was taken over while it ran; "
+                         "result discarded, left to the new holder")  # fmt: skip
+            return Outcome(info, "claimed", seconds, message="claim taken over while it ran; result discarded")
         if os.path.lexists(final):
             if not remove_marked(final):
                 raise ValueError(f"{final} is in the way and was not made by hear-matpac; move it")
@@ -378,17 +395,28 @@ def evaluate(
     report: Callable[[str], None] = print_now,
     devices: Optional[Sequence[str]] = None,
     jobs: int = 1,
+    engine: str = "local",
+    slurm: Optional["SlurmOptions"] = None,
 ) -> RunResult:
     """Validate each model once, then run every (model, task) stage that is not complete yet
     into `out_dir/runs/<model>/<task>`; return what happened and the test scores. The models
-    (checked by `models.check_model`), grid, devices and task folders are checked before
-    anything is written; only folders this run marks as its own are ever removed.
+    (checked by `models.check_model`), grid, devices, engine and task folders are checked
+    before anything is written; only folders this run marks as its own are ever removed.
 
-    `devices` (default: every visible GPU, else cpu) with `jobs` slots each: stages run at the
-    same time, one per slot, longest task (by audio duration) first; outcomes and scores are in
-    plan order (model-major) whatever the order they ran in."""
+    Stages go longest task (by audio duration) first. `engine` "local": on `devices` (default:
+    every visible GPU, else cpu) with `jobs` slots each, one stage per slot at a time. "slurm":
+    each stage is a Slurm job asking for one GPU (`slurm.py`, options `slurm`); validation
+    stays on this node's slots. Outcomes and scores are in plan order (model-major) whatever
+    the order the stages ran in."""
     check_grid(grid, grid_points)
     slots = make_slots(default_devices() if devices is None else devices, jobs)
+    if engine not in ("local", "slurm"):
+        raise ValueError(f"engine must be local or slurm, got {engine!r}")
+    if engine == "slurm":
+        from .slurm import SlurmOptions, check_engine
+
+        slurm = slurm or SlurmOptions()
+        check_engine(slurm)
     if not models:
         raise ValueError("no model to evaluate")
     folders = [m.folder for m in models]
@@ -415,7 +443,17 @@ def evaluate(
     plans = plan_stages(models, task_dirs)
     seconds = {d: audio_seconds(Path(d)) for d in {p.task_dir for p in plans}}
     order = longest_first([p for p in plans if p.model_key in ok], lambda p: seconds[p.task_dir])
-    ran = dict(zip(order, run_stages(order, slots, runs, grid, grid_points, tensorflow, keep_logs, overwrite, report)))
+    if engine == "slurm":
+        from .slurm import run_stages_submitit
+
+        labels = [f"[{n}/{len(order)}]" for n in range(1, len(order) + 1)]
+        stage_kwargs = dict(runs=runs.resolve(), grid=grid, grid_points=grid_points, tensorflow=tensorflow,
+                            keep_logs=keep_logs, overwrite=overwrite)  # fmt: skip
+        folder = Path(slurm.folder) if slurm.folder else out / "slurm"
+        ran = dict(zip(order, run_stages_submitit(order, stage_kwargs, slurm, folder.resolve(), report, labels)))
+    else:
+        ran = dict(zip(order, run_stages(order, slots, runs, grid, grid_points, tensorflow, keep_logs, overwrite,
+                                         report)))  # fmt: skip
     outcomes += [ran[p] if p in ran else Outcome(p.as_dict(), "not run", message="its model failed hear-validator")
                  for p in plans]  # fmt: skip
     scores = []
