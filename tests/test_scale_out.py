@@ -112,14 +112,14 @@ def test_the_heartbeat_keeps_a_live_claim_and_a_stalled_holder_loses_it(tmp_path
 
 def _fake_tools(monkeypatch, during_predict=lambda work: None) -> None:
     """embed/predict stand-ins writing a task folder with scores, in this process."""
-    def embed(weights, tasks_dir, embeddings_dir, options, tensorflow, log, module):
+    def embed(weights, tasks_dir, embeddings_dir, options, tensorflow, log, module, env=None):
         log.write_text("embedded\n")
         result = Path(embeddings_dir) / "model" / next(Path(tasks_dir).iterdir()).name
         result.mkdir(parents=True)
         (result / "test.predicted-scores.json").write_text(json.dumps({"test": {"test_score": 0.5}}))
         return pipeline.Stage("embed", 0.0), [result]
 
-    def predict(task_dirs, grid, grid_points, log, logs_dir=None):
+    def predict(task_dirs, grid, grid_points, log, logs_dir=None, env=None):
         log.write_text("predicted\n")
         during_predict(log.parent)
         return pipeline.Stage("predict", 0.0)
