@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..api import load_model
+from ..files.decode import MAX_DEFAULT_WORKERS
 from ..files.embed import FileEmbedder, first_line, folder_settings, plan_jobs
 from ..files.inputs import collect_inputs
 from ..files.outputs import FRAMES_SUFFIX, SCENE_SUFFIX
@@ -46,9 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device(parser)
     parser.add_argument(
         "--batch-size", type=int, metavar="N",
-        help=f"at most N 6.08 s windows per encoder pass (the max_windows option), and up to N files "
-        f"of equal length embedded in one call; bounds memory, does not change results (default: the "
+        help=f"at most N 6.08 s windows per encoder pass (the max_windows option), and N files "
+        f"decoded and embedded in one call; bounds memory, does not change results (default: the "
         f"model's, {DEFAULT_MAX_WINDOWS} windows on CPU and sized by free memory on CUDA; {DEFAULT_MAX_WINDOWS} files)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--decode-workers", type=int, metavar="N",
+        help="processes decoding and resampling the next files while these are embedded; 0: decode in "
+        f"the main process (default: none for one file, else up to {MAX_DEFAULT_WORKERS})",
     )  # fmt: skip
     add_overwrite(parser, "recompute this run's outputs even when up to date; with settings other than "
                   "OUT's, first delete every output in OUT")  # fmt: skip
@@ -60,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.decode_workers is not None and args.decode_workers < 0:
+        raise ValueError(f"--decode-workers must be 0 or more, got {args.decode_workers}")
     device = resolve_device(args.device)
     options = model_options(args)
     if args.batch_size is not None:  # else the model's default for its device
@@ -83,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         jobs, skipped, missing = plan_jobs(files, store, args.timestamps, args.overwrite, measure=not args.quiet)
         progress = AudioProgress(sum(j.seconds for j in jobs), len(jobs) + len(missing) + len(bad_arguments),
                                  _PREFIX, quiet=args.quiet)  # fmt: skip
-        embedder = FileEmbedder(model, device, store, progress, _PREFIX)
+        embedder = FileEmbedder(model, device, store, progress, _PREFIX, workers=args.decode_workers)
         embedder.tally.skipped = skipped
         try:
             for bad in bad_arguments:
