@@ -1,4 +1,5 @@
-"""The HEAR 2021 API: `load_model`, `get_timestamp_embeddings`, `get_scene_embeddings`."""
+"""The HEAR 2021 API: `load_model`, `get_timestamp_embeddings`, `get_scene_embeddings`; and
+`embed_packed`: those embeddings for many clips of different lengths in one call."""
 from __future__ import annotations
 
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
