@@ -5,6 +5,7 @@ the run in one line, leaving no output without its record."""
 from __future__ import annotations
 
 import errno
+import os
 import json
 import threading
 from pathlib import Path
@@ -200,3 +201,15 @@ def test_background_writer_raises_the_first_error_and_skips_later_writes():
             for i in range(5):
                 writer.submit(write, i)
     assert done == [0]
+
+
+def test_a_decoding_process_that_dies_ends_the_run_in_one_line(tmp_path, monkeypatch, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(3):
+        _wav(inp / f"{i}.wav", 0.5)
+    monkeypatch.setattr(decode, "read_audio", lambda path: os._exit(1))  # as a crash in libsndfile would
+    code = main(["embed", str(inp), "--out", str(tmp_path / "o"), "--weights", str(TINY_FLAT), "--device", "cpu",
+                 "--quiet", "--decode-workers", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "a decoding process died" in err and "--decode-workers 0" in err
