@@ -1,7 +1,8 @@
-"""The HEAR 2021 API: `load_model`, `get_timestamp_embeddings`, `get_scene_embeddings`."""
+"""The HEAR 2021 API: `load_model`, `get_timestamp_embeddings`, `get_scene_embeddings`; and
+`embed_packed`: those embeddings for many clips of different lengths in one call."""
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -9,7 +10,7 @@ from torch import Tensor
 from .weights.read import PathLike, load_encoder_weights
 from .config import WIN_LENGTH
 from .encoder import MatpacEncoder
-from .finite_checks import verify_call
+from .finite_checks import verify_call, verify_packed
 from .model import MatpacModel
 from .options import ModelOptions
 from .timestamps import n_reported_columns, timestamps_ms
@@ -77,6 +78,84 @@ def get_scene_and_timestamp_embeddings(audio: Tensor, model: MatpacModel) -> Tup
     embeddings, times = _with_timestamps(features, audio, model)
     verify_call(model, x, scene, embeddings)
     return scene.to(audio.device), embeddings.to(audio.device), times
+
+
+class ClipEmbeddings(NamedTuple):
+    """One clip's outputs of `embed_packed`: scene `(scene_embedding_size,)`; with timestamps,
+    embeddings `(T, timestamp_embedding_size)` and timestamps `(T,)` in ms, else None."""
+
+    scene: Tensor
+    embeddings: Optional[Tensor]
+    timestamps: Optional[Tensor]
+
+
+def embed_packed(audio: Tensor, lengths: Sequence[int], model: MatpacModel,
+                 timestamps: bool = False) -> List[ClipEmbeddings]:  # fmt: skip
+    """Embed clips of different lengths in one call: `audio` `(samples,)` float holds them end
+    to end (`torch.cat(clips)`), clip i `lengths[i]` samples long. Returns, per clip, what
+    `get_scene_embeddings` (and with `timestamps`, `get_timestamp_embeddings`) give for that
+    clip alone, on `audio`'s device (views of one tensor per output kind).
+
+    Windows of one length from all the clips share encoder micro-batches, so a corpus of mixed
+    lengths runs as few encoder calls as one of equal lengths; no window is padded. The audio
+    travels to the model's device in one copy (from pinned memory without waiting, on CUDA:
+    pin it to overlap) and each output kind comes back in one. `ValueError` names the clips
+    (positions in `lengths`) whose audio or embeddings are not finite, with one device read.
+    """
+    lengths = _check_packed(audio, lengths, model)
+    if audio.device.type == "cpu":  # cast first: half the bytes to move
+        x = upload(audio.to(torch.float32), model.device)
+    else:
+        x = audio.to(device=model.device, dtype=torch.float32)
+    hop = model.options.hop_samples
+    features, columns = model.packed_column_features(x, lengths, native_grid=not timestamps)
+    offsets = [0]
+    for n in columns[:-1]:
+        offsets.append(offsets[-1] + n)
+    if timestamps and model.options.passes > 1:  # the scene on MATPAC's own grid: a second pass
+        native, native_columns = model.packed_column_features(x, lengths, native_grid=True)
+        native_offsets = [0]
+        for n in native_columns[:-1]:
+            native_offsets.append(native_offsets[-1] + n)
+    else:
+        native, native_columns, native_offsets = features, columns, offsets
+    # per clip, the very reduction the HEAR functions make over a (1, columns, dim) call
+    scene = torch.cat([native[o : o + n].unsqueeze(0).mean(dim=1) for o, n in zip(native_offsets, native_columns)])
+    if not timestamps:
+        verify_packed(model, x, lengths, scene)
+        scene = scene.to(audio.device)
+        return [ClipEmbeddings(row, None, None) for row in scene]
+    reported = [n_reported_columns(length, n, hop) for length, n in zip(lengths, columns)]
+    rows = [features[o : o + r] for o, r in zip(offsets, reported)]
+    verify_packed(model, x, lengths, scene, rows)
+    scene, features = scene.to(audio.device), features.to(audio.device)
+    times = [timestamps_ms(length, n, hop) for length, n in zip(lengths, columns)]
+    all_times = upload(torch.cat(times), audio.device).split([len(t) for t in times])
+    return [
+        ClipEmbeddings(row, features[o : o + r], t)
+        for row, o, r, t in zip(scene, offsets, reported, all_times)
+    ]
+
+
+def _check_packed(audio: Tensor, lengths: Sequence[int], model: MatpacModel) -> List[int]:
+    """`embed_packed`'s input checked (as `check_audio` does for a call): the lengths as ints."""
+    if not isinstance(model, MatpacModel):
+        raise TypeError(f"model must come from hear_matpac.load_model(), got {type(model).__name__}")
+    if not isinstance(audio, Tensor):
+        raise TypeError(f"audio must be a torch.Tensor holding the clips end to end, got {type(audio).__name__}")
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be 1-D, the clips end to end (torch.cat(clips)), got shape {tuple(audio.shape)}")
+    if not audio.is_floating_point():
+        raise TypeError(f"audio must be floating point in [-1, 1], got {audio.dtype}")
+    lengths = [int(n) for n in lengths]
+    if not lengths:
+        raise ValueError("no clips: lengths is empty; pass at least one clip")
+    if min(lengths) < 1:
+        raise ValueError(f"every clip must hold at least one sample, got lengths {lengths[:10]}")
+    if sum(lengths) != audio.shape[0]:
+        raise ValueError(f"the lengths add up to {sum(lengths)} samples and audio holds {audio.shape[0]}")
+    model.check_audio_device(audio.device)
+    return lengths
 
 
 def _with_timestamps(features: Tensor, audio: Tensor, model: MatpacModel) -> Tuple[Tensor, Tensor]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -20,12 +21,23 @@ def verify_call(model: nn.Module, audio: Tensor, *outputs: Tensor) -> None:
     """Raise `ValueError` naming the clips whose `audio` `(clips, samples)` (float32, as the
     model took it) or any of `outputs` `(clips, ...)` are not finite; warn once per `model`
     when the audio's peak amplitude is above 1. One read from the device."""
-    finite_audio = torch.isfinite(audio).all(dim=1)
-    finite_out = torch.stack([torch.isfinite(o).flatten(1).all(dim=1) for o in outputs]).all(dim=0)
+    _verify(model, torch.isfinite(audio).all(dim=1), audio, outputs)
+
+
+def verify_packed(model: nn.Module, audio: Tensor, lengths: Sequence[int],
+                  *outputs: Union[Tensor, Sequence[Tensor]]) -> None:  # fmt: skip
+    """`verify_call` for clips of different lengths: `audio` `(samples,)` holds them end to
+    end (`lengths`), each of `outputs` is `(clips, ...)` or one tensor per clip. One read."""
+    finite_audio = torch.stack([torch.isfinite(clip).all() for clip in audio.split(list(lengths))])
+    _verify(model, finite_audio, audio, outputs)
+
+
+def _verify(model: nn.Module, finite_audio: Tensor, audio: Tensor, outputs: Sequence[Union[Tensor, Sequence[Tensor]]]) -> None:
+    finite_out = torch.stack([_finite_clips(o) for o in outputs]).all(dim=0)
     low, high = torch.aminmax(audio)
     summary = torch.cat([finite_audio.float(), finite_out.float(), torch.maximum(-low, high).view(1)])
     values = summary.tolist()  # the call's only device read
-    n_clips = audio.shape[0]
+    n_clips = finite_audio.shape[0]
     bad_audio = [i for i, ok in enumerate(values[:n_clips]) if not ok]
     if bad_audio:
         raise ValueError(
@@ -45,8 +57,15 @@ def verify_call(model: nn.Module, audio: Tensor, *outputs: Tensor) -> None:
             f"audio peak amplitude is {peak:.3g}, above 1: HEAR audio is float in [-1, 1]; "
             "scale integer PCM values first (int16: / 32768). Said once per model.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
+
+
+def _finite_clips(output: Union[Tensor, Sequence[Tensor]]) -> Tensor:
+    """`(clips,)` bool: whether each clip's part of `output` is finite."""
+    if isinstance(output, Tensor):
+        return torch.isfinite(output).flatten(1).all(dim=1)
+    return torch.stack([torch.isfinite(part).all() for part in output])
 
 
 def _listed(clips: list[int]) -> str:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,8 @@ from .options import ParsedOptions
 from .packed_linear import checked_packing, set_weight_packing
 from .precision import encoder_autocast, float32_context, store_for_autocast
 from .tf32 import tf32_enabled
-from .windows import GroupIndex, cut_windows, frames_first, index_call, plan_windows, stitch
+from .windows import (GroupIndex, WindowPlan, cut_windows, frames_first, frames_packed, index_call, index_packed,
+                      plan_windows, stitch)
 
 
 class MatpacModel(nn.Module):
@@ -70,11 +71,50 @@ class MatpacModel(nn.Module):
             out = torch.empty(
                 audio.shape[0] * plan.n_columns, self.timestamp_embedding_size, dtype=torch.float32, device=audio.device
             )  # fmt: skip
-            budget = frame_budget(self.encoder.config, self.options.max_windows, self.options.precision, audio.device)
-            for group in groups:  # a budget lowered by an out-of-memory error holds for the groups after it
-                cap = budget if self._learnt_budget is None else min(budget, self._learnt_budget)
-                self._encode_group(padded, group, windows_per_batch(cap, group.frames), autocast, out)
+            self._encode_groups(padded, groups, autocast, out)
         return out.view(audio.shape[0], plan.n_columns, -1)
+
+    @torch.no_grad()
+    def packed_column_features(
+        self, audio: Tensor, lengths: Sequence[int], native_grid: bool = False
+    ) -> Tuple[Tensor, List[int]]:
+        """`column_features` of clips of different lengths in one go: `audio` `(samples,)` holds
+        the clips end to end, clip i `lengths[i]` samples long (checked by the API). Returns
+        every clip's columns end to end, `(sum of columns, dim)` float32, and each clip's column
+        count.
+
+        Each clip's log-mel and windows are exactly those of a call with that clip alone;
+        windows of one length from all clips share micro-batches (windows are encoded
+        independently, so the batch-mates do not change a window's features).
+        """
+        autocast = encoder_autocast(self.options.precision, self.device)
+        passes = 1 if native_grid else self.options.passes
+        with checked_packing(self.encoder), tf32_enabled(self.options.precision == "tf32"):
+            with float32_context(audio.device), tf32_enabled(False):
+                mels = [self.frontend(clip.unsqueeze(0)) for clip in audio.split(list(lengths))]
+            plans: dict[int, WindowPlan] = {}  # frames -> plan: clips of one length are cut alike
+            for mel in mels:
+                frames = mel.shape[-1]
+                if frames not in plans:
+                    plans[frames] = plan_windows(
+                        frames, self.options.window_frames, passes=passes, overlap=self.options.window_overlap
+                    )
+            clip_plans = [plans[mel.shape[-1]] for mel in mels]
+            groups = index_packed(clip_plans, audio.device)  # one host-to-device copy
+            padded = frames_packed(mels, clip_plans)
+            del mels
+            columns = [plan.n_columns for plan in clip_plans]
+            out = torch.empty(sum(columns), self.timestamp_embedding_size, dtype=torch.float32, device=audio.device)
+            self._encode_groups(padded, groups, autocast, out)
+        return out, columns
+
+    def _encode_groups(self, padded: Tensor, groups: Sequence[GroupIndex], autocast, out: Tensor) -> None:
+        """Encode every window of `groups` into `out`, each group in micro-batches sized by the
+        frame budget (a budget lowered by an out-of-memory error holds for the groups after it)."""
+        budget = frame_budget(self.encoder.config, self.options.max_windows, self.options.precision, out.device)
+        for group in groups:
+            cap = budget if self._learnt_budget is None else min(budget, self._learnt_budget)
+            self._encode_group(padded, group, windows_per_batch(cap, group.frames), autocast, out)
 
     def _encode_group(self, padded: Tensor, group: GroupIndex, size: int, autocast, out: Tensor) -> None:
         """Encode `group`'s windows `size` at a time into `out`; a batch that runs out of device

@@ -4,11 +4,17 @@ A plan is computed once per call from the clip length alone (all clips of a HEAR
 same length), so every clip is cut identically and all windows of all clips can share
 micro-batches: the only Python loop is over micro-batches, never over clips or windows. The
 indices of a call are made on the host and moved to the device once (`index_call`).
+
+Clips of different lengths (`index_packed`) are cut each by its own plan, their log-mel frames
+and output columns laid end to end; windows of one length from every clip still share
+micro-batches (all full windows together, tails of equal length together). Windows are never
+padded to share a batch: that would change their outputs.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -155,10 +161,14 @@ class GroupIndex:
         return len(self.kept_before) - 1
 
 
+# A window group's index arrays on the host: frames, [clip, start, src, dst], kept_before.
+_HostGroup = tuple[int, list[np.ndarray], tuple[int, ...]]
+
+
 def index_call(plan: WindowPlan, n_clips: int, device: torch.device) -> list[GroupIndex]:
     """The windows of `n_clips` clips cut as `plan` says, one `GroupIndex` per window length,
     with one host-to-device copy (from pinned memory, not blocking the host, on CUDA)."""
-    host: list[tuple[int, list[np.ndarray], tuple[int, ...]]] = []
+    host: list[_HostGroup] = []
     for group in plan.groups:  # in numpy: host work, never mistaken for device reads
         group_dest = group.dest.numpy()
         per_clip = group_dest.shape[0]
@@ -170,6 +180,39 @@ def index_call(plan: WindowPlan, n_clips: int, device: torch.device) -> list[Gro
         dst = (clip[:, None] * plan.n_columns + dest)[kept]
         kept_before = (0, *np.cumsum(kept.sum(axis=1)).tolist())
         host.append((group.frames, [clip, group.starts.numpy()[window], src, dst], kept_before))
+    return _upload_groups(host, device)
+
+
+def index_packed(plans: Sequence[WindowPlan], device: torch.device) -> list[GroupIndex]:
+    """The windows of clips of different lengths, clip i cut as `plans[i]` says, one `GroupIndex`
+    per window length shared by all clips (longest windows first), with one host-to-device copy.
+
+    The clips' padded log-mels lie end to end along the frame axis of one clip (`frames_packed`:
+    every `clip` index is 0, `start` counts from the first clip's first frame), and their
+    columns end to end in the output: clip i's column j is row `sum(n_columns of clips < i) + j`.
+    """
+    pieces: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # frames -> (starts, dest rows)
+    frame_offset = row_offset = 0
+    for plan in plans:
+        for group in plan.groups:
+            dest = group.dest.numpy()
+            rows = np.where(dest >= 0, dest + row_offset, -1)
+            pieces.setdefault(group.frames, []).append((group.starts.numpy() + frame_offset, rows))
+        frame_offset += plan.padded_frames
+        row_offset += plan.n_columns
+    host: list[_HostGroup] = []
+    for frames in sorted(pieces, reverse=True):
+        start = np.concatenate([s for s, _ in pieces[frames]]).astype(np.int64)
+        dest = np.concatenate([d for _, d in pieces[frames]])  # (windows, frames // PATCH)
+        kept = dest >= 0
+        kept_before = (0, *np.cumsum(kept.sum(axis=1)).tolist())
+        clip = np.zeros(len(start), dtype=np.int64)
+        host.append((frames, [clip, start, np.flatnonzero(kept), dest[kept]], kept_before))
+    return _upload_groups(host, device)
+
+
+def _upload_groups(host: list[_HostGroup], device: torch.device) -> list[GroupIndex]:
+    """`GroupIndex`es on `device` from their host arrays, moved there in one copy."""
     flat = upload(torch.from_numpy(np.concatenate([a for _, parts, _ in host for a in parts]).astype(np.int64)), device)
     indices, offset = [], 0
     for frames, parts, kept_before in host:
@@ -194,6 +237,14 @@ def frames_first(mel: Tensor, plan: WindowPlan) -> Tensor:
     `(clips, frames, n_freq)` for `cut_windows`."""
     pad = plan.padded_frames - mel.shape[-1]
     return torch.nn.functional.pad(mel, (0, max(pad, 0))).transpose(1, 2)
+
+
+def frames_packed(mels: Sequence[Tensor], plans: Sequence[WindowPlan]) -> Tensor:
+    """Log-mels `(1, n_freq, frames_i)` of clips of different lengths, each zero-padded to its
+    plan's `padded_frames`, end to end as one clip `(1, sum of padded frames, n_freq)`: the
+    layout `index_packed` indexes."""
+    padded = [torch.nn.functional.pad(mel, (0, plan.padded_frames - mel.shape[-1])) for mel, plan in zip(mels, plans)]
+    return torch.cat(padded, dim=-1).transpose(1, 2)  # joined where contiguous; a view, as frames_first gives
 
 
 def cut_windows(frames_first: Tensor, group: GroupIndex, lo: int, hi: int) -> Tensor:

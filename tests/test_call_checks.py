@@ -149,3 +149,24 @@ def test_index_tensors_reach_the_device_in_one_copy_per_call(monkeypatch, embed)
         assert len(index_calls) == frame_calls.get((embed, hop_ms), 1)
         other_moves.add(len(moves) - len(index_calls))  # the API's own moves of audio and outputs
     assert len(other_moves) == 1, other_moves
+
+
+@pytest.mark.parametrize("timestamps, hop_ms", [(False, 160), (True, 160), (True, 40)])
+def test_one_device_read_per_packed_call_whatever_the_clips(monkeypatch, timestamps, hop_ms):
+    """`embed_packed` of clips of different lengths: one read however many clips and micro-batches."""
+    from hear_matpac.api import embed_packed
+
+    tolist_calls = []
+    original = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: tolist_calls.append(t.shape) or original(t))
+    generator = torch.Generator().manual_seed(2)
+    for n_clips in (1, 7):
+        lengths = [300 + 9_000 * i for i in range(n_clips)]  # up to 4 windows of 0.96 s and a tail
+        audio = 0.1 * torch.randn(sum(lengths), generator=generator)
+        for max_windows in (1, 64):
+            model = hear_matpac.load_model(str(TINY_FLAT), max_windows=max_windows, timestamp_hop_ms=hop_ms,
+                                           window_seconds=0.96)  # fmt: skip
+            tolist_calls.clear()
+            with DeviceReads() as reads:
+                embed_packed(audio, lengths, model, timestamps=timestamps)
+            assert (dict(reads.ops), len(tolist_calls)) == ({}, 1), (n_clips, max_windows)

@@ -99,28 +99,29 @@ def _wavs(folder: Path, count: int) -> list[str]:
 def test_embed_stops_with_the_cause_when_the_device_fails(monkeypatch, tmp_path, capsys, error, expected):
     calls = []
 
-    def failing(audio, model):
-        calls.append(audio.shape[0])
+    def failing(audio, lengths, model, timestamps=False):
+        calls.append(len(lengths))
         raise error
 
-    monkeypatch.setattr(embed_files, "get_scene_embeddings", failing)
+    monkeypatch.setattr(embed_files, "embed_packed", failing)
     code = main(["embed", "--weights", str(TINY_FLAT), "--device", "cpu", "--quiet", "--out", str(tmp_path / "o"),
                  *_wavs(tmp_path, 4)])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert __import__("re").search(expected, err[0]), err[0]
-    assert calls == [1]  # stopped at the first file, not failing the others one by one
+    # the chunk's call, then (out of memory: maybe the chunk's size) its first file alone; never the rest
+    assert calls == ([4, 1] if isinstance(error, torch.cuda.OutOfMemoryError) else [4])
 
 
 def test_out_of_memory_for_a_group_retries_its_files_one_by_one(monkeypatch, tmp_path, capsys):
-    real = embed_files.get_scene_embeddings
+    real = embed_files.embed_packed
 
-    def tight(audio, model):
-        if audio.shape[0] > 1:
+    def tight(audio, lengths, model, timestamps=False):
+        if len(lengths) > 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return real(audio, model)
+        return real(audio, lengths, model, timestamps)
 
-    monkeypatch.setattr(embed_files, "get_scene_embeddings", tight)
+    monkeypatch.setattr(embed_files, "embed_packed", tight)
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(3):
@@ -131,14 +132,14 @@ def test_out_of_memory_for_a_group_retries_its_files_one_by_one(monkeypatch, tmp
 
 
 def test_a_bad_file_still_fails_alone(monkeypatch, tmp_path, capsys):
-    real = embed_files.get_scene_embeddings
+    real = embed_files.embed_packed
 
-    def picky(audio, model):
-        if audio.shape[1] == 17000:
-            raise ValueError("audio contains NaN or Inf in clip(s) 0")
-        return real(audio, model)
+    def picky(audio, lengths, model, timestamps=False):
+        if 17000 in lengths:
+            raise ValueError(f"audio contains NaN or Inf in clip(s) {lengths.index(17000)}")
+        return real(audio, lengths, model, timestamps)
 
-    monkeypatch.setattr(embed_files, "get_scene_embeddings", picky)
+    monkeypatch.setattr(embed_files, "embed_packed", picky)
     code = main(["embed", "--weights", str(TINY_FLAT), "--device", "cpu", "--quiet", "--out", str(tmp_path / "o"),
                  *_wavs(tmp_path, 3)])  # fmt: skip
     captured = capsys.readouterr()

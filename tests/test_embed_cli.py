@@ -121,21 +121,21 @@ def test_other_settings_refused_in_same_out(audio_dir: Path, tmp_path: Path, cap
     assert not np.allclose(after, before, atol=1e-3)
 
 
-def test_batch_size_groups_equal_lengths_without_changing_results(tmp_path: Path, monkeypatch) -> None:
+def test_batch_size_embeds_files_of_any_length_together_without_changing_results(tmp_path: Path, monkeypatch) -> None:
     src = tmp_path / "in"
     src.mkdir()
     for i, freq in enumerate([200, 500, 900]):
         soundfile.write(src / f"same{i}.wav", _sine(freq, 16000, 7.0, 0.5), 16000)  # 2 windows each
     soundfile.write(src / "other.wav", _sine(300, 16000, 1.0, 0.5), 16000)
     calls = []
-    real = embed_files.get_scene_embeddings
-    monkeypatch.setattr(embed_files, "get_scene_embeddings", lambda audio, model: calls.append(
-        (*audio.shape, model.options.max_windows)) or real(audio, model))  # fmt: skip
+    real = embed_files.embed_packed
+    monkeypatch.setattr(embed_files, "embed_packed", lambda audio, lengths, model, **kw: calls.append(
+        (sorted(lengths), model.options.max_windows)) or real(audio, lengths, model, **kw))  # fmt: skip
     assert _embed(str(src), "--out", str(tmp_path / "b1"), "--batch-size", "1") == 0
-    assert sorted(calls) == sorted([(1, 112000, 1)] * 3 + [(1, 16000, 1)])
+    assert sorted(calls) == sorted([([112000], 1)] * 3 + [([16000], 1)])
     calls.clear()
     assert _embed(str(src), "--out", str(tmp_path / "b4"), "--batch-size", "4") == 0
-    assert sorted(calls) == [(1, 16000, 4), (3, 112000, 4)]
+    assert calls == [([16000, 112000, 112000, 112000], 4)]
     for name in ["same0", "same1", "same2", "other"]:
         np.testing.assert_allclose(
             np.load(tmp_path / "b4" / f"{name}.wav.scene.npy"), np.load(tmp_path / "b1" / f"{name}.wav.scene.npy"), atol=1e-5

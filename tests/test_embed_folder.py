@@ -18,6 +18,7 @@ import soundfile
 import torch
 
 import hear_matpac
+from hear_matpac.files import decode
 from hear_matpac.files import embed as embed_files
 from hear_matpac.files import store as output_store
 from hear_matpac.files import progress
@@ -192,7 +193,7 @@ def test_weights_are_identified_by_content(tmp_path: Path, capsys) -> None:
 
 def test_fp16_on_cpu_is_refused_before_any_decoding(tmp_path: Path, monkeypatch, capsys) -> None:
     wav = _tone(tmp_path / "a.wav", 440)
-    monkeypatch.setattr(embed_files, "read_audio", lambda path: pytest.fail("decoded a file"))
+    monkeypatch.setattr(decode, "read_audio", lambda path: pytest.fail("decoded a file"))
     assert _embed(str(wav), "--out", str(tmp_path / "o"), "--precision", "fp16") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--device cuda" in err
@@ -227,7 +228,7 @@ def test_non_finite_results_are_failures_and_nothing_is_written(tmp_path: Path, 
     huge = np.full(16000, 1e20, np.float32)
     soundfile.write(inp / "huge.wav", huge, 16000, subtype="FLOAT")  # finite samples, NaN embeddings
     _tone(inp / "refused.wav", 900)
-    real = embed_files.get_scene_embeddings
+    real = embed_files.embed_packed
 
     out = tmp_path / "o"
     assert _embed(str(inp), "--out", str(out)) == 1
@@ -237,9 +238,9 @@ def test_non_finite_results_are_failures_and_nothing_is_written(tmp_path: Path, 
     # A ValueError of the API for one clip of a group: that file fails, the others are written.
     refused = inp / "refused.wav"
     first_sample = float(read_audio(refused).samples[1])
-    monkeypatch.setattr(embed_files, "get_scene_embeddings", lambda audio, model: (
+    monkeypatch.setattr(embed_files, "embed_packed", lambda audio, lengths, model, **kw: (
         (_ for _ in ()).throw(ValueError("clips 0 are not finite")) if any(
-            abs(float(row[1]) - first_sample) < 1e-7 for row in audio) else real(audio, model)))  # fmt: skip
+            abs(float(clip[1]) - first_sample) < 1e-7 for clip in audio.split(lengths)) else real(audio, lengths, model, **kw)))  # fmt: skip
     shutil.rmtree(out)
     assert _embed(str(inp), "--out", str(out)) == 1
     captured = capsys.readouterr()

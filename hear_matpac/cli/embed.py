@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from ..api import load_model
+from ..files.decode import MAX_DEFAULT_WORKERS
 from ..files.embed import FileEmbedder, Tally, first_line, folder_settings, plan_jobs
 from ..files.inputs import collect_inputs
 from ..files.outputs import FRAMES_SUFFIX, SCENE_SUFFIX
@@ -52,9 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device(parser)
     parser.add_argument(
         "--batch-size", type=int, metavar="N",
-        help=f"at most N 6.08 s windows per encoder pass (the max_windows option), and up to N files "
-        f"of equal length embedded in one call; bounds memory, does not change results (default: the "
+        help=f"at most N 6.08 s windows per encoder pass (the max_windows option), and N files "
+        f"decoded and embedded in one call; bounds memory, does not change results (default: the "
         f"model's, {DEFAULT_MAX_WINDOWS} windows on CPU and sized by free memory on CUDA; {DEFAULT_MAX_WINDOWS} files)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--decode-workers", type=int, metavar="N",
+        help="processes decoding and resampling the next files while these are embedded; 0: decode in "
+        f"the main process (default: none for one file, else up to {MAX_DEFAULT_WORKERS})",
     )  # fmt: skip
     add_overwrite(parser, "recompute this run's outputs even when up to date; with settings other than "
                   "OUT's, first delete every output in OUT")  # fmt: skip
@@ -110,6 +116,8 @@ def _prepare(args: argparse.Namespace, ranks: Optional[Ranks]) -> tuple:
     """Check the options, list the inputs (rank 0) and load the model onto this rank's device."""
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.decode_workers is not None and args.decode_workers < 0:
+        raise ValueError(f"--decode-workers must be 0 or more, got {args.decode_workers}")
     device = rank_device(resolve_device(args.device), ranks)
     options = model_options(args)
     if args.batch_size is not None:  # else the model's default for its device
@@ -156,7 +164,7 @@ def _embed(args: argparse.Namespace, model, device: torch.device, store: OutputS
     prefix = _PREFIX if group.world == 1 else f"{_PREFIX}: rank 0's share"
     progress = AudioProgress(sum(j.seconds for j in share.jobs), len(share.jobs) + len(share.failures),
                              prefix, quiet=args.quiet or group.rank != 0)  # fmt: skip
-    embedder = FileEmbedder(model, device, store, progress, _PREFIX)
+    embedder = FileEmbedder(model, device, store, progress, _PREFIX, workers=args.decode_workers)
     embedder.tally.skipped = share.skipped
     try:
         for what, problem in share.failures:

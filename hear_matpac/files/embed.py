@@ -1,25 +1,34 @@
-"""Embed audio files into an output folder: read them a chunk at a time, embed the files of
-one length together, find the culprit when such a call fails, and keep the tally.
+"""Embed audio files into an output folder, keeping the device busy: worker processes decode
+the next chunk of files while this one is embedded (`decode`), the clips of a chunk are embedded
+in one call whatever their lengths (`api.embed_packed`: windows of one length share encoder
+micro-batches), and one background thread writes the outputs while the next chunk is embedded.
+When a chunk's call fails, each of its files is tried alone to find the culprit; the tally is
+kept.
 
 Nothing is written for a file that fails (unreadable audio, a `ValueError` of the HEAR API
 such as non-finite audio, non-finite embeddings); an error while *writing* (disk full,
 read-only folder) or a failed device (out of memory for one file, a CUDA error) ends the run,
-since every later file would meet it too.
+since every later file would meet it too. A file counts as embedded (tally, progress) once its
+outputs are written and recorded.
 """
 from __future__ import annotations
 
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile
 import torch
+from torch import Tensor
 
 from .. import __version__
-from ..api import get_scene_and_timestamp_embeddings, get_scene_embeddings
+from ..api import embed_packed
 from ..config import SAMPLE_RATE
-from .audio import AudioFileError, read_audio
+from .decode import DecodedChunk, decoded_chunks, default_workers
 from .inputs import InputFile
 from ..model import MatpacModel
 from .store import Need, OutputStore, Source
@@ -81,77 +90,135 @@ def audio_seconds(path: object) -> float:
 
 
 class FileEmbedder:
-    """Embeds jobs with `model` on `device` into `store`, reporting through `progress`."""
+    """Embeds jobs with `model` on `device` into `store`, reporting through `progress`.
+    `workers`: decoding processes (None: `decode.default_workers`)."""
 
     def __init__(self, model: MatpacModel, device: torch.device, store: OutputStore,
-                 progress: AudioProgress, prefix: str) -> None:  # fmt: skip
+                 progress: AudioProgress, prefix: str, workers: Optional[int] = None) -> None:  # fmt: skip
         self.model, self.device, self.store = model, device, store
-        self.progress, self.prefix = progress, prefix
+        self.progress, self.prefix, self.workers = progress, prefix, workers
         self.tally = Tally()
+        self._lock = threading.Lock()  # tally and progress: also updated by the writer thread
 
     def fail(self, what: str, problem: str, seconds: float = 0.0) -> None:
         """Count `what` as failed and say why."""
-        self.tally.failed.append(what)
-        self.progress.write(f"{self.prefix}: failed: {what}: {problem}")
-        self.progress.advance(seconds)
+        with self._lock:
+            self.tally.failed.append(what)
+            self.progress.write(f"{self.prefix}: failed: {what}: {problem}")
+            self.progress.advance(seconds)
 
     def run(self, jobs: Sequence[Job], batch_size: int) -> Tally:
-        """Embed `jobs`, `batch_size` files read at a time."""
-        for first in range(0, len(jobs), batch_size):
-            self._chunk(jobs[first:first + batch_size])
+        """Embed `jobs`, `batch_size` files decoded and embedded at a time."""
+        if not jobs:
+            return self.tally
+        workers = default_workers(len(jobs)) if self.workers is None else self.workers
+        chunks = decoded_chunks([job.item.path for job in jobs], batch_size, workers, self.device.type == "cuda")
+        with BackgroundWriter() as writer:
+            for chunk in _loaded(chunks, workers):
+                self._chunk(jobs, chunk, writer)
         return self.tally
 
-    def _chunk(self, chunk: Sequence[Job]) -> None:
-        """Read `chunk`, then embed its files of equal length together (the HEAR API takes
-        clips of one length per call; padding would change the embeddings)."""
-        by_length: dict[int, list[tuple[Job, torch.Tensor]]] = {}
-        for job in chunk:
-            try:
-                clip = read_audio(job.item.path)
-            except (AudioFileError, OSError) as err:
-                self.fail(str(job.item.path), getattr(err, "problem", None) or first_line(err), job.seconds)
-                continue
-            by_length.setdefault(clip.samples.shape[0], []).append((job, clip.samples))
-        for group in by_length.values():
-            try:
-                outputs = self._compute(group)
-            except _FILE_ERRORS as err:
-                _stop_on_device_failure(err, group)
-                if len(group) == 1:
-                    self.fail(str(group[0][0].item.path), first_line(err), group[0][0].seconds)
-                else:  # find the culprit: one file at a time
-                    for member in group:
-                        self._one(member)
-                continue
-            self._write(group, outputs)
-
-    def _one(self, member: tuple[Job, torch.Tensor]) -> None:
+    def _chunk(self, jobs: Sequence[Job], chunk: DecodedChunk, writer: "BackgroundWriter") -> None:
+        """Embed `chunk`'s decoded files in one call; when it fails, each file alone."""
+        for index, problem in chunk.failed:
+            self.fail(str(jobs[index].item.path), problem, jobs[index].seconds)
+        if not chunk.indices:
+            return
+        group = [(jobs[i], clip) for i, clip in zip(chunk.indices, chunk.audio.split(chunk.lengths))]
         try:
-            outputs = self._compute([member])
+            outputs = self._compute(chunk.audio, chunk.lengths, group)
+        except _FILE_ERRORS as err:
+            _stop_on_device_failure(err, group)
+            if len(group) == 1:
+                self.fail(str(group[0][0].item.path), first_line(err), group[0][0].seconds)
+            else:  # find the culprit: one file at a time
+                for member in group:
+                    self._one(member, writer)
+            return
+        writer.submit(self._write, group, outputs)
+
+    def _one(self, member: tuple[Job, Tensor], writer: "BackgroundWriter") -> None:
+        try:
+            outputs = self._compute(member[1], [len(member[1])], [member])
         except _FILE_ERRORS as err:
             _stop_on_device_failure(err, [member])
             self.fail(str(member[0].item.path), first_line(err), member[0].seconds)
             return
-        self._write([member], outputs)
+        writer.submit(self._write, [member], outputs)
 
-    def _compute(self, group: list[tuple[Job, torch.Tensor]]) -> list[Output]:
-        """Embed clips of one length in one call; each one's scene and (when needed) frames,
-        on the CPU. The API raises ValueError for non-finite audio or embeddings."""
-        audio = torch.stack([samples for _, samples in group]).to(self.device)  # (clips, samples)
-        if any(job.need.frames for job, _ in group):
-            scene_t, emb_t, ts_t = get_scene_and_timestamp_embeddings(audio, self.model)
-            frames: Optional[tuple[np.ndarray, np.ndarray]] = (emb_t.cpu().numpy(), ts_t.cpu().numpy())
-        else:
-            scene_t, frames = get_scene_embeddings(audio, self.model), None
-        scene = scene_t.cpu().numpy()
-        return [(scene[i], None if frames is None else (frames[0][i], frames[1][i])) for i in range(len(group))]
+    def _compute(self, audio: Tensor, lengths: Sequence[int], group: list[tuple[Job, Tensor]]) -> list[Output]:
+        """Embed the clips of `group`, end to end in `audio`, in one call; each one's scene and
+        (when any needs them) frames, on the CPU. The API raises ValueError for non-finite
+        audio or embeddings."""
+        frames = any(job.need.frames for job, _ in group)
+        results = embed_packed(audio, lengths, self.model, timestamps=frames)
+        return [(r.scene.numpy(), (r.embeddings.numpy(), r.timestamps.numpy()) if frames else None) for r in results]
 
-    def _write(self, group: list[tuple[Job, torch.Tensor]], outputs: list[Output]) -> None:
+    def _write(self, group: list[tuple[Job, Tensor]], outputs: list[Output]) -> None:
+        """On the writer thread: write and record `group`'s outputs, then count them."""
         self.store.write(
             (job.item.name, job.source, job.need, scene, frames) for (job, _), (scene, frames) in zip(group, outputs)
         )
-        self.tally.embedded += len(group)
-        self.progress.advance(sum(job.seconds for job, _ in group), len(group))
+        with self._lock:
+            self.tally.embedded += len(group)
+            self.progress.advance(sum(job.seconds for job, _ in group), len(group))
+
+
+class BackgroundWriter:
+    """One thread running submitted writes in order, at most `depth` behind the caller, so the
+    device computes the next outputs while these are written. A write's error is raised in the
+    caller (at its next `submit`, or on leaving the `with` block); the writes after a failed
+    one are not run."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hear-matpac-writer")
+        self._pending: Deque[Future] = deque()
+        self._failed = threading.Event()
+
+    def submit(self, write: Callable[..., None], *args: Any) -> None:
+        """Queue `write(*args)`; wait while `depth` writes are queued; raise a write's error."""
+        while self._pending and (self._pending[0].done() or len(self._pending) >= self.depth):
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._guarded, write, args))
+
+    def _guarded(self, write: Callable[..., None], args: tuple) -> None:
+        if self._failed.is_set():
+            return
+        try:
+            write(*args)
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, kind: Optional[type], value: Optional[BaseException], tb: Any) -> None:
+        """Wait for the queued writes (also when the caller failed: what was computed is kept);
+        raise the first write error, unless the caller's own error is on its way."""
+        self._pool.shutdown(wait=True)
+        pending, self._pending = self._pending, deque()
+        if kind is None:
+            for future in pending:
+                future.result()
+
+
+def _loaded(chunks: Iterable[DecodedChunk], workers: int) -> Iterator[DecodedChunk]:
+    """`chunks`, with a decoding process that died (not a file's error: those are data) said
+    in one line."""
+    iterator = iter(chunks)
+    while True:
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        except RuntimeError as err:
+            if not workers or "DataLoader worker" not in str(err):
+                raise
+            raise ValueError(f"a decoding process died ({first_line(err)}); rerun with --decode-workers 0 to decode "
+                             "in the main process") from err  # fmt: skip
+        yield chunk
 
 
 def _stop_on_device_failure(err: BaseException, group: Sequence[tuple[Job, torch.Tensor]]) -> None:

@@ -1,0 +1,88 @@
+"""Decode audio files for `embed` ahead of the model: a `torch.utils.data.DataLoader` whose
+worker processes read and resample the files (`audio.read_audio`), a chunk of files at a time,
+while the main process embeds the chunk before.
+
+A chunk comes packed as `api.embed_packed` takes it: the clips end to end in one tensor (pinned
+when the model is on CUDA, so the copy to the device does not make the host wait) and their
+lengths. A file that cannot be decoded is in the chunk's `failed`, never an exception that would
+end the loader. The DataLoader gives each worker one torch thread, so workers do not compete
+with the encoder's threads, and keeps `prefetch_factor` chunks per worker decoded ahead.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from .audio import AudioFileError, read_audio
+
+PREFETCH = 2  # chunks decoded ahead, per worker
+MAX_DEFAULT_WORKERS = 2
+
+
+@dataclass
+class DecodedChunk:
+    """Some consecutive files of the list: `indices` (positions in the list) of the decoded
+    ones, their clips end to end in `audio` `(samples,)` float32 16 kHz, `lengths` in samples;
+    `failed`: (position, problem) of those that could not be decoded."""
+
+    indices: list[int]
+    audio: Tensor
+    lengths: list[int]
+    failed: list[tuple[int, str]]
+
+    def pin_memory(self) -> "DecodedChunk":
+        """Called by the DataLoader's pinning thread (`pin_memory=True`)."""
+        self.audio = self.audio.pin_memory()
+        return self
+
+
+def default_workers(n_files: int) -> int:
+    """Decoding processes for `n_files` files: none for a single file (a worker costs more
+    than it saves), else up to `MAX_DEFAULT_WORKERS` on the CPUs this process may use."""
+    if n_files <= 1:
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(MAX_DEFAULT_WORKERS, cpus)
+
+
+def decoded_chunks(paths: Sequence[Path], chunk_size: int, workers: int, pin_memory: bool) -> Iterable[DecodedChunk]:
+    """`paths` decoded `chunk_size` files at a time, in order, by `workers` processes (0: in
+    this process, when iterated)."""
+    return DataLoader(
+        _Files(list(paths)), batch_size=chunk_size, shuffle=False, collate_fn=_pack, num_workers=workers,
+        pin_memory=pin_memory, prefetch_factor=PREFETCH if workers else None,
+    )  # fmt: skip
+
+
+class _Files(Dataset):
+    """Position i -> (i, samples or None, problem or None): a decoding error is data."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, Optional[Tensor], Optional[str]]:
+        try:
+            return i, read_audio(self.paths[i]).samples, None
+        except (AudioFileError, OSError) as err:
+            return i, None, getattr(err, "problem", None) or _first_line(err)
+
+
+def _pack(items: list[tuple[int, Optional[Tensor], Optional[str]]]) -> DecodedChunk:
+    decoded = [(i, samples) for i, samples, _ in items if samples is not None]
+    audio = torch.cat([s for _, s in decoded]) if decoded else torch.empty(0)
+    return DecodedChunk([i for i, _ in decoded], audio, [len(s) for _, s in decoded],
+                        [(i, problem) for i, samples, problem in items if samples is None])  # fmt: skip
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
