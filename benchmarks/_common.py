@@ -8,9 +8,14 @@ that it works both as `python benchmarks/NAME.py` and as `python -m benchmarks.N
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Mapping, Sequence
 
+import numpy as np
+import soundfile
 import torch
 
 from hear_matpac.config import FREQ_PATCHES, PATCH, SAMPLE_RATE, EncoderConfig
@@ -93,3 +98,24 @@ def noise(clips: int, seconds: float, device: torch.device, seed: int = 0) -> to
     gen = torch.Generator().manual_seed(seed)
     samples = round(seconds * SAMPLE_RATE)
     return (0.1 * torch.randn(clips, samples, generator=gen)).to(device)
+
+
+def write_noise_files(folder: Path, lengths: Sequence[float], rate: int = SAMPLE_RATE) -> list:
+    """WAV files of seeded noise (amplitude 0.1) in `folder`, one per length in seconds; their paths."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, seconds in enumerate(lengths):
+        path = Path(folder) / f"clip{i:05d}.wav"
+        soundfile.write(path, (0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32), rate)
+        paths.append(str(path))
+    return paths
+
+
+def timed_run(command: Sequence[str], env: Mapping[str, str], cwd: Path, what: str) -> float:
+    """Wall seconds of `command`, start-up included; the script ends, naming `what`, if it fails."""
+    start = time.perf_counter()
+    result = subprocess.run(list(command), env=dict(env), cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"{what} failed: {result.stderr.strip()[-800:]}")
+    return elapsed

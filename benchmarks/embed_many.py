@@ -15,37 +15,20 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
 HERE = Path(__file__).resolve().parents[1]
-
-
-def make_files(folder: Path, n: int, lengths: np.ndarray, rate: int) -> list:
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        path = folder / f"clip{i:05d}.wav"
-        soundfile.write(path, (0.1 * rng.standard_normal(int(lengths[i] * rate))).astype(np.float32), rate)
-        paths.append(str(path))
-    return paths
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder, for _common (see its docstring)
+from _common import timed_run, write_noise_files  # noqa: E402
 
 
 def timed_embed(checkout: Path, files: list, out: Path, extra: list) -> float:
-    env = dict(os.environ, PYTHONPATH=str(checkout))
     command = [sys.executable, "-m", "hear_matpac.cli", "embed", *files, "--out", str(out), "--quiet", *extra]
-    start = time.perf_counter()
-    result = subprocess.run(command, env=env, cwd=checkout, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"embed failed in {checkout}: {result.stderr.strip()[-500:]}")
-    return elapsed
+    return timed_run(command, dict(os.environ, PYTHONPATH=str(checkout)), checkout, f"embed in {checkout}")
 
 
 def main() -> None:
@@ -72,7 +55,7 @@ def main() -> None:
     fresh = {c: [] for c in checkouts}
     again = {c: [] for c in checkouts}
     with tempfile.TemporaryDirectory() as tmp:
-        files = make_files(Path(tmp), args.files, lengths, args.rate)
+        files = write_noise_files(Path(tmp), lengths[:args.files], args.rate)
         for r in range(args.rounds):
             for checkout in checkouts if r % 2 == 0 else checkouts[::-1]:
                 out = Path(tmp) / f"out-{checkouts.index(checkout)}-{r}"

@@ -21,41 +21,25 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 
 from hear_matpac.weights.synthetic import write_random_checkpoint
 
 HERE = Path(__file__).resolve().parents[1]
-
-
-def make_files(folder: Path, lengths: np.ndarray) -> list:
-    rng = np.random.default_rng(0)
-    paths = []
-    for i, seconds in enumerate(lengths):
-        path = folder / f"clip{i:04d}.wav"
-        soundfile.write(path, (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32), 16000)
-        paths.append(str(path))
-    return paths
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # this folder, for _common (see its docstring)
+from _common import timed_run, write_noise_files  # noqa: E402
 
 
 def timed(launcher: list, threads: int, files: list, out: Path, weights: str) -> float:
     command = [sys.executable, *launcher, "embed", *files, "--out", str(out), "--weights", weights,
                "--device", "cpu", "--quiet"]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(HERE), OMP_NUM_THREADS=str(threads))
-    start = time.perf_counter()
-    result = subprocess.run(command, env=env, cwd=HERE, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        sys.exit(f"embed failed: {' '.join(launcher)}: {result.stderr.strip()[-800:]}")
-    return elapsed
+    return timed_run(command, env, HERE, f"embed: {' '.join(launcher)}")
 
 
 def main() -> None:
@@ -83,7 +67,7 @@ def main() -> None:
     times: dict = {name: [] for name, _, _ in setups}
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights or str(write_random_checkpoint(Path(tmp) / "vit_base_random.pt"))
-        files = make_files(Path(tmp), lengths)
+        files = write_noise_files(Path(tmp), lengths)
         for r in range(args.rounds):
             for i, (name, launcher, threads) in enumerate(setups if r % 2 == 0 else setups[::-1]):
                 times[name].append(timed(launcher, threads, files, Path(tmp) / f"out-{r}-{i}", weights))
