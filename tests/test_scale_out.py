@@ -232,6 +232,8 @@ def test_engine_slurm_without_submitit_is_one_line(tmp_path, monkeypatch, capsys
     (["--slurm-partition", "gpu"], "need --engine slurm"),
     (["--engine", "slurm", "--slurm-cluster", "local", "--slurm-gpus-per-stage", "-1"], "--slurm-gpus-per-stage"),
     (["--engine", "slurm", "--slurm-cluster", "local", "--slurm-extra", "mem_gb"], "KEY=VALUE"),
+    (["--engine", "slurm", "--slurm-cluster", "local", "--jobs", "2"], "drop them"),
+    (["--engine", "slurm", "--slurm-cluster", "local", "--devices", "cpu"], "drop them"),
 ])  # fmt: skip
 def test_engine_option_mistakes_are_one_line(tmp_path, capsys, argv, problem):
     assert main(_evaluate_argv(tmp_path / "out", *argv)) == 2

@@ -186,4 +186,7 @@ def engine_options(args: argparse.Namespace) -> tuple:
         if given or args.slurm_extra:
             raise ValueError("the --slurm-* options need --engine slurm")
         return args.engine, None
+    if getattr(args, "devices", "") or getattr(args, "jobs", 1) != 1:
+        raise ValueError("--devices and --jobs spread the stages over this node; with --engine slurm each "
+                         "stage asks Slurm for its own GPU (--slurm-gpus-per-stage): drop them")  # fmt: skip
     return args.engine, SlurmOptions(**given, extra=parse_extra(args.slurm_extra or []))
