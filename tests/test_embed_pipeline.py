@@ -25,6 +25,8 @@ from hear_matpac.files.embed import BackgroundWriter
 
 from conftest import TINY_FLAT
 
+BATCH_TOLERANCE = 1e-5  # as tests/test_batching.py: a window's outputs whatever shares its batch
+
 
 def _lengths(window: int) -> list[int]:
     """Clip lengths for windows of `window` samples' hop: shorter than one STFT window, than one
@@ -47,13 +49,17 @@ def test_packed_clips_get_what_each_clip_alone_gets(options, timestamps):
     clips = _clips(lengths)
     packed = embed_packed(torch.cat(clips), lengths, model, timestamps=timestamps)
     assert len(packed) == len(clips)
+    # Within the batch-invariance bound, not bit for bit: the row count of a GEMM (front end's
+    # mel projection, encoder) changes with what shares the call, and on some CPUs (an AMD EPYC;
+    # not MKL on the Intel dev machine, where these were equal) that moves a sum by about 1e-6,
+    # as it does for the API's own batch of clips. A window misplaced or cut is off by far more.
     for clip, got in zip(clips, packed):
         scene, embeddings, times = get_scene_and_timestamp_embeddings(clip[None], model)
-        # the very same numbers on CPU in float32 (packed GEMM); the batch-invariance tests' bound in any case
-        assert (got.scene - scene[0]).abs().max() <= 1e-5
-        assert torch.equal(got.scene, scene[0])
+        pairs = [(got.scene, scene[0])] + ([(got.embeddings, embeddings[0])] if timestamps else [])
+        for a, b in pairs:
+            assert a.shape == b.shape and (a - b).abs().max() <= BATCH_TOLERANCE
         if timestamps:
-            assert torch.equal(got.embeddings, embeddings[0]) and torch.equal(got.timestamps, times[0])
+            assert torch.equal(got.timestamps, times[0])
         else:
             assert got.embeddings is None and got.timestamps is None
 
