@@ -285,15 +285,34 @@ def test_malformed_embed_info_is_one_line(tmp_path: Path, capsys, content: str) 
     assert err.count("\n") == 1 and str(out / "embed-info.json") in err and "not an embed-info record" in err
 
 
-def test_malformed_manifest_line_is_one_line(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("first", ['[1, 2]', '{"name": "a.wav", "source": "/a.wav", "size": 1e400, "mtime_ns": 1, "frames": false}'])
+def test_malformed_manifest_line_is_one_line(tmp_path: Path, capsys, first: str) -> None:
     wav = _tone(tmp_path / "a.wav", 440)
     out = tmp_path / "o"
     assert _embed(str(wav), "--out", str(out)) == 0
-    (out / "embed-manifest.jsonl").write_text('[1, 2]\n{"name": "a.wav"}\n')
+    (out / "embed-manifest.jsonl").write_text(first + '\n{"name": "a.wav"}\n')
     capsys.readouterr()
     assert _embed(str(wav), "--out", str(out)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{out / 'embed-manifest.jsonl'}:1: not a manifest line" in err
+
+
+def test_a_linked_folder_inside_out_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    """Outputs behind a symbolic link to a folder would be neither seen nor cleaned (a run could
+    claim new settings beside them): the run stops before it writes anything."""
+    inputs = tmp_path / "in"
+    _tone(inputs / "sub" / "x.wav", 440)
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "o"
+    assert _embed(str(inputs), "--out", str(elsewhere), "--layer", "2") == 0
+    out.mkdir()
+    (out / "sub").symlink_to(elsewhere / "sub", target_is_directory=True)
+    stamp = (elsewhere / "sub" / "x.wav.scene.npy").stat().st_mtime_ns
+    capsys.readouterr()
+    assert _embed(str(inputs), "--out", str(out), "--layer", "0") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out / 'sub'} is a symbolic link to a folder inside the output folder" in err
+    assert (elsewhere / "sub" / "x.wav.scene.npy").stat().st_mtime_ns == stamp
+    assert not (out / "embed-info.json").exists()
 
 
 @pytest.mark.parametrize("where", ["file", "under_file"])

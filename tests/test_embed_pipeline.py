@@ -21,7 +21,8 @@ from hear_matpac.cli import main
 from hear_matpac.files import decode, outputs
 from hear_matpac.files import store as output_store
 from hear_matpac.files.audio import Clip
-from hear_matpac.files.embed import BackgroundWriter
+from hear_matpac.files.embed import BackgroundWriter, audio_seconds
+from hear_matpac.files.store import Source
 
 from conftest import TINY_FLAT
 
@@ -136,11 +137,34 @@ def test_workers_decode_in_order_with_one_torch_thread_each(tmp_path, monkeypatc
     monkeypatch.setattr(decode, "read_audio", lambda path: Clip(
         torch.full((1 + int(Path(path).stem),), float(torch.get_num_threads())), 16000, 1) if Path(path).exists()
         else (_ for _ in ()).throw(FileNotFoundError(f"{path}: no such file")))  # fmt: skip
-    chunks = list(decode.decoded_chunks(paths, 4, workers=2, pin_memory=False))
+    sources = [Source.of(p) if p.exists() else Source(str(p), 44, 1) for p in paths]
+    chunks = list(decode.decoded_chunks(sources, 4, workers=2, pin_memory=False))
     assert [c.indices for c in chunks] == [[0, 1, 3], [4, 5]]
     assert [c.lengths for c in chunks] == [[1, 2, 3], [4, 5]]
-    assert chunks[0].failed == [(2, f"{tmp_path / 'gone.wav'}: no such file")]
+    assert [i for i, _ in chunks[0].failed] == [2] and "No such file" in chunks[0].failed[0][1]
     assert all(torch.all(c.audio == 1) for c in chunks)  # one thread per worker
+
+
+def test_a_file_is_decoded_only_while_it_is_the_one_listed(tmp_path):
+    """Read from the recorded absolute path, and only with the recorded size and mtime: a file
+    changed since the run listed it, or another file there (a torchrun rank on another
+    machine), fails; a named pipe fails at once instead of blocking the run."""
+    same = _wav(tmp_path / "same.wav", 0.2)
+    grown = _wav(tmp_path / "grown.wav", 0.2)
+    listed = Source.of(grown)
+    _wav(grown, 0.3)
+    touched = _wav(tmp_path / "touched.wav", 0.2)
+    before = Source.of(touched)
+    os.utime(touched, ns=(before.mtime_ns, before.mtime_ns + 1))
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    sources = [Source.of(same), listed, before, Source(str(fifo), 0, os.stat(fifo).st_mtime_ns)]
+    chunk, = decode.decoded_chunks(sources, 4, workers=0, pin_memory=False)
+    assert chunk.indices == [0] and chunk.lengths == [3200]
+    assert [i for i, _ in chunk.failed] == [1, 2, 3]
+    assert all("changed since this run listed it" in problem for _, problem in chunk.failed[:2])
+    assert chunk.failed[2][1] == "not a regular file"
+    assert audio_seconds(fifo) == 0.0 and audio_seconds(same) == pytest.approx(0.2)
 
 
 def test_default_workers():

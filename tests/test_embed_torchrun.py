@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from hear_matpac.cli import main
 from hear_matpac.files import store as output_store
@@ -219,15 +221,16 @@ def test_a_run_waits_for_ranks_that_outlive_their_rank_0(tmp_path: Path) -> None
     assert run.wait(timeout=LIMIT) == 0 and "0 embedded, 8 skipped" in run.stdout.read()
 
 
-def _ranks_by_hand(inputs: Path, out: Path, *extra: str) -> list:
+def _ranks_by_hand(inputs: Path, out: Path, *extra: str, cwds: tuple = (None, None)) -> list:
     """The two processes of a job started as torchrun starts them, to see each one's status and
-    output (torchrun stops the others at the first exit, and mixes their output)."""
+    output (torchrun stops the others at the first exit, and mixes their output); `cwds`: each
+    one's working directory, as for ranks on two machines."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "hear_matpac.cli", "embed", str(inputs), "--out", str(out),
                "--weights", TINY, "--device", "cpu", "--quiet", *extra]  # fmt: skip
-    return [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwds[rank],
                              env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1",
                                       MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank)))
             for rank in range(2)]  # fmt: skip
@@ -263,3 +266,70 @@ def test_journals_left_by_killed_ranks_are_folded_before_cleaning(tmp_path: Path
     assert "0 embedded, 8 skipped" in captured.out and "removed" not in captured.err
     assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
     assert manifest.read_text().splitlines() == lines and not list(out.glob("embed-manifest.rank*"))
+
+
+def _nodes(tmp_path: Path) -> tuple:
+    """Two working directories, as on two machines, each with its own `in/` of 4 clips of the
+    same lengths but other audio."""
+    nodes = tmp_path / "nodeA", tmp_path / "nodeB"
+    for seed, node in enumerate(nodes):
+        rng = np.random.default_rng(seed)
+        (node / "in").mkdir(parents=True)
+        for i in range(4):
+            audio = 0.2 * rng.standard_normal(round((1 + 0.3 * i) * 16000))
+            soundfile.write(node / "in" / f"f{i}.wav", audio.astype(np.float32), 16000)
+    return nodes
+
+
+def test_ranks_in_other_working_directories_read_the_files_rank_0_listed(tmp_path: Path) -> None:
+    """Relative inputs name other files on each machine: rank 0's (absolute paths, sizes and
+    times) are the ones embedded and recorded, by every rank, or a rank fails the file."""
+    nodes = _nodes(tmp_path)
+    out = tmp_path / "out"
+    results = [_finish(rank) for rank in _ranks_by_hand(Path("in"), out, cwds=nodes)]
+    assert [code for code, _, _ in results] == [0, 0], results
+    assert "4 embedded, 0 skipped (already there), 0 failed" in results[0][1]
+    reference = tmp_path / "reference"
+    assert _single(nodes[0] / "in", reference) == 0
+    assert sorted(_names(out)) == [f"f{i}.wav" for i in range(4)]
+    for name, entry in _names(out).items():
+        assert entry["source"] == str(nodes[0] / "in" / name)
+        np.testing.assert_allclose(np.load(out / f"{name}.scene.npy"), np.load(reference / f"{name}.scene.npy"), atol=1e-5)
+
+
+def test_a_rank_whose_out_or_weights_are_not_rank_0s_stops_the_job_in_one_line(tmp_path: Path) -> None:
+    nodes = _nodes(tmp_path)
+    (nodes[1] / "out").mkdir()  # a relative --out finds another folder on rank 1's machine
+    results = [_finish(rank) for rank in _ranks_by_hand(tmp_path / "nodeA" / "in", Path("out"), cwds=nodes)]
+    assert [code for code, _, _ in results] == [2, 2], results
+    assert results[0][2] == "" and len(results[1][2].strip().splitlines()) == 1, results
+    assert "is not the folder rank 0 writes to" in results[1][2] and "absolute path" in results[1][2]
+    assert not list((nodes[1] / "out").iterdir()) and not _outputs(nodes[0] / "out")
+    # other weights behind the same relative --weights on rank 1's machine
+    shutil.copyfile(TINY, nodes[0] / "w.pt")
+    state = torch.load(TINY, map_location="cpu", weights_only=True)
+    for value in state.values():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            value.mul_(0.5)
+    torch.save(state, nodes[1] / "w.pt")
+    out = tmp_path / "out"
+    results = [_finish(rank) for rank in _ranks_by_hand(tmp_path / "nodeA" / "in", out, "--weights", "w.pt", cwds=nodes)]
+    assert [code for code, _, _ in results] == [2, 2], results
+    assert results[0][2] == "" and len(results[1][2].strip().splitlines()) == 1, results
+    assert "rank 1 would embed with other settings than rank 0 (weights_sha256:" in results[1][2]
+    assert not out.exists() or not _outputs(out)
+
+
+def test_a_rank_that_joins_after_another_run_took_the_folder_stops(tmp_path: Path) -> None:
+    """Rank 0 killed after sending the shares, a single run opens the folder: a rank of the job
+    that joins only now must not write beside that run."""
+    out, settings, said = tmp_path / "out", {"weights_sha256": "0" * 64}, []
+    with output_store.OutputStore.open(out, settings, False, report=said.append) as store:
+        token = store.mark_job()  # rank 0 of the job
+    with output_store.OutputStore.join(out, 1, {}, token):  # the job's token: joined
+        pass
+    with output_store.OutputStore.open(out, settings, False, report=said.append):  # the next run
+        with pytest.raises(FileNotFoundError, match="is not the folder rank 0 writes to"):
+            with output_store.OutputStore.join(out, 1, {}, token):
+                pass
+    assert said == []

@@ -17,7 +17,7 @@ from ..files.outputs import FRAMES_SUFFIX, SCENE_SUFFIX
 from ..files.progress import AudioProgress
 from ..files.ranks import USER_ERRORS, OtherRankFailed, RankGroup, Ranks, rank_group, rank_device, torchrun_ranks
 from ..files.shard import Share, measure, shares
-from ..files.store import OutputStore
+from ..files.store import OutputStore, check_job_folder
 from ..options import DEFAULT_MAX_WINDOWS
 from ..precision import check_precision_device
 from ..weights.locate import resolve_weights_path
@@ -90,26 +90,47 @@ def _run(args: argparse.Namespace, group: RankGroup) -> int:
     share, rank 0 prints the totals; every rank returns the same status."""
     device, model, weights, files, bad_arguments = group.agree(lambda: _prepare(args, group.ranks))
     settings = folder_settings(weights, model)
+    group.agree(lambda: _same_as_rank_0(settings, group))
     if group.rank == 0:
         with contextlib.ExitStack() as folder:
             try:
                 store = folder.enter_context(OutputStore.open(args.out, settings, args.overwrite, report=_say))
                 parts = _plan(args, files, bad_arguments, store, group.world)
+                if group.world > 1:
+                    token = store.mark_job()
+                    for part in parts:
+                        part.token = token
             except USER_ERRORS:
                 group.abandon()
                 raise
             share = group.scatter(parts)
+            group.agree(lambda: None)  # the others check that their --out is this folder
             tally = group.agree(lambda: _embed(args, model, device, store, share, group))
             counts = group.all_gather((tally.embedded, tally.skipped, len(tally.failed)))
         # (leaving the folder folds the other ranks' journals, complete by now)
     else:
         share = group.scatter(None)
+        group.agree(lambda: check_job_folder(args.out, group.rank, share.token))
         tally = group.agree(lambda: _embed_joined(args, model, device, share, group))
         counts = group.all_gather((tally.embedded, tally.skipped, len(tally.failed)))
     embedded, skipped, failed = (sum(column) for column in zip(*counts))
     if group.rank == 0:
         print(f"{embedded} embedded, {skipped} skipped (already there), {failed} failed; outputs in {args.out}")
     return 1 if failed else 0
+
+
+def _same_as_rank_0(settings: dict, group: RankGroup) -> None:
+    """`ValueError` on a rank whose outputs would not be what rank 0 records for the folder:
+    other weights (by content), options or version (a relative --weights from another working
+    directory, another machine's file)."""
+    if group.world == 1:
+        return
+    mine = {k: v for k, v in settings.items() if k != "weights"}  # the path may differ; the content may not
+    first = group.all_gather(mine)[0]
+    if mine != first:
+        difference = "; ".join(f"{k}: {first.get(k)!r} on rank 0, {v!r} here" for k, v in mine.items() if first.get(k) != v)
+        raise ValueError(f"rank {group.rank} would embed with other settings than rank 0 ({difference}); give every "
+                         "rank the same weights and options, by absolute paths on a file system they all see")  # fmt: skip
 
 
 def _prepare(args: argparse.Namespace, ranks: Optional[Ranks]) -> tuple:
@@ -154,7 +175,7 @@ def _plan(args: argparse.Namespace, files: list, bad_arguments: list, store: Out
 
 def _embed_joined(args: argparse.Namespace, model, device: torch.device, share: Share, group: RankGroup) -> Tally:
     """Embed the share of a rank other than 0, its journal closed when done."""
-    with OutputStore.join(args.out, group.rank, share.records) as store:
+    with OutputStore.join(args.out, group.rank, share.records, share.token) as store:
         return _embed(args, model, device, store, share, group)
 
 

@@ -2,6 +2,11 @@
 worker processes read and resample the files (`audio.read_audio`), a chunk of files at a time,
 while the main process embeds the chunk before.
 
+Each file is read from the absolute path recorded when the run listed it, and only while its
+size and modification time are still those recorded (`Source`): a file that changed since, or
+that is another file on this machine (a rank of a torchrun job elsewhere), fails instead of
+being embedded under the record of another.
+
 A chunk comes packed as `api.embed_packed` takes it: the clips end to end in one tensor (pinned
 when the model is on CUDA, so the copy to the device does not make the host wait) and their
 lengths. A file that cannot be decoded is in the chunk's `failed`, never an exception that would
@@ -11,8 +16,8 @@ with the encoder's threads, and keeps `prefetch_factor` chunks per worker decode
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
@@ -20,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .audio import AudioFileError, read_audio
+from .store import Source
 
 PREFETCH = 2  # chunks decoded ahead, per worker
 MAX_DEFAULT_WORKERS = 2
@@ -51,11 +57,11 @@ def default_workers(n_files: int) -> int:
     return min(MAX_DEFAULT_WORKERS, cpus)
 
 
-def decoded_chunks(paths: Sequence[Path], chunk_size: int, workers: int, pin_memory: bool) -> Iterable[DecodedChunk]:
-    """`paths` decoded `chunk_size` files at a time, in order, by `workers` processes (0: in
-    this process, when iterated)."""
+def decoded_chunks(sources: Sequence[Source], chunk_size: int, workers: int, pin_memory: bool) -> Iterable[DecodedChunk]:
+    """The files of `sources` decoded `chunk_size` at a time, in order, by `workers` processes
+    (0: in this process, when iterated)."""
     return DataLoader(
-        _Files(list(paths)), batch_size=chunk_size, shuffle=False, collate_fn=_pack, num_workers=workers,
+        _Files(list(sources)), batch_size=chunk_size, shuffle=False, collate_fn=_pack, num_workers=workers,
         pin_memory=pin_memory, prefetch_factor=PREFETCH if workers else None,
     )  # fmt: skip
 
@@ -63,17 +69,33 @@ def decoded_chunks(paths: Sequence[Path], chunk_size: int, workers: int, pin_mem
 class _Files(Dataset):
     """Position i -> (i, samples or None, problem or None): a decoding error is data."""
 
-    def __init__(self, paths: list[Path]) -> None:
-        self.paths = paths
+    def __init__(self, sources: list[Source]) -> None:
+        self.sources = sources
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.sources)
 
     def __getitem__(self, i: int) -> tuple[int, Optional[Tensor], Optional[str]]:
+        source = self.sources[i]
         try:
-            return i, read_audio(self.paths[i]).samples, None
+            problem = changed(source)
+            if problem:
+                return i, None, problem
+            return i, read_audio(source.path).samples, None
         except (AudioFileError, OSError) as err:
             return i, None, getattr(err, "problem", None) or _first_line(err)
+
+
+def changed(source: Source) -> Optional[str]:
+    """Why the file at `source.path` is not the one recorded in `source` (None when it is).
+    `OSError` when it cannot be looked at."""
+    now = os.stat(source.path)
+    if not stat.S_ISREG(now.st_mode):
+        return "not a regular file"
+    if (now.st_size, now.st_mtime_ns) != (source.size, source.mtime_ns):
+        return ("changed since this run listed it (size or modification time differ; in a "
+                f"torchrun job, every rank must see the same file at {source.path}); run again")  # fmt: skip
+    return None
 
 
 def _pack(items: list[tuple[int, Optional[Tensor], Optional[str]]]) -> DecodedChunk:

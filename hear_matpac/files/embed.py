@@ -13,6 +13,8 @@ outputs are written and recorded.
 """
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -82,8 +84,11 @@ Output = tuple[np.ndarray, Optional[tuple[np.ndarray, np.ndarray]]]  # scene, (e
 
 
 def audio_seconds(path: object) -> float:
-    """The length of an audio file from its header, 0 when it cannot be read (it fails later)."""
+    """The length of an audio file from its header, 0 when it cannot be read (it fails later)
+    or is no regular file (a named pipe would block the read)."""
     try:
+        if not stat.S_ISREG(os.stat(str(path)).st_mode):
+            return 0.0
         return float(soundfile.info(str(path)).duration)
     except Exception:  # noqa: BLE001 - only an estimate for the progress display
         return 0.0
@@ -112,7 +117,7 @@ class FileEmbedder:
         if not jobs:
             return self.tally
         workers = default_workers(len(jobs)) if self.workers is None else self.workers
-        chunks = decoded_chunks([job.item.path for job in jobs], batch_size, workers, self.device.type == "cuda")
+        chunks = decoded_chunks([job.source for job in jobs], batch_size, workers, self.device.type == "cuda")
         with BackgroundWriter() as writer:
             for chunk in _loaded(chunks, workers):
                 self._chunk(jobs, chunk, writer)

@@ -46,6 +46,9 @@ def collect_inputs(arguments: Sequence[str]) -> tuple[list[InputFile], list[BadA
         path = Path(argument).expanduser()
         if path.is_dir() or path.is_file():
             matches = [path]
+        elif path.exists():  # a named pipe, a device: reading it could block or never end
+            bad.append(BadArgument(argument, "not a regular file or a folder"))
+            matches = []
         elif any(c in argument for c in _GLOB_CHARS):
             matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(argument), recursive=True))]
             if not matches:

@@ -49,12 +49,14 @@ def shard(jobs: Sequence[Job], parts: int) -> List[List[Job]]:
 class Share:
     """One rank's part of a run: its jobs, the folder's records of their names (what the rank's
     store needs to rewrite them), and, for rank 0 only, the count of files skipped and the
-    (what, problem) failures found while planning."""
+    (what, problem) failures found while planning. `token`: the job's mark on the output folder
+    (`OutputStore.mark_job`)."""
 
     jobs: List[Job]
     records: Dict[str, Record]
     skipped: int = 0
     failures: List[Tuple[str, str]] = field(default_factory=list)
+    token: str = ""
 
 
 def shares(jobs: Sequence[Job], records: Mapping[str, Record], skipped: int,

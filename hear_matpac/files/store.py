@@ -13,7 +13,8 @@ Files kept in OUT besides the outputs (`files.outputs` names those):
   an earlier one; `{"name", "removed": true}` drops it. Lines are appended as outputs are
   written and the file is rewritten compactly when a run opens and closes the folder.
 - `.embed.lock`: locked (`flock`, exclusive) for the whole run.
-- `.embed.ranks.lock`, `embed-manifest.rank<R>.jsonl`: only after a `torchrun` job (below).
+- `.embed.ranks.lock`, `embed-manifest.rank<R>.jsonl`, `.embed.job`: only after a `torchrun`
+  job (below).
 
 The invariant, after any sequence of runs (killed ones included): every output file in OUT
 is recorded in the manifest (or a rank's journal, below) and equals what the settings in `embed-info.json` give for its
@@ -26,12 +27,14 @@ without outputs, or with `overwrite`, which first deletes every output in it.
 Sharing with the ranks of one `torchrun` job (`files.ranks`; rank 0 plans and splits the
 inputs, so no two ranks write one name): rank 0 opens the folder as a single run does (lock,
 clean, claim settings) and holds `.embed.lock` until the end. The other ranks join only once
-rank 0 has the folder (`OutputStore.join`): each holds `.embed.ranks.lock` *shared* while it
+rank 0 has the folder (`OutputStore.join`), and only the very folder rank 0 holds: rank 0
+writes a new random token to `.embed.job` and sends it, and a rank whose `--out` holds another
+token (a relative path from another working directory, another machine's folder) stops. Each holds `.embed.ranks.lock` *shared* while it
 writes and appends its records to its own journal, `embed-manifest.rank<R>.jsonl`. Rank 0
 folds the journals into `embed-manifest.jsonl` when it closes the folder, after every rank has
 finished. A run that opens the folder takes `.embed.lock`, then waits for
 `.embed.ranks.lock` exclusively (when it exists), so ranks outliving a killed rank 0 still hold
-it off; it folds whatever journals killed ranks left (last line wins, in rank order) before it
+it off (the job's token voided first, so a rank that comes later stops); it folds whatever journals killed ranks left (last line wins, in rank order) before it
 cleans, so outputs they recorded are kept.
 """
 from __future__ import annotations
@@ -42,6 +45,7 @@ import fcntl
 import json
 import os
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Optional
@@ -56,6 +60,7 @@ FORMAT = 2  # embed-info.json without "format" comes from a version that did not
 MANIFEST_FILE = "embed-manifest.jsonl"
 LOCK_FILE = ".embed.lock"
 RANKS_LOCK_FILE = ".embed.ranks.lock"  # held shared by the ranks (but rank 0) of a torchrun job
+JOB_FILE = ".embed.job"  # rank 0's token for the job now writing: the ranks check it is their folder
 _JOURNAL = re.compile(r"embed-manifest\.rank([0-9]+)\.jsonl")
 _STATE_FILES = (INFO_FILE, MANIFEST_FILE)
 _OUTPUT_SUFFIXES = (SCENE_SUFFIX, FRAMES_SUFFIX)
@@ -136,20 +141,28 @@ class OutputStore:
 
     @classmethod
     @contextlib.contextmanager
-    def join(cls, out: Path, rank: int, records: Mapping[str, Record]) -> Iterator["OutputStore"]:
+    def join(cls, out: Path, rank: int, records: Mapping[str, Record], token: str) -> Iterator["OutputStore"]:
         """The folder as rank `rank` (> 0) of a torchrun job sees it, once rank 0 holds it
-        (`open`): `records` are those of the names this rank embeds, and `write` appends to this
-        rank's journal, which rank 0 folds into the manifest when it closes the folder."""
-        if not out.is_dir():
-            raise FileNotFoundError(f"{out}: no such folder where rank {rank} runs; the output folder of a "
-                                    "torchrun job must be on a file system that every rank sees")  # fmt: skip
+        (`open`) and marked it with `token` (`mark_job`): `records` are those of the names this
+        rank embeds, and `write` appends to this rank's journal, which rank 0 folds into the
+        manifest when it closes the folder."""
+        check_job_folder(out, rank, token)  # before creating the lock file in a folder that is not the job's
         with open(out / RANKS_LOCK_FILE, "ab") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_SH)  # free: only a run holding .embed.lock takes it exclusively
+            check_job_folder(out, rank, token)  # still this job's: no run has taken the folder since
             store = cls(out, lock, dict(records), journal=rank_journal(rank))
             try:
                 yield store
             finally:
                 store._close_journal()
+
+    def mark_job(self) -> str:
+        """Rank 0 of a torchrun job: a new token in `.embed.job`, by which the other ranks know
+        that their `--out` is this folder (`check_job_folder`)."""
+        token = uuid.uuid4().hex
+        with atomic_write(self.out / JOB_FILE) as handle:
+            handle.write(token.encode("ascii"))
+        return token
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -312,8 +325,28 @@ def _lock_exclusive(lock: IO[bytes], out: Path, report: Callable[[str], None], h
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
 
 
+def check_job_folder(out: Path, rank: int, token: str) -> None:
+    """`FileNotFoundError` unless `out`, as rank `rank` sees it, is the folder rank 0 marked
+    with `token`."""
+    where = f"--out {out} on rank {rank} (working directory {os.getcwd()})"
+    fix = "give --out as an absolute path on a file system that every rank of the job sees"
+    if not out.is_dir():
+        raise FileNotFoundError(f"{where}: no such folder; {fix}")
+    try:
+        found = (out / JOB_FILE).read_bytes().decode("ascii", errors="replace")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        found = None
+    if found != token:
+        why = f"no {JOB_FILE} there" if found is None else f"its {JOB_FILE} is another job's"
+        raise FileNotFoundError(f"{where} is not the folder rank 0 writes to ({why}); {fix}")
+
+
 def _wait_for_ranks(out: Path, report: Callable[[str], None]) -> None:
-    """Wait until no rank of an earlier torchrun job writes to `out` (they hold the ranks' lock)."""
+    """Void an earlier torchrun job's token, then wait until none of its ranks writes to `out`
+    (they hold the ranks' lock). In this order, a rank of that job that comes late (its rank 0
+    killed) either holds the lock before the token goes, and is waited for, or finds no token
+    once it holds the lock (`join`), and stops."""
+    (out / JOB_FILE).unlink(missing_ok=True)
     try:
         lock = open(out / RANKS_LOCK_FILE, "rb")  # never created here: only a torchrun job's ranks take it
     except FileNotFoundError:
@@ -328,6 +361,11 @@ def _scan(out: Path) -> tuple[list[Path], set[str]]:
     for root, dirs, files in os.walk(out):
         dirs.sort()
         base = Path(root)
+        for name in dirs:  # not followed by the walk: outputs there would be neither seen nor cleaned
+            if (base / name).is_symlink():
+                raise ValueError(f"{base / name} is a symbolic link to a folder inside the output folder; embed "
+                                 f"keeps every output in {out} itself: replace the link by a real folder, or "
+                                 "use another --out")  # fmt: skip
         for name in files:
             match = _TEMP.fullmatch(name)
             if match:
@@ -377,7 +415,7 @@ def _read_manifest(path: Path, records: Optional[dict[str, Record]] = None) -> d
                 continue
             source = Source(str(entry["source"]), int(entry["size"]), int(entry["mtime_ns"]))
             records[name] = Record(source, bool(entry["frames"]))
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as err:
             if number == len(lines):  # no newline after it: cut short by a kill
                 continue
             raise ValueError(f"{path}:{number}: not a manifest line ({type(err).__name__}: {err}); "
