@@ -187,10 +187,12 @@ def test_collect_inputs_names_mirror_arguments(tmp_path: Path) -> None:
     for rel in ["a/x.wav", "a/deep/y.flac", "a/.hidden.wav", "a/readme.md", "b/x.wav", "b/z.ogg"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
+    os.mkfifo(tmp_path / "pipe.wav")  # reading it would block
     files, bad = collect_inputs([str(tmp_path / "a"), str(tmp_path / "b" / "*.wav"), str(tmp_path / "a" / "x.wav"),
-                                 str(tmp_path / "nothing")])  # fmt: skip
+                                 str(tmp_path / "nothing"), str(tmp_path / "pipe.wav")])  # fmt: skip
     assert [f.name for f in files] == ["a/x.wav", "a/deep/y.flac", "b/x.wav"]  # a folder's files, then its subfolders
-    assert [(b.argument, b.problem) for b in bad] == [(str(tmp_path / "nothing"), "no such file or directory")]
+    assert [(b.argument, b.problem) for b in bad] == [(str(tmp_path / "nothing"), "no such file or directory"),
+                                                      (str(tmp_path / "pipe.wav"), "not a regular file or a folder")]  # fmt: skip
     files, _ = collect_inputs([str(tmp_path / "a")])
     assert [f.name for f in files] == ["x.wav", "deep/y.flac"]
     files, _ = collect_inputs([str(tmp_path / "a" / "readme.md")])  # named explicitly: tried anyway
