@@ -17,7 +17,7 @@ from ..files.outputs import FRAMES_SUFFIX, SCENE_SUFFIX
 from ..files.progress import AudioProgress
 from ..files.ranks import USER_ERRORS, OtherRankFailed, RankGroup, Ranks, rank_group, rank_device, torchrun_ranks
 from ..files.shard import Share, measure, shares
-from ..files.store import OutputStore, check_job_folder
+from ..files.store import OutputStore
 from ..options import DEFAULT_MAX_WINDOWS
 from ..precision import check_precision_device
 from ..weights.locate import resolve_weights_path
@@ -104,14 +104,16 @@ def _run(args: argparse.Namespace, group: RankGroup) -> int:
                 group.abandon()
                 raise
             share = group.scatter(parts)
-            group.agree(lambda: None)  # the others check that their --out is this folder
+            group.agree(lambda: None)  # while the others join the folder (`OutputStore.join` checks it is this one)
             tally = group.agree(lambda: _embed(args, model, device, store, share, group))
             counts = group.all_gather((tally.embedded, tally.skipped, len(tally.failed)))
         # (leaving the folder folds the other ranks' journals, complete by now)
     else:
         share = group.scatter(None)
-        group.agree(lambda: check_job_folder(args.out, group.rank, share.token))
-        tally = group.agree(lambda: _embed_joined(args, model, device, share, group))
+        with contextlib.ExitStack() as folder:  # its journal closed before rank 0 folds it (after the counts)
+            store = group.agree(lambda: folder.enter_context(
+                OutputStore.join(args.out, group.rank, share.records, share.token)))
+            tally = group.agree(lambda: _embed(args, model, device, store, share, group))
         counts = group.all_gather((tally.embedded, tally.skipped, len(tally.failed)))
     embedded, skipped, failed = (sum(column) for column in zip(*counts))
     if group.rank == 0:
@@ -171,12 +173,6 @@ def _plan(args: argparse.Namespace, files: list, bad_arguments: list, store: Out
         jobs = measure(jobs)
     failures = [(bad.argument, bad.problem) for bad in bad_arguments] + list(missing)
     return shares(jobs, store.records, skipped, failures, world)
-
-
-def _embed_joined(args: argparse.Namespace, model, device: torch.device, share: Share, group: RankGroup) -> Tally:
-    """Embed the share of a rank other than 0, its journal closed when done."""
-    with OutputStore.join(args.out, group.rank, share.records, share.token) as store:
-        return _embed(args, model, device, store, share, group)
 
 
 def _embed(args: argparse.Namespace, model, device: torch.device, store: OutputStore, share: Share,

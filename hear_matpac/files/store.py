@@ -29,13 +29,14 @@ inputs, so no two ranks write one name): rank 0 opens the folder as a single run
 clean, claim settings) and holds `.embed.lock` until the end. The other ranks join only once
 rank 0 has the folder (`OutputStore.join`), and only the very folder rank 0 holds: rank 0
 writes a new random token to `.embed.job` and sends it, and a rank whose `--out` holds another
-token (a relative path from another working directory, another machine's folder) stops. Each holds `.embed.ranks.lock` *shared* while it
-writes and appends its records to its own journal, `embed-manifest.rank<R>.jsonl`. Rank 0
+token (a relative path from another working directory, another machine's folder) stops. Each
+holds `.embed.ranks.lock` *shared* while it writes and appends its records to its own journal, `embed-manifest.rank<R>.jsonl`. Rank 0
 folds the journals into `embed-manifest.jsonl` when it closes the folder, after every rank has
 finished. A run that opens the folder takes `.embed.lock`, then waits for
 `.embed.ranks.lock` exclusively (when it exists), so ranks outliving a killed rank 0 still hold
-it off (the job's token voided first, so a rank that comes later stops); it folds whatever journals killed ranks left (last line wins, in rank order) before it
-cleans, so outputs they recorded are kept.
+it off (the job's token voided first, so a rank that comes later stops); it folds whatever
+journals killed ranks left (last line wins, in rank order) before it cleans, so outputs they
+recorded are kept.
 """
 from __future__ import annotations
 
@@ -146,10 +147,10 @@ class OutputStore:
         (`open`) and marked it with `token` (`mark_job`): `records` are those of the names this
         rank embeds, and `write` appends to this rank's journal, which rank 0 folds into the
         manifest when it closes the folder."""
-        check_job_folder(out, rank, token)  # before creating the lock file in a folder that is not the job's
+        _check_job_folder(out, rank, token)  # before creating the lock file in a folder that is not the job's
         with open(out / RANKS_LOCK_FILE, "ab") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_SH)  # free: only a run holding .embed.lock takes it exclusively
-            check_job_folder(out, rank, token)  # still this job's: no run has taken the folder since
+            _check_job_folder(out, rank, token)  # still this job's: no run has taken the folder since
             store = cls(out, lock, dict(records), journal=rank_journal(rank))
             try:
                 yield store
@@ -158,7 +159,7 @@ class OutputStore:
 
     def mark_job(self) -> str:
         """Rank 0 of a torchrun job: a new token in `.embed.job`, by which the other ranks know
-        that their `--out` is this folder (`check_job_folder`)."""
+        that their `--out` is this folder (`_check_job_folder`)."""
         token = uuid.uuid4().hex
         with atomic_write(self.out / JOB_FILE) as handle:
             handle.write(token.encode("ascii"))
@@ -325,7 +326,7 @@ def _lock_exclusive(lock: IO[bytes], out: Path, report: Callable[[str], None], h
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
 
 
-def check_job_folder(out: Path, rank: int, token: str) -> None:
+def _check_job_folder(out: Path, rank: int, token: str) -> None:
     """`FileNotFoundError` unless `out`, as rank `rank` sees it, is the folder rank 0 marked
     with `token`."""
     where = f"--out {out} on rank {rank} (working directory {os.getcwd()})"
