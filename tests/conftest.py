@@ -18,6 +18,19 @@ CASES = json.loads((FIXTURES / "tiny_cases.json").read_text())["cases"]
 LENGTHS = sorted(case["n_samples"] for case in CASES.values())
 
 
+def write_other_weights(path: Path) -> Path:
+    """The tiny checkpoint with every float tensor halved, saved at `path`: same layout, other
+    numbers (and another sha256)."""
+    state = torch.load(TINY_UNTRAINED, weights_only=True, map_location="cpu")
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()} \
+        if isinstance(state, dict) else {}  # fmt: skip
+    assert tensors
+    for value in tensors.values():
+        value.mul_(0.5)
+    torch.save(state, path)
+    return path
+
+
 def reference(n_samples: int) -> dict:
     """Audio and the published code's frame features for one fixture length."""
     with np.load(FIXTURES / f"tiny_len{n_samples}.npz") as data:

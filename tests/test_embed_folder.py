@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 import hear_matpac
 from hear_matpac.files import decode
@@ -25,6 +24,8 @@ from hear_matpac.files import progress
 from hear_matpac.files.audio import read_audio
 from hear_matpac.cli import main
 from hear_matpac.weights.locate import TINY_UNTRAINED
+
+from conftest import write_other_weights
 
 TINY = str(TINY_UNTRAINED)
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,17 +161,6 @@ def test_two_concurrent_runs_into_one_folder_leave_it_consistent(tmp_path: Path)
 
 # 4 -------------------------------------------------------------------------------------------
 
-def _other_weights(path: Path) -> Path:
-    state = torch.load(TINY, weights_only=True, map_location="cpu")
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()} \
-        if isinstance(state, dict) else {}  # fmt: skip
-    assert tensors
-    for value in tensors.values():
-        value.mul_(0.5)
-    torch.save(state, path)
-    return path
-
-
 def test_weights_are_identified_by_content(tmp_path: Path, capsys) -> None:
     a, b = tmp_path / "w" / "a.pt", tmp_path / "w2" / "b.pt"
     a.parent.mkdir()
@@ -181,7 +171,7 @@ def test_weights_are_identified_by_content(tmp_path: Path, capsys) -> None:
     out = tmp_path / "o"
     assert _embed(str(first), "--out", str(out), weights=str(a)) == 0
     assert _embed(str(second), "--out", str(out), weights=str(b)) == 0  # a byte-identical copy: the same
-    _other_weights(a)  # replaced at the same path
+    write_other_weights(a)  # replaced at the same path
     capsys.readouterr()
     assert _embed(str(tmp_path / "in"), "--out", str(out), weights=str(a)) == 2
     err = capsys.readouterr().err

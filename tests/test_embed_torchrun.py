@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 from hear_matpac.cli import main
 from hear_matpac.files import store as output_store
@@ -30,6 +29,8 @@ from hear_matpac.files.ranks import torchrun_ranks
 from hear_matpac.files.shard import UNKNOWN_SECONDS, shard
 from hear_matpac.files.store import Need, Source
 from hear_matpac.weights.locate import TINY_UNTRAINED
+
+from conftest import write_other_weights
 
 TINY = str(TINY_UNTRAINED)
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,7 +284,8 @@ def _nodes(tmp_path: Path) -> tuple:
 
 def test_ranks_in_other_working_directories_read_the_files_rank_0_listed(tmp_path: Path) -> None:
     """Relative inputs name other files on each machine: rank 0's (absolute paths, sizes and
-    times) are the ones embedded and recorded, by every rank, or a rank fails the file."""
+    times) are the ones embedded and recorded, by every rank (another file at such a path
+    fails: test_embed_pipeline's test_a_file_is_decoded_only_while_it_is_the_one_listed)."""
     nodes = _nodes(tmp_path)
     out = tmp_path / "out"
     results = [_finish(rank) for rank in _ranks_by_hand(Path("in"), out, cwds=nodes)]
@@ -307,11 +309,7 @@ def test_a_rank_whose_out_or_weights_are_not_rank_0s_stops_the_job_in_one_line(t
     assert not list((nodes[1] / "out").iterdir()) and not _outputs(nodes[0] / "out")
     # other weights behind the same relative --weights on rank 1's machine
     shutil.copyfile(TINY, nodes[0] / "w.pt")
-    state = torch.load(TINY, map_location="cpu", weights_only=True)
-    for value in state.values():
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            value.mul_(0.5)
-    torch.save(state, nodes[1] / "w.pt")
+    write_other_weights(nodes[1] / "w.pt")
     out = tmp_path / "out"
     results = [_finish(rank) for rank in _ranks_by_hand(tmp_path / "nodeA" / "in", out, "--weights", "w.pt", cwds=nodes)]
     assert [code for code, _, _ in results] == [2, 2], results
