@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,8 +29,17 @@ def test_gpu_acceptance_refuses_cuda_where_there_is_none():
     import torch
 
     if torch.cuda.is_available():
-        return
+        pytest.skip("CUDA is available: the refusal applies only where there is none")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_acceptance.py"), "--device", "cuda:0"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "CUDA is not available" in done.stderr
+
+
+def test_the_refusal_test_skips_with_a_reason_where_cuda_is_available(monkeypatch):
+    """With CUDA present the refusal test must say it skipped, not pass having checked nothing."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(pytest.skip.Exception, match="CUDA is available"):
+        test_gpu_acceptance_refuses_cuda_where_there_is_none()
