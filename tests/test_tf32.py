@@ -98,7 +98,7 @@ _LEGACY = textwrap.dedent(
     from hear_matpac.weights.locate import TINY_UNTRAINED
     tf32._new_switches = lambda: []  # as on torch < 2.9
     torch.backends.cudnn.allow_tf32 = True
-    torch.set_float32_matmul_precision("high")
+    torch.backends.cuda.matmul.allow_tf32 = True  # "high"; set_float32_matmul_precision would also set this torch's oneDNN
     model = hear_matpac.load_model(str(TINY_UNTRAINED))
     seen = []
     legacy = lambda: (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,

@@ -5,7 +5,7 @@
 
 For each release: a new venv, `pip install torch==V` (plus the torchaudio of the same release
 with --torchaudio), then `pip install -e .[test]` (which must leave that torch alone), then the
-front-end, resampling and parity tests. Prints one line per release and exits 1 if any failed.
+front-end, resampling, parity and TF32-getter tests. Prints one line per release and exits 1 if any failed.
 Each venv holds a full torch (several GB): they go under --root (default: a temporary folder,
 removed afterwards unless --keep).
 """
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = ["tests/test_parity.py", "tests/test_frontend.py", "tests/test_resample.py"]
+TESTS = ["tests/test_parity.py", "tests/test_frontend.py", "tests/test_resample.py", "tests/test_tf32_getters.py"]
 
 
 def _run(command: list, log) -> int:
