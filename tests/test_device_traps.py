@@ -144,3 +144,49 @@ def test_a_bad_file_still_fails_alone(monkeypatch, tmp_path, capsys):
                  *_wavs(tmp_path, 3)])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 1 and "2 embedded" in captured.out and "failed: " in captured.err and "f1.wav" in captured.err
+
+
+def test_a_failed_chunks_memory_is_freed_before_its_files_are_retried(monkeypatch, tmp_path, capsys):
+    """The chunk's call runs out of memory holding a buffer; the buffer must be gone (the
+    traceback that keeps its frame alive dropped) before the first file is retried alone."""
+    import weakref
+
+    real = embed_files.embed_packed
+    held, alive_at_retry = [], []
+
+    def tight(audio, lengths, model, timestamps=False):
+        if len(lengths) > 1:
+            buffer = audio * 1  # a tensor of the failed call's frame, like its device tensors
+            held.append(weakref.ref(buffer))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        alive_at_retry.append(held[0]() is not None)
+        return real(audio, lengths, model, timestamps)
+
+    monkeypatch.setattr(embed_files, "embed_packed", tight)
+    assert main(["embed", "--weights", str(TINY_FLAT), "--device", "cpu", "--quiet", "--out", str(tmp_path / "o"),
+                 *_wavs(tmp_path, 3)]) == 0  # fmt: skip
+    assert alive_at_retry and alive_at_retry == [False] * len(alive_at_retry), alive_at_retry
+
+
+def test_the_encoders_out_of_memory_retry_frees_the_failed_batch_first(monkeypatch, clips):
+    """model.py halves a micro-batch after out of memory; the failed batch's tensors must be gone
+    before the halves run."""
+    import weakref
+
+    model = hear_matpac.load_model(str(TINY_FLAT), max_windows=64)
+    real = model.encoder.forward
+    held, alive_at_retry = [], []
+
+    def tight(x, layer):
+        if not held:
+            buffer = x * 1  # a tensor of the failed call
+            held.append(weakref.ref(buffer))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        alive_at_retry.append(held[0]() is not None)
+        return real(x, layer)
+
+    monkeypatch.setattr(model.encoder, "forward", tight)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hear_matpac.get_timestamp_embeddings(clips, model)
+    assert alive_at_retry and alive_at_retry == [False] * len(alive_at_retry), alive_at_retry

@@ -130,17 +130,19 @@ class FileEmbedder:
         if not chunk.indices:
             return
         group = [(jobs[i], clip) for i, clip in zip(chunk.indices, chunk.audio.split(chunk.lengths))]
+        problem = None
         try:
             outputs = self._compute(chunk.audio, chunk.lengths, group)
         except _FILE_ERRORS as err:
             _stop_on_device_failure(err, group)
-            if len(group) == 1:
-                self.fail(str(group[0][0].item.path), first_line(err), group[0][0].seconds)
-            else:  # find the culprit: one file at a time
-                for member in group:
-                    self._one(member, writer)
-            return
-        writer.submit(self._write, group, outputs)
+            problem = first_line(err)
+        if problem is None:
+            writer.submit(self._write, group, outputs)
+        elif len(group) == 1:
+            self.fail(str(group[0][0].item.path), problem, group[0][0].seconds)
+        else:  # find the culprit: one file at a time, outside the handler, so that the failed
+            for member in group:  # call's traceback, and the device memory its frames hold, is gone
+                self._one(member, writer)
 
     def _one(self, member: tuple[Job, Tensor], writer: "BackgroundWriter") -> None:
         try:
