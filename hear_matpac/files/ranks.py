@@ -54,14 +54,21 @@ def torchrun_ranks(env: Mapping[str, str] = os.environ) -> Optional[Ranks]:
 
 def rank_device(device: torch.device, ranks: Optional[Ranks]) -> torch.device:
     """The device of this rank: `cuda` without an index becomes `cuda:LOCAL_RANK` (one GPU per
-    process on each machine); any other device, or an explicit index, is kept."""
-    if ranks is None or device.type != "cuda" or device.index is not None:
+    process on each machine), or the only GPU this process sees (one `CUDA_VISIBLE_DEVICES` per
+    task, as Slurm's per-task binding sets). An explicit index is refused under torchrun (every
+    rank would take that same GPU); `cpu` is kept."""
+    if ranks is None or device.type != "cuda":
         return device
-    if ranks.local_rank >= torch.cuda.device_count():
-        raise ValueError(f"local rank {ranks.local_rank} has no GPU of its own (this machine has "
-                         f"{torch.cuda.device_count()}); start at most that many processes per node")  # fmt: skip
-    torch.cuda.set_device(ranks.local_rank)
-    return torch.device("cuda", ranks.local_rank)
+    if device.index is not None:
+        raise ValueError(f"--device {device} under torchrun would put every rank on that one GPU; use --device cuda "
+                         "(each rank takes GPU LOCAL_RANK, or the only GPU it sees)")  # fmt: skip
+    count = torch.cuda.device_count()
+    index = 0 if count == 1 else ranks.local_rank
+    if index >= count:
+        raise ValueError(f"local rank {ranks.local_rank} has no GPU of its own (this process sees {count}); start "
+                         "at most that many processes per node, or give each one GPU (CUDA_VISIBLE_DEVICES)")  # fmt: skip
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 class RankGroup:
