@@ -17,9 +17,11 @@ from .config import EncoderConfig
 
 DEFAULT_MAX_WINDOWS = 16  # CPU: ViT-Base, 608 frames: about 6 MB of live activations per window
 AUTO_CAP_WINDOWS = 512  # CUDA without max_windows: more windows per call gain nothing measurable
-# Live activations per window frame of a ViT-Base encoder (embed_dim 768) in float32, and the
-# share of the free memory a micro-batch may take (the rest: outputs, workspaces, others).
-BYTES_PER_FRAME = 6 * 2**20 / 608
+# Peak memory per window frame of a ViT-Base encoder (embed_dim 768, 608-frame windows), as
+# measured on an H200 (torch 2.14.1+cu130; issue 24): 6.25 MiB per window in float32, 4 MiB
+# under bf16/fp16 autocast (more than half of float32's: autocast keeps some operations in
+# float32). MEMORY_SHARE: the share of the free memory a micro-batch may take.
+BYTES_PER_FRAME = {"fp32": 6.25 * 2**20 / 608, "half": 4 * 2**20 / 608}
 MEMORY_SHARE = 0.5
 _HALF_BYTES = ("bf16", "fp16")
 
@@ -30,7 +32,7 @@ def frame_budget(config: EncoderConfig, max_windows: Optional[int], precision: s
         budget = (max_windows or DEFAULT_MAX_WINDOWS) * config.n_frames
     else:
         cap = (max_windows or AUTO_CAP_WINDOWS) * config.n_frames
-        per_frame = BYTES_PER_FRAME * config.embed_dim / 768 * (0.5 if precision in _HALF_BYTES else 1.0)
+        per_frame = BYTES_PER_FRAME["half" if precision in _HALF_BYTES else "fp32"] * config.embed_dim / 768
         budget = min(cap, int(MEMORY_SHARE * cuda_free_bytes(device) / per_frame))
     return max(budget, 1)
 
