@@ -99,13 +99,17 @@ def test_slots_interleave_devices_pin_each_gpu_and_share_the_cores(monkeypatch):
     monkeypatch.setattr(slots, "gpu_count", lambda: 2)
     for name in slots.THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")  # this process sees GPUs 5 and 7 as cuda:0, cuda:1
     made = slots.make_slots(["cuda:0", "cuda:1"], jobs=2, cores=8)
+    alloc = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}  # GPU slots only
     assert [(s.device, s.env) for s in made] == [
-        (d, {"CUDA_VISIBLE_DEVICES": g, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"})
+        (d, {"CUDA_VISIBLE_DEVICES": g, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", **alloc})
         for d, g in [("cuda:0", "5"), ("cuda:1", "7")] * 2]  # fmt: skip
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert slots.make_slots(["cuda:1"], cores=8) == [slots.Slot("cuda:1", {"CUDA_VISIBLE_DEVICES": "1"})]  # one slot: all cores
+    assert slots.make_slots(["cuda:1"], cores=8) == [slots.Slot("cuda:1", {"CUDA_VISIBLE_DEVICES": "1", **alloc})]  # one slot: all cores
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:64")  # the user's own setting is kept
+    assert slots.make_slots(["cuda:1"], cores=8)[0].env == {"CUDA_VISIBLE_DEVICES": "1"}
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting is kept
     assert slots.make_slots(["cpu"], jobs=3, cores=2)[2].env == {"CUDA_VISIBLE_DEVICES": "", "MKL_NUM_THREADS": "1"}
 

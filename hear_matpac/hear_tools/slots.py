@@ -89,13 +89,17 @@ def _visible_gpu(index: int) -> str:
     return seen[index] if index < len(seen) else str(index)
 
 
+# A GPU stage's micro-batches change size from call to call; expandable segments let torch's
+# allocator grow one segment instead of caching blocks of every size (docs/performance.md).
+ALLOC_VARIABLE, EXPANDABLE = "PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"
 def make_slots(devices: Sequence[str], jobs: int = 1, cores: Optional[int] = None) -> List[Slot]:
     """`jobs` slots per device (checked names), interleaved (cuda:0, cuda:1, cuda:0, ...) so
     the first stages spread over the devices. Each slot's tools see only its GPU
     (`CUDA_VISIBLE_DEVICES`; empty for `cpu`, so heareval's runners, which take the first GPU
     when there is one, run on the CPU). With several slots, each process gets an equal share of
     the cores as its torch/OpenMP threads (unless this process's environment sets them), so
-    `--jobs 2` on 2 cores runs 2 processes of 1 thread, not of 2."""
+    `--jobs 2` on 2 cores runs 2 processes of 1 thread, not of 2. A GPU slot's tools get
+    `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True` unless this process's environment sets it."""
     names = check_devices(devices)
     check_jobs(jobs)
     cores = cores or len(os.sched_getaffinity(0))
@@ -107,7 +111,8 @@ def make_slots(devices: Sequence[str], jobs: int = 1, cores: Optional[int] = Non
     for _ in range(jobs):
         for name in names:
             gpu = "" if name == "cpu" else _visible_gpu(int(name.split(":")[1]))
-            slots.append(Slot(name, {"CUDA_VISIBLE_DEVICES": gpu, **threads}))
+            alloc = {} if name == "cpu" or ALLOC_VARIABLE in os.environ else {ALLOC_VARIABLE: EXPANDABLE}
+            slots.append(Slot(name, {"CUDA_VISIBLE_DEVICES": gpu, **threads, **alloc}))
     return slots
 
 
