@@ -58,7 +58,7 @@ def warn_out_of_memory(windows: int, frames: int, retry: int) -> None:
     """Say (once per model: the caller keeps track) that a batch did not fit and is retried."""
     warnings.warn(
         f"out of device memory encoding {windows} windows of {frames} frames at once; retrying with "
-        f"{retry} (outputs are unchanged; later calls of this model stay at or below that). Set the "
+        f"{retry} (outputs are unchanged, on CUDA within float tolerance; later calls of this model stay at or below that). Set the "
         "max_windows option lower to avoid the retry. Said once per model.",
         UserWarning,
         stacklevel=4,
