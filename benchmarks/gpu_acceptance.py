@@ -14,6 +14,12 @@ Checks, each against the CPU or the published code's reference outputs (tests/fi
   syncs      host waits per call do not grow with the number of micro-batches (CUDA:
              `torch.cuda.set_sync_debug_mode`; CPU: ops that read the device, counted by dispatch).
   sdpa       attention runs a flash, memory-efficient or cuDNN kernel (CUDA), not the math one.
+  tf32       a forward pre-hook reads every TF32 getter, old and new, inside fp32 and tf32 calls
+             after the user's `set_float32_matmul_precision("high")`: none raises, each says the
+             call's setting, and the user's state is back afterwards (issue 24; CPU: the same).
+  retry      a failed call's tensors are gone before its retry: the encoder's halved batch and
+             embed's per-file fallback (CUDA: the memory allocated is back to what it was before
+             the failed call, with a 64 MiB tensor held by it; CPU: a weak reference is dead).
   oom        under a memory cap (CUDA: `set_per_process_memory_fraction`; CPU: an injected
              error), an out-of-memory batch is retried in halves with unchanged outputs.
 Throughput: a ViT-Base-shaped encoder with random weights (benchmarks/throughput.py), per
@@ -230,6 +236,104 @@ def check_sdpa(report: Report, device: torch.device, quick: bool) -> None:
                          f"kernels {sorted(names)}")  # fmt: skip
 
 
+def tf32_getters() -> dict[str, object]:
+    """Every TF32 getter of this torch, old and new; "raises" where one raises."""
+    b = torch.backends
+    reads = {"get_float32_matmul_precision": torch.get_float32_matmul_precision,
+             "cuda.matmul.allow_tf32": lambda: b.cuda.matmul.allow_tf32, "cudnn.allow_tf32": lambda: b.cudnn.allow_tf32}
+    for name, holder in (("cuda.matmul", b.cuda.matmul), ("cudnn.conv", getattr(b.cudnn, "conv", None)),
+                         ("mkldnn.matmul", getattr(b.mkldnn, "matmul", None))):  # fmt: skip
+        if hasattr(holder, "fp32_precision"):
+            reads[f"{name}.fp32_precision"] = lambda h=holder: h.fp32_precision
+    out: dict[str, object] = {}
+    for name, read in reads.items():
+        try:
+            out[name] = read()
+        except RuntimeError:
+            out[name] = "raises"
+    return out
+
+
+def check_tf32(report: Report, device: torch.device, quick: bool) -> None:
+    before_user = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # the user's setup most likely to break the old getters
+    try:
+        user = tf32_getters()
+        for precision in ("fp32", "tf32"):
+            with report.guard(f"tf32 getters {precision}"):
+                model = tiny(device, precision=precision)
+                seen: list[dict] = []
+                model.encoder.patch_embed.register_forward_pre_hook(lambda m, a: seen.append(tf32_getters()))
+                hear_matpac.get_scene_embeddings(torch.zeros(2, 16000, device=device), model)
+                on = precision == "tf32"
+                ok = bool(seen) and all("raises" not in s.values() and s["cuda.matmul.allow_tf32"] is on
+                                        and s["get_float32_matmul_precision"] == ("high" if on else "highest")
+                                        for s in seen)  # fmt: skip
+                after = tf32_getters()
+                report.check(f"tf32 getters {precision}", ok and after == user,
+                             f"inside the encoder: {seen[-1] if seen else 'no call'}; user's state back: {after == user}")
+    finally:
+        torch.set_float32_matmul_precision(before_user)
+
+
+def check_retry_memory(report: Report, device: torch.device, quick: bool) -> None:
+    import weakref
+
+    import soundfile
+
+    from hear_matpac.cli import main as cli_main
+    from hear_matpac.files import embed as embed_files
+
+    def freed(ref: "weakref.ref", before: int) -> bool:
+        if ref() is not None:
+            return False
+        return device.type != "cuda" or torch.cuda.memory_allocated(device) <= before
+
+    with report.guard("retry frees encoder"):
+        model = tiny(device, max_windows=8)
+        real, held, at_retry = model.encoder.forward, [], []
+
+        def encoder(x, layer):
+            if not held:
+                before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+                buffer = torch.empty(16 * MB, device=device)  # 64 MiB of the failed call
+                held.append((weakref.ref(buffer), before))
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+            if len(at_retry) == 0:
+                at_retry.append(freed(*held[0]))
+            return real(x, layer)
+
+        model.encoder.forward = encoder
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hear_matpac.get_scene_embeddings((0.1 * torch.randn(4, 16000)).to(device), model)
+        report.check("retry frees encoder", at_retry == [True], f"the failed batch's tensor freed before the retry: {at_retry}")
+    with report.guard("retry frees embed"), tempfile.TemporaryDirectory() as tmp:
+        wavs = []
+        for i in range(3):
+            wavs.append(str(Path(tmp) / f"f{i}.wav"))
+            soundfile.write(wavs[-1], 0.1 * np.sin(np.arange(16000) / (3 + i)), 16000)
+        real_embed, held, at_retry = embed_files.embed_packed, [], []
+
+        def embed_packed(audio, lengths, model, timestamps=False):
+            if len(lengths) > 1:
+                before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+                buffer = torch.empty(16 * MB, device=device)
+                held.append((weakref.ref(buffer), before))
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+            if held and not at_retry:
+                at_retry.append(freed(*held[0]))
+            return real_embed(audio, lengths, model, timestamps)
+
+        embed_files.embed_packed = embed_packed
+        try:
+            code = cli_main(["embed", "--weights", TINY, "--device", str(device), "--quiet", "--out",
+                             str(Path(tmp) / "out"), *wavs])  # fmt: skip
+        finally:
+            embed_files.embed_packed = real_embed
+        report.check("retry frees embed", code == 0 and at_retry == [True],
+                     f"exit {code}; the failed chunk's tensor freed before the first file's retry: {at_retry}")
+
 def check_oom(report: Report, device: torch.device, quick: bool) -> None:
     clips = 64 if quick or device.type == "cpu" else 512
     audio = (0.1 * torch.randn(clips, 10 * 16000, generator=torch.Generator().manual_seed(4))).to(device)
@@ -363,7 +467,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"# hear-matpac {hear_matpac.__version__} acceptance on {device} ({tp.machine_description(device)}), "
           f"torch {torch.__version__}{', quick' if args.quick else ''}")  # fmt: skip
     report = Report()
-    for check in (check_parity, check_contract, check_syncs, check_sdpa, check_oom):
+    for check in (check_parity, check_contract, check_syncs, check_sdpa, check_tf32, check_retry_memory, check_oom):
         began = time.perf_counter()
         check(report, device, args.quick)
         print(f"  ({check.__name__}: {time.perf_counter() - began:.1f} s)")

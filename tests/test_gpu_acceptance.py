@@ -19,7 +19,8 @@ def test_gpu_acceptance_passes_on_cpu_quick():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert not [line for line in lines if line.startswith("FAIL")]
     passed = {line.split(":")[0] for line in lines if line.startswith("PASS ")}
-    for check in ("parity fp32", "parity bf16", "contract outputs", "contract timestamps", "host syncs", "oom path"):
+    for check in ("parity fp32", "parity bf16", "contract outputs", "contract timestamps", "host syncs", "oom path",
+                  "tf32 getters fp32", "tf32 getters tf32", "retry frees encoder", "retry frees embed"):
         assert f"PASS {check}" in passed, check
     assert any(line.startswith("| fp32 | 4 x 1 s |") for line in lines)  # the throughput table
     assert lines[-1].startswith("PASS: 0 check(s) failed")
