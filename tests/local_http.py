@@ -32,7 +32,7 @@ class FileServer:
     `partial_always`: URL paths answered 206 with the whole file even without Range.
     `html_on_resume`: URL paths whose Range requests get 206 with an HTML page typed
     application/octet-stream. `trickle`: URL path -> body bytes sent at once, the rest one byte
-    every 20 ms (at most 10 s)."""
+    every `trickle_every` seconds (20 ms by default; at most 10 s)."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     cut_after: dict[str, int] = field(default_factory=dict)
@@ -42,6 +42,7 @@ class FileServer:
     partial_always: set[str] = field(default_factory=set)
     html_on_resume: set[str] = field(default_factory=set)
     trickle: dict[str, int] = field(default_factory=dict)
+    trickle_every: float = 0.02
     requests: list[Seen] = field(default_factory=list)
 
     def __enter__(self) -> "FileServer":
@@ -117,7 +118,7 @@ class FileServer:
                     for i in range(fast, len(body)):
                         if time.monotonic() > deadline:
                             break
-                        time.sleep(0.02)
+                        time.sleep(server.trickle_every)
                         self.wfile.write(body[i : i + 1])
                         self.wfile.flush()
                 except OSError:

@@ -255,14 +255,84 @@ def test_leftovers_of_a_killed_run_are_cleaned(tmp_path: Path, capsys) -> None:
     keep.write_bytes(b"mine")
     shutil.copyfile(out / "a.wav.scene.npy", out / "sub" / "b.wav.frames.npz")  # written, never recorded
     with open(out / "embed-manifest.jsonl", "a") as manifest:
+        manifest.write('{"name": "sub/b.wav", "writing": true}\n')  # as a run does before it writes
         manifest.write('{"name": "sub/b.wav", "frames": tr')  # a line cut short by a kill
     capsys.readouterr()
     assert _embed(str(inp), "--out", str(out)) == 0
     captured = capsys.readouterr()
-    assert "removed 3 temporary file(s)" in captured.err and "removed 1 output file(s) not in" in captured.err
+    assert "removed 3 temporary file(s)" in captured.err
+    assert "removed 1 output file(s) that an interrupted run wrote but did not record" in captured.err
     assert "0 embedded, 2 skipped" in captured.out
     assert not any(t.exists() for t in temps) and keep.exists()
     assert len(_assert_consistent(out)) == 2
+
+
+def _state(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `folder`: its bytes and mtime."""
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_a_nested_output_folder_is_neither_cleaned_nor_written_into(tmp_path: Path, capsys) -> None:
+    """Issue 27 item 2: `embed a --out n1`, `embed b --out n1/b_emb`, `embed a --out n1` deleted
+    n1/b_emb's outputs as unrecorded; a nested run's temporary files went too, and so did a
+    starting run's (its folder holds only `.embed.lock` so far)."""
+    a, b = _tone(tmp_path / "in_a" / "a.wav", 300), _tone(tmp_path / "in_b" / "b.wav", 900)
+    n1 = tmp_path / "n1"
+    assert _embed(str(a), "--out", str(n1)) == 0
+    assert _embed(str(b), "--out", str(n1 / "b_emb"), "--timestamps") == 0
+    (n1 / "b_emb" / ".b.wav.scene.npy.abcd1234.tmp").write_bytes(b"being written by the nested run")
+    starting = n1 / "starting"
+    starting.mkdir()
+    (starting / ".embed.lock").touch()
+    (starting / ".c.wav.scene.npy.abcd1234.tmp").write_bytes(b"being written")
+    nested = {name: _state(n1 / name) for name in ("b_emb", "starting")}
+    capsys.readouterr()
+    assert _embed(str(a), "--out", str(n1)) == 0
+    captured = capsys.readouterr()
+    assert "removed" not in captured.err and "0 embedded, 1 skipped" in captured.out
+    assert {name: _state(n1 / name) for name in nested} == nested
+    # New settings with --overwrite delete the folder's own outputs, not the nested folders'.
+    assert _embed(str(a), "--out", str(n1), "--layer", "0", "--overwrite") == 0
+    assert "removed the 1 output file(s) of the old ones" in capsys.readouterr().err
+    assert {name: _state(n1 / name) for name in nested} == nested
+    assert len(_assert_consistent(n1 / "b_emb")) == 1
+    # An input whose outputs would land in the nested folder is refused, before anything is written.
+    _tone(tmp_path / "src" / "b_emb" / "x.wav", 500)
+    for extra in ([], ["--overwrite"]):
+        assert _embed(str(tmp_path / "src"), "--out", str(n1), "--layer", "0", *extra) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"would be written inside {n1 / 'b_emb'}, another embed output folder" in err
+    assert {name: _state(n1 / name) for name in nested} == nested
+
+
+def test_outputs_the_manifest_does_not_record_are_refused_not_deleted(tmp_path: Path, capsys) -> None:
+    """Issue 27 item 2: after `rm E/embed-manifest.jsonl` the next run with the same settings
+    deleted every output. Now it stops in one line, deletes nothing, and names the ways out;
+    --overwrite then starts over."""
+    inp = tmp_path / "in"
+    for i, freq in enumerate([300, 700, 1500]):
+        _tone(inp / f"f{i}.wav", freq)
+    out = tmp_path / "E"
+    assert _embed(str(inp), "--out", str(out), "--timestamps") == 0
+    (out / "embed-manifest.jsonl").unlink()
+    before = _state(out)
+    capsys.readouterr()
+    assert _embed(str(inp), "--out", str(out), "--timestamps") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds 6 output file(s) that embed-manifest.jsonl does not record" in err
+    assert "embed-manifest.jsonl is missing" in err and "--overwrite" in err
+    assert _state(out) == before
+    assert _embed(str(inp), "--out", str(out), "--timestamps", "--overwrite") == 0
+    captured = capsys.readouterr()
+    assert "--overwrite: removed 6 output file(s) that embed-manifest.jsonl did not record" in captured.err
+    assert "3 embedded" in captured.out and len(_assert_consistent(out)) == 3
+    # A file put there by hand, beside a manifest: the same.
+    shutil.copyfile(out / "f0.wav.scene.npy", out / "mine.scene.npy")
+    before = _state(out)
+    assert _embed(str(inp), "--out", str(out), "--timestamps") == 2
+    assert f"such as {out / 'mine.scene.npy'}" in capsys.readouterr().err
+    assert _state(out) == before
 
 
 @pytest.mark.parametrize("content", ["[]", "{not json", '"text"', '{"model_options": []}'])

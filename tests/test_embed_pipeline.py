@@ -4,9 +4,17 @@ that cannot be decoded failing alone; outputs written by a background thread who
 the run in one line, leaving no output without its record."""
 from __future__ import annotations
 
+import base64
+import contextlib
 import errno
+import fcntl
 import os
 import json
+import resource
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -209,8 +217,7 @@ def test_a_write_error_ends_the_run_in_one_line_leaving_no_unrecorded_output(tmp
     captured = capsys.readouterr()
     assert code == 2 and captured.err.count("\n") == 1 and "No space left on device" in captured.err
     assert len(written) == 2  # the writes queued after the failed one were not tried
-    recorded = [json.loads(line)["name"] for line in (out / "embed-manifest.jsonl").read_text().splitlines()]
-    assert sorted(recorded) == ["0.wav", "1.wav"]
+    assert sorted(_records(out)) == ["0.wav", "1.wav"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(("embed-", ".embed"))) == [
         "0.wav.scene.npy", "1.wav.scene.npy"]  # no temporary file, no output without a record
     monkeypatch.setattr(output_store, "save_scene", real)
@@ -243,3 +250,263 @@ def test_a_decoding_process_that_dies_ends_the_run_in_one_line(tmp_path, monkeyp
                  "--quiet", "--decode-workers", "1"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "a decoding process died" in err and "--decode-workers 0" in err
+
+
+# issue 27 -------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_LIMIT_S = 300  # a run that has not ended by then waits forever (the defects below hang)
+
+
+def _cli(*args: str, preexec_fn=None, prefix: tuple = (), python: tuple = ("-m", "hear_matpac.cli")) -> subprocess.CompletedProcess:
+    """`hear-matpac embed ARGS` in its own process (session), killed with its decoding workers
+    if it has not ended after `RUN_LIMIT_S` (then the test fails: the run hung). `prefix`: a
+    command to run it under; `python`: what the interpreter runs."""
+    command = [*prefix, sys.executable, *python, "embed", *args, "--weights", str(TINY_FLAT),
+               "--device", "cpu", "--quiet"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          preexec_fn=preexec_fn, start_new_session=True) as run:  # fmt: skip
+        try:
+            out, err = run.communicate(timeout=RUN_LIMIT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+            out, err = run.communicate()
+            pytest.fail(f"embed did not end within {RUN_LIMIT_S} s (it waits for a chunk that never comes): {err[-2000:]}")
+    return subprocess.CompletedProcess(command, run.returncode, out, err)
+
+
+def _file_size_limit(limit: int):
+    """A `preexec_fn`: RLIMIT_FSIZE (`ulimit -f`) of `limit` bytes in the child."""
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    return apply
+
+
+def _assert_each_as_alone(inp: Path, out: Path, names: list[str]) -> None:
+    model = hear_matpac.load_model(str(TINY_FLAT))
+    for name in names:
+        alone = hear_matpac.get_scene_embeddings(decode.read_audio(inp / name).samples[None], model)
+        np.testing.assert_allclose(np.load(out / f"{name}.scene.npy"), alone[0].numpy(), atol=BATCH_TOLERANCE)
+
+
+def _four_ten_second_files(inp: Path) -> list[str]:
+    """Four 10 s files: a chunk of them is 2.56 MB of float32 samples."""
+    inp.mkdir()
+    names = [f"{i}.wav" for i in range(4)]
+    for i, name in enumerate(names):
+        _wav(inp / name, 10.0, freq=200 + 100 * i)
+    return names
+
+
+def _small_dev_shm_prefix() -> tuple:
+    """A command prefix running the rest with a 1 MB /dev/shm in a private mount namespace, or
+    a skip saying why it cannot be made here (needs root and `unshare`)."""
+    if not shutil.which("unshare") or os.geteuid() != 0:
+        pytest.skip("no private mount namespace here (needs root and unshare); the injected failure covers it")
+    script = 'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$@"'
+    prefix = ("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh")
+    probe = subprocess.run([*prefix, "sh", "-c", "df -k /dev/shm | tail -1"], capture_output=True, text=True)
+    if probe.returncode != 0 or probe.stdout.split()[1] != "1024":
+        pytest.skip(f"cannot mount a small /dev/shm in a private mount namespace: {probe.stderr.strip()[:200]}")
+    return prefix
+
+
+def test_a_chunk_too_large_for_a_small_dev_shm_is_handed_over_through_the_pipe(tmp_path):
+    """Issue 27 item 5, with a real 1 MB /dev/shm (as Docker's 64 MB one for larger chunks):
+    the worker could not put the 2.56 MB chunk in shared memory, torch printed the error in the
+    worker and dropped the chunk, and the run waited for it forever."""
+    prefix = _small_dev_shm_prefix()
+    inp, out = tmp_path / "in", tmp_path / "o"
+    names = _four_ten_second_files(inp)
+    done = _cli(str(inp), "--out", str(out), "--decode-workers", "1", "--batch-size", "4", prefix=prefix)
+    assert done.returncode == 0 and "4 embedded, 0 skipped (already there), 0 failed" in done.stdout, done.stderr
+    assert "shared memory" not in done.stderr
+    _assert_each_as_alone(inp, out, names)
+
+
+def test_a_chunk_larger_than_ulimit_f_is_handed_over_through_the_pipe(tmp_path):
+    """Issue 27 item 5 under `ulimit -f` (1 MB): a shared-memory file of the chunk's size cannot
+    be made either."""
+    inp, out = tmp_path / "in", tmp_path / "o"
+    names = _four_ten_second_files(inp)
+    done = _cli(str(inp), "--out", str(out), "--decode-workers", "2", "--batch-size", "4",
+                preexec_fn=_file_size_limit(1 << 20))  # fmt: skip
+    assert done.returncode == 0 and "4 embedded, 0 skipped (already there), 0 failed" in done.stdout, done.stderr
+    _assert_each_as_alone(inp, out, names)
+
+
+def test_a_chunk_that_shared_memory_refuses_is_handed_over_through_the_pipe(tmp_path):
+    """Issue 27 item 5 with an injected failure, wherever the tests run: every shared-memory
+    allocation in the decoding workers fails as it does on a full /dev/shm."""
+    inp, out = tmp_path / "in", tmp_path / "o"
+    names = _four_ten_second_files(inp)
+    script = (
+        "import sys, torch\n"
+        "def full(self, *a, **k):\n"
+        "    raise RuntimeError('unable to allocate shared memory(shm) for file </torch_x>: No space left on device (28)')\n"
+        "torch.UntypedStorage._share_fd_cpu_ = full\n"
+        "torch.UntypedStorage._share_filename_cpu_ = full\n"
+        "from hear_matpac.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = _cli(str(inp), "--out", str(out), "--decode-workers", "2", "--batch-size", "2", python=("-c", script))
+    assert done.returncode == 0 and "4 embedded, 0 skipped (already there), 0 failed" in done.stdout, done.stderr
+    _assert_each_as_alone(inp, out, names)
+
+
+def _records(out: Path) -> dict[str, bool]:
+    """Name -> frames, from the manifest as a run leaves it (last line wins)."""
+    records = {}
+    for line in (out / "embed-manifest.jsonl").read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if entry.get("removed"):
+            records.pop(entry["name"], None)
+        elif not entry.get("writing"):
+            records[entry["name"]] = entry["frames"]
+    return records
+
+
+def _output_files(out: Path) -> list[str]:
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
+                  and not p.name.startswith(("embed-", ".embed")))  # fmt: skip
+
+
+def test_a_write_error_inside_a_group_names_the_file_and_leaves_every_written_output_recorded(tmp_path, monkeypatch, capsys):
+    """Issue 27 item 8, injected: the outputs of a group were all written before any was
+    recorded, so an error on the group's second file left the first unrecorded (and the next
+    run deleted it); the error (as np.save into an open file gives it) named no file."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(3):
+        _wav(inp / f"{i}.wav", 0.5 + 0.25 * i, freq=300 + 100 * i)
+    real = outputs.save_scene
+
+    def fails_on_the_second(path, scene):
+        if Path(path).name == "1.wav.scene.npy":
+            raise OSError(errno.EFBIG, "File too large")  # no file name, as a write into a handle
+        real(path, scene)
+
+    monkeypatch.setattr(output_store, "save_scene", fails_on_the_second)
+    out = tmp_path / "o"
+    code = main(["embed", str(inp), "--out", str(out), "--weights", str(TINY_FLAT), "--device", "cpu", "--quiet",
+                 "--batch-size", "3", "--decode-workers", "0"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert _records(out) == {"0.wav": False} and _output_files(out) == ["0.wav.scene.npy"]
+    assert f"error: {out / '1.wav.scene.npy'}: File too large" in err
+    monkeypatch.setattr(output_store, "save_scene", real)
+    assert main(["embed", str(inp), "--out", str(out), "--weights", str(TINY_FLAT), "--device", "cpu", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "removed" not in captured.err and "2 embedded, 1 skipped" in captured.out
+
+
+def test_under_ulimit_f_the_error_names_the_file_and_every_written_output_is_recorded(tmp_path):
+    """Issue 27 item 8 under a real `ulimit -f` (256 KB): the frames of the group's last file
+    (20 s: 480 KB) cannot be written; the outputs before it, that file's scene included, are
+    recorded, and the next run (no limit) adds only the missing frames."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i, seconds in enumerate([0.5, 1.0, 20.0]):
+        _wav(inp / f"{i}.wav", seconds, freq=300 + 100 * i)
+    out = tmp_path / "o"
+    args = (str(inp), "--out", str(out), "--timestamps", "--batch-size", "3", "--decode-workers", "0")
+    done = _cli(*args, preexec_fn=_file_size_limit(256 << 10))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert _records(out) == {"0.wav": True, "1.wav": True, "2.wav": False}
+    assert _output_files(out) == ["0.wav.frames.npz", "0.wav.scene.npy", "1.wav.frames.npz", "1.wav.scene.npy",
+                                  "2.wav.scene.npy"]  # fmt: skip
+    assert f"error: {out / '2.wav.frames.npz'}: File too large" in done.stderr
+    done = _cli(*args)
+    assert done.returncode == 0 and "1 embedded, 2 skipped" in done.stdout and "removed" not in done.stderr
+    model = hear_matpac.load_model(str(TINY_FLAT))
+    for name in ("0.wav", "1.wav", "2.wav"):
+        scene, embeddings, _ = get_scene_and_timestamp_embeddings(decode.read_audio(inp / name).samples[None], model)
+        np.testing.assert_allclose(np.load(out / f"{name}.scene.npy"), scene[0].numpy(), atol=BATCH_TOLERANCE)
+        with np.load(out / f"{name}.frames.npz") as frames:
+            np.testing.assert_allclose(frames["embeddings"], embeddings[0].numpy(), atol=BATCH_TOLERANCE)
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_file_name_that_is_not_utf8_is_embedded_and_recorded_losslessly(tmp_path, capsys, workers):
+    """Issue 27 item 6: `a\\xff.wav` ended the run (exit 2, nothing embedded), with decoding
+    workers and without. Its name goes into the manifest as its bytes in base64 (`name_bytes`,
+    `source_bytes`), so the manifest stays strict UTF-8 JSON and the next run skips the file."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    odd = Path(os.fsdecode(bytes(inp) + b"/a\xff.wav"))
+    os.rename(_wav(inp / "written.wav", 0.7, freq=500), odd)
+    _wav(inp / "b.wav", 0.4, freq=900)
+    out = tmp_path / "o"
+    args = ["embed", str(inp), "--out", str(out), "--weights", str(TINY_FLAT), "--device", "cpu", "--quiet",
+            "--decode-workers", workers]  # fmt: skip
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 0 and "2 embedded, 0 skipped (already there), 0 failed" in captured.out, captured.err
+    assert os.path.exists(bytes(out) + b"/a\xff.wav.scene.npy")
+    _assert_each_as_alone(inp, out, [os.fsdecode(b"a\xff.wav"), "b.wav"])
+    text = (out / "embed-manifest.jsonl").read_bytes().decode("utf-8")  # strict
+    entries = [json.loads(line) for line in text.splitlines()]
+    for entry in entries:  # no lone surrogate anywhere: every string is valid Unicode
+        assert all(v.encode("utf-8") for v in entry.values() if isinstance(v, str))
+    odd_entry = next(e for e in entries if "name_bytes" in e)
+    assert base64.b64decode(odd_entry["name_bytes"]) == b"a\xff.wav" and odd_entry["name"] == "a\ufffd.wav"
+    assert base64.b64decode(odd_entry["source_bytes"]) == bytes(inp) + b"/a\xff.wav"
+    assert main(args) == 0
+    assert "0 embedded, 2 skipped" in capsys.readouterr().out
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the decoding processes")
+def test_decoding_workers_outliving_a_killed_run_do_not_hold_the_folder(tmp_path):
+    """Issue 27 item 11: forked decoding workers shared `.embed.lock`'s open file, so after a
+    SIGKILL of the run they held the folder's lock until they noticed, and the next run waited."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(24):
+        _wav(inp / f"{i:02d}.wav", 15.0, rate=44100, freq=200 + 20 * i)  # resampled: slow to decode
+    out = tmp_path / "o"
+    command = [sys.executable, "-m", "hear_matpac.cli", "embed", str(inp), "--out", str(out), "--weights",
+               str(TINY_FLAT), "--device", "cpu", "--quiet", "--decode-workers", "2", "--batch-size", "1"]  # fmt: skip
+    run = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    workers: list[int] = []
+    try:
+        for _ in range(6000):  # until the run has written an output: its workers run by then
+            if run.poll() is not None or (out.exists() and any(out.glob("*.scene.npy"))):
+                break
+            threading.Event().wait(0.02)
+        workers = _children(run.pid)
+        assert run.poll() is None and len(workers) == 2, "the run ended before it could be killed"
+        run.kill()
+        run.wait()
+        assert all(_alive(w) for w in workers), "the workers ended too soon to tell"
+        with open(out / ".embed.lock", "ab") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while a worker holds it
+        for worker in workers:
+            assert not any(os.path.realpath(fd).endswith(".embed.lock") for fd in
+                           (f"/proc/{worker}/fd/{n}" for n in os.listdir(f"/proc/{worker}/fd")))  # fmt: skip
+    finally:
+        for pid in [run.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        run.wait()

@@ -340,6 +340,20 @@ def test_trickling_server_trips_the_minimum_rate(server, tmp_path):
     assert "run `hear-matpac weights fetch tiny --dir" in message
 
 
+def test_a_server_sending_one_byte_a_second_is_stalled_before_the_first_512_bytes(server, tmp_path):
+    """The first read, which gathers 512 bytes to sniff for a web page, is bounded by the same
+    stall check: before, it waited for all 512 (here until the server gave up, after 10 s, and
+    the error was a broken connection, not a stall)."""
+    server.trickle[URL_PATH] = 0
+    server.trickle_every = 1.0  # one byte a second from the first
+    with pytest.raises(DownloadError) as caught:
+        _fetch(server, tmp_path, timeout=1.5)
+    message = str(caught.value)
+    assert "the transfer stalled" in message and "less than 1 KB/s" in message
+    assert "0 bytes are kept" in message  # what came was never sniffed, so never written
+    assert not (tmp_path / "tiny.pt.part").exists() and not (tmp_path / "tiny.pt").exists()
+
+
 def test_cli_fetch_into_a_read_only_folder_or_a_file_is_one_line(server, tmp_path, monkeypatch, capsys, read_only_dir):
     monkeypatch.setitem(registry.REGISTRY, "tiny", ENTRY)
     a_file = tmp_path / "a-file"

@@ -58,7 +58,8 @@ def read_audio(path: Union[str, "os.PathLike[str]"]) -> Clip:
     if path.stat().st_size == 0:
         raise AudioFileError(path, "empty file (0 bytes)")
     try:
-        data, rate = soundfile.read(path, dtype="float32", always_2d=True)  # (frames, channels)
+        # the path's bytes: a name that is not UTF-8 (held with surrogates) is still that file
+        data, rate = soundfile.read(os.fsencode(path), dtype="float32", always_2d=True)  # (frames, channels)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as err:
         raise AudioFileError(path, _decode_problem(path, err)) from None
     if data.shape[0] == 0:

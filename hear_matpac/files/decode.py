@@ -12,6 +12,13 @@ when the model is on CUDA, so the copy to the device does not make the host wait
 lengths. A file that cannot be decoded is in the chunk's `failed`, never an exception that would
 end the loader. The DataLoader gives each worker one torch thread, so workers do not compete
 with the encoder's threads, and keeps `prefetch_factor` chunks per worker decoded ahead.
+
+A worker hands its chunk over in shared memory when it can. Where the chunk does not fit there
+(Docker's 64 MB `/dev/shm`, a `ulimit -f` below the chunk's size), torch would print the error in
+the worker and drop the chunk, and the run would wait for it forever: the worker tries shared
+memory itself, and on failure sends the samples through the worker's pipe instead. A worker
+also lets go of the folder's lock files that it inherited (`store.forget_locks_in_child`), so
+one outliving its killed parent does not hold the folder.
 """
 from __future__ import annotations
 
@@ -20,12 +27,13 @@ import stat
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .audio import AudioFileError, read_audio
-from .store import Source
+from .store import Source, forget_locks_in_child
 
 PREFETCH = 2  # chunks decoded ahead, per worker
 MAX_DEFAULT_WORKERS = 2
@@ -47,6 +55,12 @@ class DecodedChunk:
         self.audio = self.audio.pin_memory()
         return self
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled in the main process: samples sent through the pipe (`_handed_over`) become
+        a tensor again."""
+        audio = state["audio"]
+        self.__dict__.update(state, audio=torch.from_numpy(audio) if isinstance(audio, np.ndarray) else audio)
+
 
 def default_workers(n_files: int) -> int:
     """Decoding processes for `n_files` files: none for a single file (a worker costs more
@@ -63,7 +77,12 @@ def decoded_chunks(sources: Sequence[Source], chunk_size: int, workers: int, pin
     return DataLoader(
         _Files(list(sources)), batch_size=chunk_size, shuffle=False, collate_fn=_pack, num_workers=workers,
         pin_memory=pin_memory, prefetch_factor=PREFETCH if workers else None,
+        worker_init_fn=_worker_started if workers else None,
     )  # fmt: skip
+
+
+def _worker_started(worker: int) -> None:
+    forget_locks_in_child()
 
 
 class _Files(Dataset):
@@ -82,7 +101,7 @@ class _Files(Dataset):
             if problem:
                 return i, None, problem
             return i, read_audio(source.path).samples, None
-        except (AudioFileError, OSError) as err:
+        except (AudioFileError, OSError, ValueError, RuntimeError) as err:  # this file's problem, not the run's
             return i, None, getattr(err, "problem", None) or _first_line(err)
 
 
@@ -101,8 +120,21 @@ def changed(source: Source) -> Optional[str]:
 def _pack(items: list[tuple[int, Optional[Tensor], Optional[str]]]) -> DecodedChunk:
     decoded = [(i, samples) for i, samples, _ in items if samples is not None]
     audio = torch.cat([s for _, s in decoded]) if decoded else torch.empty(0)
-    return DecodedChunk([i for i, _ in decoded], audio, [len(s) for _, s in decoded],
+    return DecodedChunk([i for i, _ in decoded], _handed_over(audio), [len(s) for _, s in decoded],
                         [(i, problem) for i, samples, problem in items if samples is None])  # fmt: skip
+
+
+def _handed_over(audio: Tensor) -> "Tensor | np.ndarray":
+    """`audio` as a worker sends it to the main process: in shared memory when it fits there,
+    else as a NumPy array, which the pipe carries (see the module's docstring). In the main
+    process, unchanged."""
+    if get_worker_info() is None or audio.numel() == 0:
+        return audio
+    try:
+        audio.share_memory_()
+    except (RuntimeError, OSError):  # "unable to allocate shared memory(shm) ...", "File too large"
+        return audio.numpy()
+    return audio
 
 
 def _first_line(err: BaseException) -> str:

@@ -89,7 +89,7 @@ def audio_seconds(path: object) -> float:
     try:
         if not stat.S_ISREG(os.stat(str(path)).st_mode):
             return 0.0
-        return float(soundfile.info(str(path)).duration)
+        return float(soundfile.info(os.fsencode(path)).duration)  # bytes: a name that is not UTF-8 too
     except Exception:  # noqa: BLE001 - only an estimate for the progress display
         return 0.0
 

@@ -10,19 +10,36 @@ Files kept in OUT besides the outputs (`files.outputs` names those):
 - `embed-manifest.jsonl`: one JSON line per output name, `{"name", "source", "size",
   "mtime_ns", "frames"}`: the source file's absolute path and its size and modification time
   when it was read, and whether `NAME.frames.npz` exists too. A later line for a name replaces
-  an earlier one; `{"name", "removed": true}` drops it. Lines are appended as outputs are
-  written and the file is rewritten compactly when a run opens and closes the folder.
+  an earlier one; `{"name", "removed": true}` drops it; `{"name", "writing": true}` says that a
+  run is about to write the name's files (appended, durably, before it does). Lines are appended
+  as outputs are written and the file is rewritten compactly (records only) when a run opens
+  and closes the folder. The file is strict UTF-8 JSON: a name or path that is not valid UTF-8
+  (a file name with the byte `\xff`, which Python holds as a lone surrogate) is stored
+  losslessly as its bytes in base64 under `name_bytes` / `source_bytes`, with `name` / `source`
+  holding a readable form (U+FFFD for each such byte).
 - `.embed.lock`: locked (`flock`, exclusive) for the whole run.
 - `.embed.ranks.lock`, `embed-manifest.rank<R>.jsonl`, `.embed.job`: only after a `torchrun`
   job (below).
 
+The folder's outputs are the output files under OUT, except those in a sub-folder that is an
+output folder of its own (it holds `embed-info.json` or `.embed.lock`): a nested folder is
+never looked into, cleaned or written into.
+
 The invariant, after any sequence of runs (killed ones included): every output file in OUT
-is recorded in the manifest (or a rank's journal, below) and equals what the settings in `embed-info.json` give for its
-recorded source. It is kept by: outputs written atomically (temp file, rename) and recorded
-after they are written, a name's old record dropped (durably) before its outputs are
-rewritten; on opening, deleting temporary files of killed runs, output files the manifest
-does not record, and records whose output is gone; new settings accepted only in a folder
-without outputs, or with `overwrite`, which first deletes every output in it.
+is recorded in the manifest (or a rank's journal, below) and equals what the settings in
+`embed-info.json` give for its recorded source. It is kept by: outputs written atomically
+(temp file, rename), each file recorded as soon as it is written, a name's old record dropped
+and its `writing` line appended (durably) before its outputs are rewritten; on opening,
+deleting temporary files of killed runs, output files that a `writing` line names and no
+record covers (a killed run's), and records whose output is gone; new settings accepted only
+in a folder without outputs, or with `overwrite`, which first deletes every output in it.
+
+What embed deletes, and nothing else: those temporary files and unrecorded outputs of its own
+killed runs, and, with `overwrite`, the outputs of other settings or of unknown origin. An
+output file that no line of the manifest names (a deleted manifest, a file put there by hand)
+is of unknown origin: the run is refused (`ValueError`), naming `overwrite` or moving the
+files away; the manifest is not rebuilt from the outputs, since an output does not say which
+file it came from.
 
 Sharing with the ranks of one `torchrun` job (`files.ranks`; rank 0 plans and splits the
 inputs, so no two ranks write one name): rank 0 opens the folder as a single run does (lock,
@@ -40,6 +57,8 @@ recorded are kept.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import errno
 import fcntl
@@ -48,7 +67,7 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
@@ -110,6 +129,9 @@ class OutputStore:
         self.records = records
         self.info: Optional[dict[str, Any]] = None
         self._present: set[str] = set()
+        self._unknown: list[str] = []  # unrecorded outputs that no run said it was writing
+        self._writing: set[str] = set()  # names a run said it was writing (`writing` lines)
+        self.nested: list[str] = []  # sub-folders that are output folders of their own
         self._journal_name = journal  # where `write` appends its records
         self._journal: Optional[IO[str]] = None
 
@@ -124,7 +146,7 @@ class OutputStore:
         `ValueError` when the folder holds outputs made with other settings (unless
         `overwrite`: they are all deleted first) or its state files are malformed."""
         ensure_folder(out)
-        with open(out / LOCK_FILE, "ab") as lock:  # closing it releases the lock
+        with open(out / LOCK_FILE, "ab") as lock, _held(lock):  # closing it releases the lock
             _lock_exclusive(lock, out, report, "another embed run")
             _wait_for_ranks(out, report)
             store = cls(out, lock, {})
@@ -148,7 +170,7 @@ class OutputStore:
         rank embeds, and `write` appends to this rank's journal, which rank 0 folds into the
         manifest when it closes the folder."""
         _check_job_folder(out, rank, token)  # before creating the lock file in a folder that is not the job's
-        with open(out / RANKS_LOCK_FILE, "ab") as lock:
+        with open(out / RANKS_LOCK_FILE, "ab") as lock, _held(lock):
             fcntl.flock(lock.fileno(), fcntl.LOCK_SH)  # free: only a run holding .embed.lock takes it exclusively
             _check_job_folder(out, rank, token)  # still this job's: no run has taken the folder since
             store = cls(out, lock, dict(records), journal=rank_journal(rank))
@@ -172,7 +194,9 @@ class OutputStore:
 
         A name recorded from another path is a `ValueError` unless `overwrite` (see
         `collision`); a changed source or `overwrite` recomputes every output the name has or
-        wants, so a name's scene and frames always come from one source and one run."""
+        wants, so a name's scene and frames always come from one source and one run. A name
+        whose outputs would land in a nested output folder is a `ValueError`."""
+        self._check_not_nested(name)
         record = self.records.get(name)
         if record is None:
             return Need(True, frames)
@@ -194,33 +218,36 @@ class OutputStore:
 
     def write(self, outputs: Iterable[tuple[str, Source, Need, np.ndarray, Optional[tuple[np.ndarray, np.ndarray]]]]) -> None:
         """Write and record each `(name, source, need, scene, (embeddings, timestamps) or None)`.
-        A rewritten name's old record is dropped (durably) before its files change."""
+        Before any file changes, the rewritten names' old records are dropped and every name
+        gets a `writing` line (durably); each file is recorded as soon as it is written. A
+        write error is an `OSError` naming the output file; every file written before it is
+        recorded."""
         outputs = list(outputs)
         rewritten = [name for name, _, need, _, _ in outputs if need.scene and name in self.records]
-        if rewritten:
-            self._append([json.dumps({"name": name, "removed": True}) for name in rewritten], sync=True)
-            for name in rewritten:
-                del self.records[name]
-        lines = []
+        self._append([_name_line(name, removed=True) for name in rewritten]
+                     + [_name_line(name, writing=True) for name, *_ in outputs], sync=True)  # fmt: skip
+        for name in rewritten:
+            del self.records[name]
         for name, source, need, scene, frames in outputs:
             paths = output_paths(self.out, name)
-            if need.scene:
-                save_scene(paths.scene, scene)
+            if need.scene:  # (always a rewritten name, whose old record is gone)
+                _save(save_scene, paths.scene, scene)
+                self._record(name, Record(source, False))  # a rewritten name: its frames follow
             if need.frames:
-                save_frames(paths.frames, *frames)
-            old = self.records.get(name)
-            record = Record(source, need.frames or (old is not None and old.frames))
-            self.records[name] = record
-            lines.append(_record_line(name, record))
-        self._append(lines, sync=False)
+                _save(save_frames, paths.frames, *frames)
+                self._record(name, Record(source, True))
+
+    def _record(self, name: str, record: Record) -> None:
+        self.records[name] = record
+        self._append([_record_line(name, record)], sync=False)
 
     # -- internals --------------------------------------------------------------------------
 
     def _load_and_clean(self, report: Callable[[str], None]) -> None:
         self.info = _read_info(self.out / INFO_FILE)
-        self.records = _read_manifest(self.out / MANIFEST_FILE)
+        self.records = _read_manifest(self.out / MANIFEST_FILE, writing=self._writing)
         self._fold_journals()  # before the orphans: outputs that killed ranks recorded stay
-        temps, present = _scan(self.out)
+        temps, present, self.nested = _scan(self.out)
         for temp in temps:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
@@ -229,12 +256,14 @@ class OutputStore:
         self._present = present
         if self.info is None or "format" not in self.info:
             return  # outputs of unknown or unrecorded origin: _claim decides
-        orphans = [p for p in present if not self._recorded(p)]
+        unrecorded = sorted(p for p in present if not self._recorded(p))
+        orphans = [p for p in unrecorded if _output_name(p) in self._writing]  # a killed run's
+        self._unknown = [p for p in unrecorded if _output_name(p) not in self._writing]
         for path in orphans:
             with contextlib.suppress(FileNotFoundError):
                 (self.out / path).unlink()
         if orphans:
-            report(f"removed {len(orphans)} output file(s) not in {MANIFEST_FILE} (left by an interrupted run)")
+            report(f"removed {len(orphans)} output file(s) that an interrupted run wrote but did not record")
         self._present = present.difference(orphans)
         for name, record in list(self.records.items()):
             if (name + SCENE_SUFFIX) not in self._present:
@@ -254,6 +283,7 @@ class OutputStore:
         settings["format"] = FORMAT
         previous = self.info
         if previous is not None and _same_settings(previous, settings):
+            self._settle_unknown(overwrite, report)
             return
         present = self._present
         if present:
@@ -271,6 +301,33 @@ class OutputStore:
         _write_json(self.out / INFO_FILE, settings)
         self.info = settings
 
+    def _settle_unknown(self, overwrite: bool, report: Callable[[str], None]) -> None:
+        """Outputs of unknown origin in a folder of these settings: deleted with `overwrite`,
+        else the run is refused (neither kept as if recorded nor deleted)."""
+        unknown = self._unknown
+        if not unknown:
+            return
+        if not overwrite:
+            lost = "" if (self.out / MANIFEST_FILE).exists() else f"; {MANIFEST_FILE} is missing"
+            raise ValueError(f"{self.out} holds {len(unknown)} output file(s) that {MANIFEST_FILE} does not record "
+                             f"(such as {self.out / unknown[0]}{lost}): embed cannot tell which file they came from, "
+                             "so it neither keeps nor deletes them; move them out of the folder, use --overwrite to "
+                             "delete them and embed again, or use another --out")  # fmt: skip
+        for path in unknown:
+            with contextlib.suppress(FileNotFoundError):
+                (self.out / path).unlink()
+        self._present.difference_update(unknown)
+        self._unknown = []
+        report(f"--overwrite: removed {len(unknown)} output file(s) that {MANIFEST_FILE} did not record")
+
+    def _check_not_nested(self, name: str) -> None:
+        parents = PurePosixPath(name).parents
+        for folder in self.nested:
+            if PurePosixPath(folder) in parents:
+                raise ValueError(f"{output_paths(self.out, name).scene} would be written inside {self.out / folder}, "
+                                 "another embed output folder (it holds its own embed-info.json); use another "
+                                 f"--out, or move that folder out of {self.out}")  # fmt: skip
+
     def _journals(self) -> list[Path]:
         """The ranks' journals in the folder, in rank order."""
         found = [(int(m.group(1)), self.out / m.group(0)) for m in map(_JOURNAL.fullmatch, os.listdir(self.out)) if m]
@@ -278,7 +335,7 @@ class OutputStore:
 
     def _fold_journals(self) -> None:
         for path in self._journals():
-            _read_manifest(path, self.records)
+            _read_manifest(path, self.records, self._writing)
 
     def _drop_journals(self) -> None:
         """Delete the journals, once the manifest written before holds what they recorded."""
@@ -314,6 +371,56 @@ class OutputStore:
 def rank_journal(rank: int) -> str:
     """The file name of rank `rank`'s journal of records."""
     return f"embed-manifest.rank{rank}.jsonl"
+
+
+_HELD_LOCKS: set[int] = set()  # descriptors of this process's held lock files
+
+
+@contextlib.contextmanager
+def _held(lock: IO[bytes]) -> Iterator[None]:
+    """Note `lock`'s descriptor while it is open, for `forget_locks_in_child`."""
+    _HELD_LOCKS.add(lock.fileno())
+    try:
+        yield
+    finally:
+        _HELD_LOCKS.discard(lock.fileno())
+
+
+def forget_locks_in_child() -> None:
+    """In a process forked from a run that holds the folder's locks (a decoding worker): point
+    its copies of the lock files' descriptors at /dev/null. A `flock` belongs to the open file,
+    which a fork shares: without this, a worker outliving its killed parent would hold the
+    folder, and the next run would wait for it."""
+    if not _HELD_LOCKS:
+        return
+    null = os.open(os.devnull, os.O_RDONLY)
+    try:
+        for fd in list(_HELD_LOCKS):
+            os.dup2(null, fd)  # the number stays valid; only this process's reference changes
+    finally:
+        os.close(null)
+    _HELD_LOCKS.clear()
+
+
+def _save(save: Callable[..., None], path: Path, *data: Any) -> None:
+    """`save(path, *data)`, an `OSError` naming `path` when it fails (a write into an open
+    file, as under `ulimit -f`, names none)."""
+    try:
+        save(path, *data)
+    except OSError as err:
+        raise OSError(err.errno, f"{err.strerror or first_line(err)} (writing an output; the outputs written "
+                      "before it are recorded)", str(path)) from err  # fmt: skip
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _output_name(relative: str) -> str:
+    """The input name whose output file is `relative`."""
+    suffix = SCENE_SUFFIX if relative.endswith(SCENE_SUFFIX) else FRAMES_SUFFIX
+    return relative[: -len(suffix)]
 
 
 def _lock_exclusive(lock: IO[bytes], out: Path, report: Callable[[str], None], holder: str) -> None:
@@ -356,9 +463,10 @@ def _wait_for_ranks(out: Path, report: Callable[[str], None]) -> None:
         _lock_exclusive(lock, out, report, "the ranks of an earlier torchrun job")
 
 
-def _scan(out: Path) -> tuple[list[Path], set[str]]:
-    """Temporary files of embed's writes, and output files (POSIX paths relative to `out`)."""
-    temps, outputs = [], set()
+def _scan(out: Path) -> tuple[list[Path], set[str], list[str]]:
+    """Temporary files of embed's writes, output files, and nested output folders (POSIX paths
+    relative to `out`), none looked for inside a nested output folder."""
+    temps, outputs, nested = [], set(), []
     for root, dirs, files in os.walk(out):
         dirs.sort()
         base = Path(root)
@@ -367,6 +475,10 @@ def _scan(out: Path) -> tuple[list[Path], set[str]]:
                 raise ValueError(f"{base / name} is a symbolic link to a folder inside the output folder; embed "
                                  f"keeps every output in {out} itself: replace the link by a real folder, or "
                                  "use another --out")  # fmt: skip
+        for name in list(dirs):  # another run's folder: its outputs and temporary files are its own
+            if any(os.path.lexists(base / name / mark) for mark in (INFO_FILE, LOCK_FILE)):
+                dirs.remove(name)
+                nested.append((base / name).relative_to(out).as_posix())
         for name in files:
             match = _TEMP.fullmatch(name)
             if match:
@@ -375,7 +487,7 @@ def _scan(out: Path) -> tuple[list[Path], set[str]]:
                     temps.append(base / name)
             elif name.endswith(_OUTPUT_SUFFIXES):
                 outputs.add((base / name).relative_to(out).as_posix())
-    return temps, outputs
+    return temps, outputs, nested
 
 
 def _read_info(path: Path) -> Optional[dict[str, Any]]:
@@ -395,9 +507,11 @@ def _read_info(path: Path) -> Optional[dict[str, Any]]:
     return info
 
 
-def _read_manifest(path: Path, records: Optional[dict[str, Record]] = None) -> dict[str, Record]:
-    """Name -> record, last line winning, applied to `records` (a new dict by default); a torn
-    last line (a run killed while appending) is ignored."""
+def _read_manifest(path: Path, records: Optional[dict[str, Record]] = None,
+                   writing: Optional[set[str]] = None) -> dict[str, Record]:  # fmt: skip
+    """Name -> record, last line winning, applied to `records` (a new dict by default); the
+    names of `writing` lines are added to `writing`. A torn last line (a run killed while
+    appending) is ignored."""
     records = {} if records is None else records
     if not path.exists():
         return records
@@ -408,15 +522,17 @@ def _read_manifest(path: Path, records: Optional[dict[str, Record]] = None) -> d
             continue
         try:
             entry = json.loads(line)
-            name = entry["name"]
-            if not isinstance(name, str):
-                raise TypeError("name is not a string")
+            name = _text(entry, "name")
+            if entry.get("writing"):
+                if writing is not None:
+                    writing.add(name)
+                continue
             if entry.get("removed"):
                 records.pop(name, None)
                 continue
-            source = Source(str(entry["source"]), int(entry["size"]), int(entry["mtime_ns"]))
+            source = Source(_text(entry, "source"), int(entry["size"]), int(entry["mtime_ns"]))
             records[name] = Record(source, bool(entry["frames"]))
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as err:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, binascii.Error) as err:
             if number == len(lines):  # no newline after it: cut short by a kill
                 continue
             raise ValueError(f"{path}:{number}: not a manifest line ({type(err).__name__}: {err}); "
@@ -426,8 +542,35 @@ def _read_manifest(path: Path, records: Optional[dict[str, Record]] = None) -> d
 
 def _record_line(name: str, record: Record) -> str:
     s = record.source
-    return json.dumps({"name": name, "source": s.path, "size": s.size, "mtime_ns": s.mtime_ns,
+    return json.dumps({**_texts("name", name), **_texts("source", s.path), "size": s.size, "mtime_ns": s.mtime_ns,
                        "frames": record.frames}, sort_keys=True)  # fmt: skip
+
+
+def _name_line(name: str, **flags: bool) -> str:
+    return json.dumps({**_texts("name", name), **flags}, sort_keys=True)
+
+
+def _texts(key: str, value: str) -> dict[str, str]:
+    """`{key: value}`, or for a name or path that is not valid UTF-8 (undecodable bytes held
+    as lone surrogates), its bytes in base64 under `key_bytes` and a readable `key`: lossless,
+    and strict UTF-8 JSON."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(value)
+        return {key: raw.decode("utf-8", errors="replace"), f"{key}_bytes": base64.b64encode(raw).decode("ascii")}
+    return {key: value}
+
+
+def _text(entry: Mapping[str, Any], key: str) -> str:
+    """The name or path `_texts` stored under `key`."""
+    raw = entry.get(f"{key}_bytes")
+    if raw is not None:
+        return os.fsdecode(base64.b64decode(raw, validate=True))
+    value = entry[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is not a string")
+    return value
 
 
 def _same_settings(previous: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:

@@ -190,12 +190,15 @@ def _stream(
     response, out, have: int, url: str, part: Path, timeout: float, progress: Optional["Progress"]
 ) -> int:
     """Copy the response body into `out` as it comes; returns the bytes now in the file. The
-    first bytes of every body are sniffed for an HTML page (a resumed one too)."""
+    first `_SNIFF_BYTES` of every body (a resumed one too) are held back until they are sniffed
+    for an HTML page. Every read returns what has come (`read1`), the first ones too, so the
+    rate is checked after each: a server trickling bytes is stalled after `timeout` seconds,
+    whether or not the sniffed bytes are complete."""
     window_start, window_have = time.monotonic(), have
-    first = True
+    head: Optional[bytes] = b""  # the body's first bytes until sniffed, then None
     while True:
         try:
-            chunk = response.read(_SNIFF_BYTES) if first else response.read1(CHUNK_BYTES)
+            chunk = response.read1(CHUNK_BYTES)
         except (
             http.client.IncompleteRead,
             socket.timeout,
@@ -205,12 +208,17 @@ def _stream(
         ) as err:
             out.flush()
             raise Interrupted(f"the connection broke at byte {have} ({type(err).__name__})") from None
+        if head is not None:
+            head += chunk
+            if chunk and len(head) < _SNIFF_BYTES:
+                _check_rate(out, have + len(head), window_start, window_have, timeout)
+                continue
+            if head.lstrip()[:16].lower().startswith(_HTML_STARTS):
+                discard(part)
+                raise RejectedDownload(_html_message(url, "the body starts like a web page"))
+            chunk, head = head, None
         if not chunk:
             return have
-        if first and chunk.lstrip()[:16].lower().startswith(_HTML_STARTS):
-            discard(part)
-            raise RejectedDownload(_html_message(url, "the body starts like a web page"))
-        first = False
         try:
             out.write(chunk)
         except OSError as err:
@@ -218,15 +226,23 @@ def _stream(
         have += len(chunk)
         if progress:
             progress.update(have)
-        now = time.monotonic()
-        if now - window_start >= timeout:
-            if have - window_have < MIN_RATE_BYTES_S * (now - window_start):
-                out.flush()
-                raise Interrupted(
-                    f"the transfer stalled: {have - window_have} bytes in the last {now - window_start:.0f} s, "
-                    f"less than {MIN_RATE_BYTES_S // 1000} KB/s"
-                )
-            window_start, window_have = now, have
+        if _check_rate(out, have, window_start, window_have, timeout):
+            window_start, window_have = time.monotonic(), have
+
+
+def _check_rate(out: BinaryIO, have: int, window_start: float, window_have: int, timeout: float) -> bool:
+    """`Interrupted` when fewer than `MIN_RATE_BYTES_S` came per second over a window of
+    `timeout` seconds; True when the window is over (start a new one)."""
+    now = time.monotonic()
+    if now - window_start < timeout:
+        return False
+    if have - window_have < MIN_RATE_BYTES_S * (now - window_start):
+        out.flush()
+        raise Interrupted(
+            f"the transfer stalled: {have - window_have} bytes in the last {now - window_start:.0f} s, "
+            f"less than {MIN_RATE_BYTES_S // 1000} KB/s"
+        )
+    return True
 
 
 def _content_range(value: str) -> tuple[Optional[int], Optional[int]]:
