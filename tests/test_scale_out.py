@@ -242,6 +242,23 @@ def test_engine_option_mistakes_are_one_line(tmp_path, capsys, argv, problem):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_parameter_submitit_refuses_is_one_line_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    """`--slurm-extra foo=1` is refused with the other checks: no validation, nothing under --out."""
+    need("submitit", "the Slurm engine")
+    tools: list = []
+
+    def no_tool(name, *args, **kwargs):  # hear-validator and the runners: none may start
+        tools.append(name)
+        raise pipeline.StageFailed(f"{name} started")
+
+    monkeypatch.setattr(pipeline, "run_tool", no_tool)
+    out = tmp_path / "out"
+    assert main(_evaluate_argv(out, "--engine", "slurm", "--slurm-cluster", "local", "--slurm-extra", "foo=1")) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "submitit refused the parameters" in err[0] and "foo" in err[0], err
+    assert tools == [] and not out.exists()
+
+
 def test_engine_slurm_off_a_slurm_machine_says_where_to_run(tmp_path, capsys, monkeypatch):
     need("submitit", "the Slurm engine")
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun

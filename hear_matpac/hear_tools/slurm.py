@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,13 +90,17 @@ def require_submitit() -> Any:
 
 def check_engine(options: SlurmOptions) -> None:
     """Everything `--engine slurm` needs, checked before anything is written: the options,
-    submitit, and (for a real cluster) Slurm's `sbatch` and `srun` on this machine."""
+    submitit, (for a real cluster) Slurm's `sbatch` and `srun` on this machine, and the
+    executor itself with every parameter (`extra` included), built in a scratch folder (submitit's
+    local executor makes its folder) and thrown away: `run_stages_submitit` builds its own."""
     options.check()
     require_submitit()
     missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
     if options.cluster == "slurm" and missing:
         raise ValueError(f"--engine slurm: no {' or '.join(missing)} here; run on a Slurm login node "
                          "(or --slurm-cluster local to run the jobs on this machine)")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="hear-matpac-slurm-check-") as scratch:
+        make_executor(options, Path(scratch))
 
 
 def make_executor(options: SlurmOptions, folder: Path) -> Any:
