@@ -11,6 +11,7 @@ Why submitit and not Ray: docs/scale-out.md.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from typing import Any, Callable, Dict, List, Sequence
 from .claims import JOB_ENV
 from .launch import exit_on_sigterm
 from .models import StagePlan
-from .pipeline import Outcome, print_now, run_stage
+from .pipeline import STOP_GRACE_SECONDS, Outcome, print_now, run_stage
 
 ENGINES = ("local", "slurm")
 CLUSTERS = ("slurm", "local")
@@ -128,7 +129,23 @@ def stage_job(plan: StagePlan, stage_kwargs: Dict[str, Any], label: str, tag: st
     released."""
     os.environ[JOB_ENV] = tag
     signal.signal(signal.SIGTERM, exit_on_sigterm)
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+        _die_with_controller()
     return run_stage(plan, report=print_now, label=label, **stage_kwargs)
+
+
+def _die_with_controller() -> None:
+    """In a job of submitit's local executor: SIGKILL when its controller process dies (the
+    driver SIGKILLs a controller that outlives its cancel), so no stage goes on as an orphan;
+    its tool then gets SIGTERM (`pipeline.run_tool`) and cleans up. A controller already gone
+    (its pid, `SUBMITIT_LOCAL_JOB_ID`, no longer the parent) ends the job at once."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return
+    prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if not os.environ.get("SUBMITIT_LOCAL_WITH_SHELL") and str(os.getppid()) != os.environ.get("SUBMITIT_LOCAL_JOB_ID"):
+        raise SystemExit(128 + signal.SIGKILL)
 
 
 def _submit(executor: Any, calls: Sequence[tuple]) -> List[Any]:
@@ -198,13 +215,38 @@ def run_stages_submitit(plans: Sequence[StagePlan], stage_kwargs: Dict[str, Any]
             if pending:
                 time.sleep(options.poll_s)
     except BaseException:  # interrupted (Ctrl-C, SIGTERM): no stage goes on without its driver
-        for job in pending.values():
-            try:
-                job.cancel(check=False)
-            except Exception:  # noqa: BLE001 - cancelling is best effort on the way out
-                pass
+        cancel_jobs(list(pending.values()))
         raise
     return outcomes
+
+
+CANCEL_GRACE_S = STOP_GRACE_SECONDS + 15.0  # a stage's own tool gets STOP_GRACE_SECONDS to clean up
+
+
+def cancel_jobs(jobs: Sequence[Any], grace_s: float = CANCEL_GRACE_S) -> None:
+    """Cancel `jobs`: submitit's cancel (on Slurm, scancel: SIGTERM to the stage). submitit's
+    local executor cancels with SIGINT to a job's controller process, which ignores it when the
+    driver was started in the background (`cmd &` ignores SIGINT, and so do its children); so
+    each local job's controller also gets SIGTERM, which it forwards to the stage (the stage
+    stops its tool and releases its claim, as under scancel), and the driver waits for it to
+    end, up to `grace_s`, then SIGKILLs it (its stage process dies with it: `stage_job`)."""
+    controllers = []
+    for job in jobs:
+        try:
+            job.cancel(check=False)
+        except Exception:  # noqa: BLE001 - cancelling is best effort on the way out
+            pass
+        process = getattr(job, "_process", None)  # submitit's LocalJob: its controller, a Popen
+        if isinstance(process, subprocess.Popen) and process.poll() is None:
+            process.terminate()
+            controllers.append(process)
+    deadline = time.monotonic() + grace_s
+    for process in controllers:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _collect(job: Any, plan: StagePlan, options: SlurmOptions, tries: int) -> "Outcome | None":
