@@ -30,20 +30,20 @@ from test_hear_tools import need
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _claim_file(claim: Path, host: str, pid: int = 1, job: str = "", age_s: float = 0.0) -> None:
+def _claim_file(claim: Path, host: str, pid: int = 1, job: str = "") -> None:
     claim.write_text(json.dumps({"host": host, "pid": pid, "token": "f" * 32, "job": job}))
-    then = time.time() - age_s
-    os.utime(claim, (then, then))
 
 
 # --- leases ------------------------------------------------------------------------------------
 
-def test_a_stale_lease_from_another_host_is_taken_over_and_a_fresh_one_respected(tmp_path):
+def test_a_stale_lease_from_another_host_is_taken_over_and_a_fresh_one_respected(tmp_path, monkeypatch):
     claim = tmp_path / "task.claim"
-    _claim_file(claim, "node-that-died", age_s=claims.LEASE_S - 60)
+    _claim_file(claim, "node-that-died")
+    refreshed = claim.stat().st_mtime
+    monkeypatch.setattr(claims, "clock", lambda: refreshed + claims.LEASE_S - 1)
     assert not claims.take_claim(claim)  # refreshed within the lease: its owner is alive somewhere
     assert json.loads(claim.read_text())["host"] == "node-that-died"
-    _claim_file(claim, "node-that-died", age_s=claims.LEASE_S + 60)
+    monkeypatch.setattr(claims, "clock", lambda: refreshed + claims.LEASE_S + 1)
     assert claims.take_claim(claim)  # not refreshed for longer than the lease: stale, taken over
     data = json.loads(claim.read_text())
     assert (data["host"], data["pid"]) == (socket.gethostname(), os.getpid()) and claims.holds_claim(claim)
@@ -82,18 +82,30 @@ def _holder(claim: Path, lease: float) -> subprocess.Popen:
     return child
 
 
-def test_the_heartbeat_keeps_a_live_claim_and_a_stalled_holder_loses_it(tmp_path):
-    """Another process's claim, refreshed every lease / 4, outlives several leases; stopped
-    (SIGSTOP: a suspended job, a hung node), its lease runs out, another takes the stage, and
-    the holder, woken, sees it no longer holds the claim."""
-    claim, lease = tmp_path / "task.claim", 0.5
+def _refreshed_after(claim: Path, then: float) -> float:
+    """Wait until `claim`'s modification time is later than `then` (its holder's heartbeat
+    refreshed it; a slow heartbeat only makes this wait longer); that time."""
+    deadline = time.monotonic() + 300
+    while claim.stat().st_mtime <= then:
+        assert time.monotonic() < deadline, "the heartbeat never refreshed the claim"
+        time.sleep(0.02)
+    return claim.stat().st_mtime
+
+
+def test_the_heartbeat_keeps_a_live_claim_and_a_stalled_holder_loses_it(tmp_path, monkeypatch):
+    """Another process's claim is refreshed by its heartbeat (an mtime set far back comes
+    forward again) and, within its lease by the injected clock, is respected; stopped (SIGSTOP:
+    a suspended job, a hung node) past its lease, another takes the stage, and the holder,
+    woken, sees it no longer holds the claim. No step depends on how fast the heartbeat runs."""
+    claim, lease = tmp_path / "task.claim", 0.5  # the holder refreshes every lease / 4
     child = _holder(claim, lease)
     try:
-        time.sleep(4 * lease)
-        assert not claims.take_claim(claim, lease_s=lease)  # alive and refreshing
-        assert time.time() - claim.stat().st_mtime < lease
+        os.utime(claim, (1000.0, 1000.0))
+        refreshed = _refreshed_after(claim, 1000.0)
+        monkeypatch.setattr(claims, "clock", lambda: refreshed + lease / 2)
+        assert not claims.take_claim(claim, lease_s=lease)  # alive and refreshed within the lease
         os.kill(child.pid, signal.SIGSTOP)
-        time.sleep(2 * lease)
+        monkeypatch.setattr(claims, "clock", lambda: claim.stat().st_mtime + 2 * lease)  # not refreshed since
         assert claims.take_claim(claim, lease_s=lease)  # same host, pid alive, but the lease ran out
         os.kill(child.pid, signal.SIGCONT)
         child.stdin.write("\n")
