@@ -18,7 +18,7 @@ import soundfile as sf
 
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
-from test_hear_tools import need
+from conftest import need
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from hear_matpac.hear_tools.slurm import SlurmOptions, make_executor, parse_extr
 from hear_matpac.hear_tools.tasks import write_suite
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
-from test_hear_tools import need
+from conftest import need
 
 REPO = Path(__file__).resolve().parents[1]
 
