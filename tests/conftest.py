@@ -121,6 +121,11 @@ def pytest_configure(config):
         "markers",
         "slow: end-to-end run of the HEAR tools (tens of seconds); part of the default run and of CI",
     )
+    config.addinivalue_line(
+        "markers",
+        "package_index: asks pip's resolver, which reaches the package index; part of the default run "
+        "and of CI (offline: -m 'not package_index')",
+    )
 
 
 @pytest.fixture
