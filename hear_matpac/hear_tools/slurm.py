@@ -224,22 +224,24 @@ CANCEL_GRACE_S = STOP_GRACE_SECONDS + 15.0  # a stage's own tool gets STOP_GRACE
 
 
 def cancel_jobs(jobs: Sequence[Any], grace_s: float = CANCEL_GRACE_S) -> None:
-    """Cancel `jobs`: submitit's cancel (on Slurm, scancel: SIGTERM to the stage). submitit's
-    local executor cancels with SIGINT to a job's controller process, which ignores it when the
-    driver was started in the background (`cmd &` ignores SIGINT, and so do its children); so
-    each local job's controller also gets SIGTERM, which it forwards to the stage (the stage
+    """Cancel `jobs`. On Slurm, submitit's cancel (scancel: SIGTERM to the stage). submitit's
+    local executor would cancel with SIGINT to a job's controller process, which ignores it when
+    the driver was started in the background (`cmd &` ignores SIGINT, and so do its children);
+    so a local job's controller gets SIGTERM instead, which it forwards to the stage (the stage
     stops its tool and releases its claim, as under scancel), and the driver waits for it to
     end, up to `grace_s`, then SIGKILLs it (its stage process dies with it: `stage_job`)."""
     controllers = []
     for job in jobs:
+        process = getattr(job, "_process", None)  # submitit's LocalJob: its controller, a Popen
+        if isinstance(process, subprocess.Popen):
+            if process.poll() is None:
+                process.terminate()
+                controllers.append(process)
+            continue
         try:
             job.cancel(check=False)
         except Exception:  # noqa: BLE001 - cancelling is best effort on the way out
             pass
-        process = getattr(job, "_process", None)  # submitit's LocalJob: its controller, a Popen
-        if isinstance(process, subprocess.Popen) and process.poll() is None:
-            process.terminate()
-            controllers.append(process)
     deadline = time.monotonic() + grace_s
     for process in controllers:
         try:
