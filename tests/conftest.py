@@ -1,7 +1,11 @@
 """Shared test fixtures: the tiny checkpoint and the reference outputs of the published code."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,56 @@ TINY_FLAT = TINY_UNTRAINED  # tiny_flat.pt of the parity fixtures, bundled as a 
 TINY_FAIRSEQ = FIXTURES / "tiny_fairseq.pt"
 CASES = json.loads((FIXTURES / "tiny_cases.json").read_text())["cases"]
 LENGTHS = sorted(case["n_samples"] for case in CASES.values())
+
+
+def need(module: str, why: str) -> None:
+    """Skip without `module`, but fail under CI, which must run every test."""
+    if importlib.util.find_spec(module) is None:
+        message = f"{module} is not installed ({why}): run `hear-matpac install-hear-tools --tensorflow-cpu`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def hear_matpac_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`hear-matpac ARGS` in a subprocess, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "hear_matpac.cli", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def torchaudio_or_skip():
+    """torchaudio if it loads. A torchaudio built for another torch raises OSError (undefined
+    symbol in libtorchaudio.so), not ImportError: both mean "no cross-check here"."""
+    try:
+        import torchaudio
+    except (ImportError, OSError) as err:
+        pytest.skip(f"torchaudio does not load here ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
+    return torchaudio
+
+
+@pytest.fixture
+def no_tensorflow_module():
+    """`tensorflow` (and its submodules) out of `sys.modules` for one test, and afterwards
+    exactly the entries that were there before: a stand-in the test registers goes with it."""
+    def entries() -> dict:
+        return {n: m for n, m in sys.modules.items() if n == "tensorflow" or n.startswith("tensorflow.")}
+
+    saved = entries()
+    for name in saved:
+        del sys.modules[name]
+    try:
+        yield
+    finally:
+        for name in entries():
+            del sys.modules[name]
+        sys.modules.update(saved)
 
 
 def write_other_weights(path: Path) -> Path:
@@ -66,6 +120,11 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "slow: end-to-end run of the HEAR tools (tens of seconds); part of the default run and of CI",
+    )
+    config.addinivalue_line(
+        "markers",
+        "package_index: asks pip's resolver, which reaches the package index; part of the default run "
+        "and of CI (offline: -m 'not package_index')",
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -23,7 +22,7 @@ from hear_matpac.hear_tools.taskdirs import find_tasks, parse_task_names
 from hear_matpac.hear_tools.tasks import write_suite
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
-from test_hear_tools import hear_matpac_cli, need, ok
+from conftest import hear_matpac_cli, need, ok
 
 
 def _listing(root: Path) -> list:
@@ -240,6 +239,15 @@ def _scores(out: Path) -> list:
     return sorted((s["model"], s["task"], s["metric"], s["value"]) for s in json.loads((out / "summary.json").read_text())["scores"])
 
 
+def _wait_until(seen, victim: subprocess.Popen, limit_s: float = 600.0) -> None:
+    """Poll `seen()` while `victim` runs; it must not end first (a hang guard, not a timing check)."""
+    deadline = time.monotonic() + limit_s
+    while not seen():
+        assert victim.poll() is None, f"the run ended (exit {victim.returncode}) before the point"
+        assert time.monotonic() < deadline, "the point was never reached"
+        time.sleep(0.02)
+
+
 @pytest.mark.slow
 def test_sigkill_of_the_process_group_then_resume_gives_the_same_scores(tmp_path):
     need("heareval", "the HEAR tools")
@@ -256,11 +264,17 @@ def test_sigkill_of_the_process_group_then_resume_gives_the_same_scores(tmp_path
     command = [sys.executable, "-m", "hear_matpac.cli", "evaluate", "--out", str(tmp_path / "killed"), *args]
     victim = subprocess.Popen(command, cwd=tmp_path, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    time.sleep(random.uniform(3.0, 30.0))
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
+    runs = tmp_path / "killed" / "runs"
+    try:  # killed at a point inside the run: one stage complete, the next one started
+        _wait_until(lambda: any(runs.glob("*/*/stage.json")) and any(runs.glob("*/.work-*/embed.log")), victim)
+        os.killpg(victim.pid, signal.SIGKILL)
+    finally:
+        if victim.poll() is None:
+            os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
     again = hear_matpac_cli("evaluate", "--out", str(tmp_path / "killed"), *args, cwd=tmp_path)
     assert again.returncode == 1 and len([line for line in again.stderr.splitlines() if "failed" in line]) == 1
+    assert 1 <= again.stdout.count("complete; skipped") < 4, again.stdout  # resumed: kept the done, redid the rest
     assert _scores(tmp_path / "killed") == _scores(tmp_path / "whole")
     third = ok(hear_matpac_cli("evaluate", "--out", str(tmp_path / "killed"), *args[:-2], cwd=tmp_path))
     assert third.stdout.count("complete; skipped") == 4 and "stages: 6 skipped" in third.stdout

@@ -13,19 +13,9 @@ import pytest
 import torch
 
 import hear_matpac
-from conftest import TINY_FLAT, reference
+from conftest import TINY_FLAT, reference, torchaudio_or_skip
 from hear_matpac.config import F_MAX, F_MIN, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH
 from hear_matpac.frontend import LogMel, hz_to_mel_slaney, mel_to_hz_slaney, slaney_mel_filterbank
-
-
-def _torchaudio_or_skip():
-    """torchaudio if it loads. A torchaudio built for another torch raises OSError (undefined
-    symbol in libtorchaudio.so), not ImportError: both mean "no cross-check here"."""
-    try:
-        import torchaudio
-    except (ImportError, OSError) as err:
-        pytest.skip(f"torchaudio does not load here ({type(err).__name__}: {str(err).splitlines()[0][:120]})")
-    return torchaudio
 
 
 def test_slaney_scale_known_points():
@@ -65,7 +55,7 @@ def test_buffers_are_not_state_and_stay_float32():
 
 
 def test_front_end_matches_torchaudio_melspectrogram():
-    torchaudio = _torchaudio_or_skip()
+    torchaudio = torchaudio_or_skip()
     reference_mel = torchaudio.transforms.MelSpectrogram(
         sample_rate=SAMPLE_RATE, n_fft=N_FFT, win_length=WIN_LENGTH, hop_length=HOP_LENGTH,
         f_min=F_MIN, f_max=F_MAX, n_mels=N_MELS, window_fn=torch.hann_window, power=2.0,

@@ -7,7 +7,6 @@ they skip where the tools are missing, except under CI (`CI` set), where they fa
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import json
 import math
 import os
@@ -29,29 +28,10 @@ from hear_matpac.reports.results import format_scores, read_scores
 from hear_matpac.hear_tools.tasks import write_suite
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
+from conftest import hear_matpac_cli, need, ok  # noqa: F401 - shared helpers (conftest.py)
+
 STANDIN_NOTE = "gives hear_matpac's stand-in"
 TASKS = ("synth_events", "synth_pitch_3fold", "synth_scene_multiclass", "synth_scene_multilabel")
-
-
-def need(module: str, why: str) -> None:
-    """Skip without `module`, but fail under CI, which must run every test."""
-    if importlib.util.find_spec(module) is None:
-        message = f"{module} is not installed ({why}): run `hear-matpac install-hear-tools --tensorflow-cpu`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def hear_matpac_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hear_matpac.cli", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-
-
-def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result
 
 
 # --- the TensorFlow stand-in ------------------------------------------------------------
@@ -69,8 +49,17 @@ def test_standin_covers_what_the_hear_tools_touch():
         tf.test.gpu_device_name()
 
 
-def test_select_tensorflow_registers_the_standin_only_when_asked_or_missing(monkeypatch):
-    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+@pytest.fixture(autouse=True)
+def tensorflow_modules_unchanged():
+    """Every test here leaves `sys.modules`' tensorflow entries as it found them: a stand-in
+    registered by one test must not be what a later test imports."""
+    before = {n: m for n, m in sys.modules.items() if n == "tensorflow" or n.startswith("tensorflow.")}
+    yield
+    after = {n: m for n, m in sys.modules.items() if n == "tensorflow" or n.startswith("tensorflow.")}
+    assert after == before, f"tensorflow modules changed: {sorted(set(after) ^ set(before))}"
+
+
+def test_select_tensorflow_registers_the_standin_only_when_asked_or_missing(monkeypatch, no_tensorflow_module):
     monkeypatch.setattr(tensorflow_standin, "tensorflow_installed", lambda: False)
     assert tensorflow_standin.select_tensorflow("auto") == "stand-in"
     import tensorflow as tf
@@ -82,8 +71,7 @@ def test_select_tensorflow_registers_the_standin_only_when_asked_or_missing(monk
         tensorflow_standin.select_tensorflow("maybe")
 
 
-def test_auto_prefers_real_tensorflow_except_cpu_build_on_gpu(monkeypatch):
-    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+def test_auto_prefers_real_tensorflow_except_cpu_build_on_gpu(monkeypatch, no_tensorflow_module):
     monkeypatch.setattr(tensorflow_standin, "tensorflow_installed", lambda: True)
     monkeypatch.setattr(tensorflow_standin, "_cpu_only_tensorflow", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -1,6 +1,7 @@
 """Installing hear-matpac, and the HEAR tools beside it, into an environment that already holds
 a torch (CI's venv gets the newest pip picks) leaves that torch alone; torchaudio is no
-requirement. Uses pip's own resolver (`--dry-run --report`), so it needs the package index."""
+requirement. Uses pip's own resolver (`--dry-run --report`), so those tests need the package
+index: marked `package_index` (registered in conftest.py, run by default and in CI)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import torch
 
 from hear_matpac.hear_tools.install import install_commands
@@ -34,12 +36,14 @@ def test_requirements_do_not_cap_torch_or_need_torchaudio():
     assert not any(r.startswith("torchaudio") for r in requires), requires
 
 
+@pytest.mark.package_index
 def test_installing_the_package_keeps_this_torch(tmp_path):
     plan = _would_install(["-e", ".[test]"], tmp_path)
     assert "torch" not in plan and "torchaudio" not in plan, plan
     assert set(plan) <= {"hear-matpac"}, f"would change what this environment holds: {plan}"
 
 
+@pytest.mark.package_index
 def test_installing_the_hear_tools_keeps_this_torch(tmp_path):
     first = install_commands(tensorflow_cpu=False)[0]
     args = first[first.index("install") + 1:]

@@ -88,3 +88,17 @@ def test_imports_point_down(module):
 def test_nothing_outside_cli_names_the_cli(module):
     text = _source(module).read_text(encoding="utf-8")
     assert "hear_matpac.cli" not in text and "hear-matpac=" not in text, module
+
+
+def test_no_test_module_imports_another():
+    """Helpers shared by test modules live in conftest.py: importing a test module from another
+    runs its module-level code (and its fixtures' state) a second time."""
+    tests = Path(__file__).resolve().parent
+    names = {p.stem for p in tests.glob("test_*.py")}
+    found = []
+    for path in sorted(tests.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []  # fmt: skip
+            found += [f"{path.name} imports {m}" for m in modules if m.split(".")[0] in names]
+    assert found == []

@@ -21,7 +21,7 @@ from hear_matpac.hear_tools.models import check_model
 from hear_matpac.hear_tools.tasks import suite, write_suite
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
-from test_hear_tools import hear_matpac_cli, need
+from conftest import hear_matpac_cli, need
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,17 +1,20 @@
 """The README's Usage example runs, and the shapes in its comments are what it gives.
 
-Run with the real weights when `weights/matpac_10_2048.pt` is there; otherwise with the
-bundled tiny checkpoint, whose embedding size stands for the real one's in the comments.
+Always run with the bundled tiny checkpoint, whose embedding size stands for the real one's in
+the comments: whatever a user fetched into `weights/` (or nothing) gives the same test.
 """
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import torch
 
 import hear_matpac
 from hear_matpac.weights.locate import TINY_UNTRAINED
+
+from conftest import write_other_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = "weights/matpac_10_2048.pt"
@@ -38,13 +41,12 @@ def _commented_shapes(code: str) -> dict[str, list[tuple[int, ...]]]:
 
 def test_usage_example_runs_and_its_shapes_hold() -> None:
     code = _usage_block()
-    real = (ROOT / REAL).is_file()
-    if not real:
-        code = code.replace(f'"{REAL}"', repr(str(TINY_UNTRAINED)))
+    assert f'"{REAL}"' in code
+    code = code.replace(f'"{REAL}"', repr(str(TINY_UNTRAINED)))
     namespace: dict = {}
     exec(compile(code, "README.md (Usage)", "exec"), namespace)  # noqa: S102 - our own README
     model = namespace["model"]
-    size = REAL_SIZE if real else model.scene_embedding_size
+    size = model.scene_embedding_size
     expected = _commented_shapes(code)
     assert set(expected) == {"emb", "ts", "scene"}
     for name, shape in expected.items():
@@ -52,3 +54,13 @@ def test_usage_example_runs_and_its_shapes_hold() -> None:
         value = namespace[name]
         assert isinstance(value, torch.Tensor) and tuple(value.shape) == shape, (name, tuple(value.shape), shape)
     assert namespace["emb"].dtype == torch.float32 and isinstance(model, hear_matpac.api.MatpacModel)
+
+
+def test_the_example_holds_whatever_checkpoint_is_in_weights(tmp_path, monkeypatch) -> None:
+    """Another checkpoint where the real one goes (a user's fetch, a fine-tuned copy)."""
+    (tmp_path / "weights").mkdir()
+    write_other_weights(tmp_path / REAL)
+    (tmp_path / "README.md").write_text((ROOT / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    test_usage_example_runs_and_its_shapes_hold()

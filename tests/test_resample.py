@@ -9,7 +9,7 @@ import torch
 
 from hear_matpac.files.audio import read_audio, resample_to_model_rate
 from hear_matpac.config import SAMPLE_RATE
-from test_frontend import _torchaudio_or_skip
+from conftest import torchaudio_or_skip
 
 
 def _sine(rate: int, seconds: float = 1.0, hz: float = 1000.0) -> np.ndarray:
@@ -47,7 +47,7 @@ def test_read_audio_resamples_a_44k_stereo_file(tmp_path):
 
 
 def test_agrees_with_torchaudio_resample():
-    torchaudio = _torchaudio_or_skip()
+    torchaudio = torchaudio_or_skip()
     x = _sine(44100, hz=440.0) + _sine(44100, hz=3000.0)
     ours = resample_to_model_rate(x, 44100)
     theirs = torchaudio.functional.resample(torch.from_numpy(x), 44100, SAMPLE_RATE).numpy()

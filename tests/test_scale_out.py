@@ -19,31 +19,31 @@ from pathlib import Path
 import pytest
 
 from hear_matpac.cli import main
-from hear_matpac.hear_tools import claims, pipeline
+from hear_matpac.hear_tools import claims, pipeline, slurm
 from hear_matpac.hear_tools.models import check_model, plan_stages
 from hear_matpac.hear_tools.slurm import SlurmOptions, make_executor, parse_extra, run_stages_submitit
 from hear_matpac.hear_tools.tasks import write_suite
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
-from test_hear_tools import need
+from conftest import need
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _claim_file(claim: Path, host: str, pid: int = 1, job: str = "", age_s: float = 0.0) -> None:
+def _claim_file(claim: Path, host: str, pid: int = 1, job: str = "") -> None:
     claim.write_text(json.dumps({"host": host, "pid": pid, "token": "f" * 32, "job": job}))
-    then = time.time() - age_s
-    os.utime(claim, (then, then))
 
 
 # --- leases ------------------------------------------------------------------------------------
 
-def test_a_stale_lease_from_another_host_is_taken_over_and_a_fresh_one_respected(tmp_path):
+def test_a_stale_lease_from_another_host_is_taken_over_and_a_fresh_one_respected(tmp_path, monkeypatch):
     claim = tmp_path / "task.claim"
-    _claim_file(claim, "node-that-died", age_s=claims.LEASE_S - 60)
+    _claim_file(claim, "node-that-died")
+    refreshed = claim.stat().st_mtime
+    monkeypatch.setattr(claims, "clock", lambda: refreshed + claims.LEASE_S - 1)
     assert not claims.take_claim(claim)  # refreshed within the lease: its owner is alive somewhere
     assert json.loads(claim.read_text())["host"] == "node-that-died"
-    _claim_file(claim, "node-that-died", age_s=claims.LEASE_S + 60)
+    monkeypatch.setattr(claims, "clock", lambda: refreshed + claims.LEASE_S + 1)
     assert claims.take_claim(claim)  # not refreshed for longer than the lease: stale, taken over
     data = json.loads(claim.read_text())
     assert (data["host"], data["pid"]) == (socket.gethostname(), os.getpid()) and claims.holds_claim(claim)
@@ -82,18 +82,30 @@ def _holder(claim: Path, lease: float) -> subprocess.Popen:
     return child
 
 
-def test_the_heartbeat_keeps_a_live_claim_and_a_stalled_holder_loses_it(tmp_path):
-    """Another process's claim, refreshed every lease / 4, outlives several leases; stopped
-    (SIGSTOP: a suspended job, a hung node), its lease runs out, another takes the stage, and
-    the holder, woken, sees it no longer holds the claim."""
-    claim, lease = tmp_path / "task.claim", 0.5
+def _refreshed_after(claim: Path, then: float) -> float:
+    """Wait until `claim`'s modification time is later than `then` (its holder's heartbeat
+    refreshed it; a slow heartbeat only makes this wait longer); that time."""
+    deadline = time.monotonic() + 300
+    while claim.stat().st_mtime <= then:
+        assert time.monotonic() < deadline, "the heartbeat never refreshed the claim"
+        time.sleep(0.02)
+    return claim.stat().st_mtime
+
+
+def test_the_heartbeat_keeps_a_live_claim_and_a_stalled_holder_loses_it(tmp_path, monkeypatch):
+    """Another process's claim is refreshed by its heartbeat (an mtime set far back comes
+    forward again) and, within its lease by the injected clock, is respected; stopped (SIGSTOP:
+    a suspended job, a hung node) past its lease, another takes the stage, and the holder,
+    woken, sees it no longer holds the claim. No step depends on how fast the heartbeat runs."""
+    claim, lease = tmp_path / "task.claim", 0.5  # the holder refreshes every lease / 4
     child = _holder(claim, lease)
     try:
-        time.sleep(4 * lease)
-        assert not claims.take_claim(claim, lease_s=lease)  # alive and refreshing
-        assert time.time() - claim.stat().st_mtime < lease
+        os.utime(claim, (1000.0, 1000.0))
+        refreshed = _refreshed_after(claim, 1000.0)
+        monkeypatch.setattr(claims, "clock", lambda: refreshed + lease / 2)
+        assert not claims.take_claim(claim, lease_s=lease)  # alive and refreshed within the lease
         os.kill(child.pid, signal.SIGSTOP)
-        time.sleep(2 * lease)
+        monkeypatch.setattr(claims, "clock", lambda: claim.stat().st_mtime + 2 * lease)  # not refreshed since
         assert claims.take_claim(claim, lease_s=lease)  # same host, pid alive, but the lease ran out
         os.kill(child.pid, signal.SIGCONT)
         child.stdin.write("\n")
@@ -242,6 +254,23 @@ def test_engine_option_mistakes_are_one_line(tmp_path, capsys, argv, problem):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_parameter_submitit_refuses_is_one_line_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    """`--slurm-extra foo=1` is refused with the other checks: no validation, nothing under --out."""
+    need("submitit", "the Slurm engine")
+    tools: list = []
+
+    def no_tool(name, *args, **kwargs):  # hear-validator and the runners: none may start
+        tools.append(name)
+        raise pipeline.StageFailed(f"{name} started")
+
+    monkeypatch.setattr(pipeline, "run_tool", no_tool)
+    out = tmp_path / "out"
+    assert main(_evaluate_argv(out, "--engine", "slurm", "--slurm-cluster", "local", "--slurm-extra", "foo=1")) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "submitit refused the parameters" in err[0] and "foo" in err[0], err
+    assert tools == [] and not out.exists()
+
+
 def test_engine_slurm_off_a_slurm_machine_says_where_to_run(tmp_path, capsys, monkeypatch):
     need("submitit", "the Slurm engine")
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
@@ -337,3 +366,114 @@ def test_a_killed_job_without_retries_is_reported_and_the_next_run_redoes_it(pla
     again, _ = _slurm_run(tasks, model, out, retries=0, kill=False, lines=[], only=TASKS[:1])
     assert [o.status for o in again.outcomes] == ["skipped", "ran"]
     assert _scores(again) == [s for s in _scores(plain) if s[1] == TASKS[0]] != []
+
+
+# --- a background driver stopped by SIGTERM leaves no job behind ------------------------------
+
+def _processes_naming(text: str) -> list:
+    """(pid, command line) of every live process whose command line contains `text`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if text in command:
+            found.append((int(entry.name), command))
+    return found
+
+
+def _ended(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _ignores_sigint(pid: int) -> bool:
+    ignored = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("SigIgn:"))
+    return bool(int(ignored.split()[1], 16) >> (signal.SIGINT - 1) & 1)
+
+
+def _wait_until(done, what: str, limit_s: float = 300.0) -> None:
+    """Poll `done()`; a hang guard (`limit_s`), not a timing check."""
+    deadline = time.monotonic() + limit_s
+    while not done():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.05)
+
+
+def _files(folder: Path) -> dict:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_background_driver_leaves_no_local_job_running(tmp_path):
+    """`evaluate --engine slurm --slurm-cluster local` started with `cmd &` (so it and its jobs
+    ignore SIGINT, submitit's local cancel), SIGTERMed while a job runs its stage: when the
+    driver has ended, no process of the run is left, the stage released its claim, and nothing
+    under --out changes afterwards."""
+    need("heareval", "the HEAR tools")
+    need("submitit", "the Slurm engine")
+    write_suite(tmp_path / "tasks", tasks=TASKS[:1])
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "hear_matpac.cli", "evaluate", "--engine", "slurm", "--slurm-cluster", "local",
+            "--tasks-dir", str(tmp_path / "tasks"), "--out", str(out), "--weights", str(TINY_UNTRAINED),
+            "--no-chart", "--grid-points", "1", "--tensorflow", "stand-in"]  # fmt: skip
+    started = subprocess.run(["bash", "-c", '"$@" > "$LOG" 2>&1 & echo $!', "bash", *argv], capture_output=True,
+                             text=True, env={**os.environ, "LOG": str(tmp_path / "driver.log")}, check=True)  # fmt: skip
+    driver = int(started.stdout)
+    claim = out / "runs" / check_model(f"hear_matpac:{TINY_UNTRAINED}").folder / f"{TASKS[0]}.claim"
+    try:
+        assert _ignores_sigint(driver)  # as `cmd &` leaves it: submitit's SIGINT alone would not stop its jobs
+        while not ((claims.owner(claim) or {}).get("pid") not in (None, driver)):  # a job runs the stage
+            assert not _ended(driver), (tmp_path / "driver.log").read_text()
+            time.sleep(0.05)
+        assert _processes_naming(str(out)), "no job process seen"
+        os.kill(driver, signal.SIGTERM)
+        _wait_until(lambda: _ended(driver), "the driver to end")
+        assert _processes_naming(str(tmp_path)) == [], (tmp_path / "driver.log").read_text()
+        assert not claim.exists()  # the stage stopped its tool and let go
+        before = _files(out)
+        time.sleep(2.0)  # anything still writing would show
+        assert _files(out) == before
+    finally:
+        for pid, _ in _processes_naming(str(tmp_path)):
+            os.kill(pid, signal.SIGKILL)
+
+
+STUBBORN_JOB = """
+import os, signal, time
+from hear_matpac.hear_tools import slurm
+
+def job(pid_file):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stage that does not stop when told
+    slurm._die_with_controller()
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)
+"""
+
+
+def test_a_local_job_that_outlives_its_cancel_is_killed_with_its_controller(tmp_path, monkeypatch):
+    """The grace period's end: the controller is SIGKILLed, and the job's process dies with it."""
+    need("submitit", "the Slurm engine")
+    (tmp_path / "stubborn_job.py").write_text(STUBBORN_JOB)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import stubborn_job
+
+    executor = make_executor(SlurmOptions(cluster="local", gpus_per_stage=0), tmp_path / "slurm")
+    job = executor.submit(stubborn_job.job, str(tmp_path / "pid"))
+    _wait_until(lambda: (tmp_path / "pid").is_file() and (tmp_path / "pid").read_text() or job.done(), "the job")
+    assert not job.done(), job.stderr()
+    pid = int((tmp_path / "pid").read_text())
+    try:
+        slurm.cancel_jobs([job], grace_s=0.5)
+        assert job._process.returncode == -signal.SIGKILL  # the controller, killed at the end of the grace
+        _wait_until(lambda: _ended(pid), "the job's process to die with its controller")
+    finally:
+        if not _ended(pid):
+            os.kill(pid, signal.SIGKILL)

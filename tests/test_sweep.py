@@ -16,7 +16,7 @@ from hear_matpac.hear_tools.pipeline import Stage
 from hear_matpac.hear_tools.sweep import SweepRow, write_outputs
 from hear_matpac.reports.results import TaskScore
 from hear_matpac.weights.locate import TINY_UNTRAINED
-from test_hear_tools import hear_matpac_cli, need, ok
+from conftest import hear_matpac_cli, need, ok
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
         return 141  # 128 + SIGPIPE, the status of a shell tool killed by it
+    except KeyboardInterrupt:  # Ctrl-C: the command has stopped its workers and tools on the way out
+        print(f"hear-matpac {args.command}: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a tool Ctrl-C ended
     except (ValueError, TypeError, OSError) as err:
         print(error_line(args.command, err), file=sys.stderr)
         return 2

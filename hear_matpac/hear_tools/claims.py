@@ -28,12 +28,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 MARK = ".hear-matpac-made"
 LEASE_S = 600.0  # a claim not refreshed for this long is stale: taken over from any host
 JOB_ENV = "HEAR_MATPAC_CLAIM_JOB"  # the scheduler job running this process's stages, if any
 
+clock: Callable[[], float] = time.time  # what a lease's age is measured by (tests inject one)
 _held: Dict[str, Tuple[str, threading.Event]] = {}  # claim path -> (its token, heartbeat stop)
 _lock = threading.Lock()
 
@@ -69,7 +70,7 @@ def owner_gone(data: Optional[dict]) -> bool:
 def lease_expired(claim: Path, lease_s: float = LEASE_S) -> bool:
     """True when `claim` was last refreshed more than `lease_s` seconds ago."""
     try:
-        return time.time() - os.stat(claim).st_mtime > lease_s
+        return clock() - os.stat(claim).st_mtime > lease_s
     except FileNotFoundError:
         return False
 

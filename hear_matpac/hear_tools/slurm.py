@@ -11,10 +11,13 @@ Why submitit and not Ray: docs/scale-out.md.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
 import signal
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ from typing import Any, Callable, Dict, List, Sequence
 from .claims import JOB_ENV
 from .launch import exit_on_sigterm
 from .models import StagePlan
-from .pipeline import Outcome, print_now, run_stage
+from .pipeline import STOP_GRACE_SECONDS, Outcome, print_now, run_stage
 
 ENGINES = ("local", "slurm")
 CLUSTERS = ("slurm", "local")
@@ -88,13 +91,17 @@ def require_submitit() -> Any:
 
 def check_engine(options: SlurmOptions) -> None:
     """Everything `--engine slurm` needs, checked before anything is written: the options,
-    submitit, and (for a real cluster) Slurm's `sbatch` and `srun` on this machine."""
+    submitit, (for a real cluster) Slurm's `sbatch` and `srun` on this machine, and the
+    executor itself with every parameter (`extra` included), built in a scratch folder (submitit's
+    local executor makes its folder) and thrown away: `run_stages_submitit` builds its own."""
     options.check()
     require_submitit()
     missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
     if options.cluster == "slurm" and missing:
         raise ValueError(f"--engine slurm: no {' or '.join(missing)} here; run on a Slurm login node "
                          "(or --slurm-cluster local to run the jobs on this machine)")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="hear-matpac-slurm-check-") as scratch:
+        make_executor(options, Path(scratch))
 
 
 def make_executor(options: SlurmOptions, folder: Path) -> Any:
@@ -122,7 +129,23 @@ def stage_job(plan: StagePlan, stage_kwargs: Dict[str, Any], label: str, tag: st
     released."""
     os.environ[JOB_ENV] = tag
     signal.signal(signal.SIGTERM, exit_on_sigterm)
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+        _die_with_controller()
     return run_stage(plan, report=print_now, label=label, **stage_kwargs)
+
+
+def _die_with_controller() -> None:
+    """In a job of submitit's local executor: SIGKILL when its controller process dies (the
+    driver SIGKILLs a controller that outlives its cancel), so no stage goes on as an orphan;
+    its tool then gets SIGTERM (`pipeline.run_tool`) and cleans up. A controller already gone
+    (its pid, `SUBMITIT_LOCAL_JOB_ID`, no longer the parent) ends the job at once."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return
+    prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if not os.environ.get("SUBMITIT_LOCAL_WITH_SHELL") and str(os.getppid()) != os.environ.get("SUBMITIT_LOCAL_JOB_ID"):
+        raise SystemExit(128 + signal.SIGKILL)
 
 
 def _submit(executor: Any, calls: Sequence[tuple]) -> List[Any]:
@@ -192,13 +215,40 @@ def run_stages_submitit(plans: Sequence[StagePlan], stage_kwargs: Dict[str, Any]
             if pending:
                 time.sleep(options.poll_s)
     except BaseException:  # interrupted (Ctrl-C, SIGTERM): no stage goes on without its driver
-        for job in pending.values():
-            try:
-                job.cancel(check=False)
-            except Exception:  # noqa: BLE001 - cancelling is best effort on the way out
-                pass
+        cancel_jobs(list(pending.values()))
         raise
     return outcomes
+
+
+CANCEL_GRACE_S = STOP_GRACE_SECONDS + 15.0  # a stage's own tool gets STOP_GRACE_SECONDS to clean up
+
+
+def cancel_jobs(jobs: Sequence[Any], grace_s: float = CANCEL_GRACE_S) -> None:
+    """Cancel `jobs`. On Slurm, submitit's cancel (scancel: SIGTERM to the stage). submitit's
+    local executor would cancel with SIGINT to a job's controller process, which ignores it when
+    the driver was started in the background (`cmd &` ignores SIGINT, and so do its children);
+    so a local job's controller gets SIGTERM instead, which it forwards to the stage (the stage
+    stops its tool and releases its claim, as under scancel), and the driver waits for it to
+    end, up to `grace_s`, then SIGKILLs it (its stage process dies with it: `stage_job`)."""
+    controllers = []
+    for job in jobs:
+        process = getattr(job, "_process", None)  # submitit's LocalJob: its controller, a Popen
+        if isinstance(process, subprocess.Popen):
+            if process.poll() is None:
+                process.terminate()
+                controllers.append(process)
+            continue
+        try:
+            job.cancel(check=False)
+        except Exception:  # noqa: BLE001 - cancelling is best effort on the way out
+            pass
+    deadline = time.monotonic() + grace_s
+    for process in controllers:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _collect(job: Any, plan: StagePlan, options: SlurmOptions, tries: int) -> "Outcome | None":
