@@ -184,6 +184,9 @@ def test_evaluate_refuses_a_runs_folder_another_tool_made(tmp_path, capsys):
     assert _evaluate(out, "--tasks-dir", str(tasks)) == 2
     assert "not by evaluate" in _one_error(capsys)
     assert _listing(out) == before
+    (out / "runs" / claims.MARK).write_text(LEGACY)  # an older hear-matpac's runs/: used, as before
+    assert _evaluate(out, "--tasks-dir", str(tasks)) == 0
+    assert _statuses(out) == [(SCENE, "ran")]
 
 
 # --- item 3: a changed task folder is run again -----------------------------------------------

@@ -448,13 +448,15 @@ def evaluate(
     """Validate each model once, then run every (model, task) stage that is not complete yet
     into `out_dir/runs/<model>/<task>`; return what happened and the test scores. The models
     (checked by `models.check_model`), grid, devices, engine and task folders are checked
-    before anything is written; only folders this run marks as its own are ever removed.
+    before anything is written; a folder is removed only where its mark says `evaluate` made it
+    for that place (`claims.remove_marked`), else the run stops naming it.
 
     Stages go longest task (by audio duration) first. `engine` "local": on `devices` (default:
     every visible GPU, else cpu) with `jobs` slots each, one stage per slot at a time. "slurm":
     each stage is a Slurm job asking for one GPU (`slurm.py`, options `slurm`); validation
     stays on this node's slots. Outcomes and scores are in plan order (model-major) whatever
-    the order the stages ran in."""
+    the order the stages ran in. `scores`: those of this run's stages that ran or were
+    complete already, read from each stage's folder when it was found complete."""
     check_grid(grid, grid_points)
     slots = make_slots(default_devices() if devices is None else devices, jobs)
     if engine not in ("local", "slurm"):
