@@ -183,10 +183,10 @@ def test_a_stage_that_keeps_its_claim_is_put_in_place_once(tmp_path, monkeypatch
     plan, runs = _one_plan(tmp_path)
     final = runs / plan.model_folder / plan.task
     stale = runs / plan.model_folder / f".work-{plan.task}.0123456789ab"  # a dead holder's work folder
-    claims.make_marked(stale)
+    claims.make_marked(stale, "evaluate", "stage work")
     _fake_tools(monkeypatch)
     assert _run(plan, runs).status == "ran"
-    assert pipeline.stage_done(final, plan.model_key, "faster:1")
+    assert pipeline.stage_done(final, plan, "faster:1")
     assert sorted(p.name for p in (runs / plan.model_folder).iterdir()) == [plan.task]
     assert _run(plan, runs).status == "skipped"
 

@@ -63,7 +63,7 @@ def test_sweep_writes_a_row_per_window_length_with_finite_scores(tmp_path):
     assert [s["options"] for s in summary] == [{"window_seconds": 0.96}, {"window_seconds": 6.08}]
     assert all(s["audio_seconds"] == pytest.approx(27.0) for s in summary)  # 15 + 6 + 6 clips of 1 s
     # each window length has its own embeddings, with the option in heareval's folder name
-    folders = sorted(p.relative_to(out) for p in (out / "runs").glob("*/embeddings/*/synth_scene_multiclass"))
+    folders = sorted(p.relative_to(out) for p in (out / "sweep").glob("*/embeddings/*/synth_scene_multiclass"))
     assert [str(p.parent.parent.parent.name) for p in folders] == ["00-0.96", "01-6.08"]
     assert [p.parent.name for p in folders] == ["hear_matpac-window-seconds=0-96", "hear_matpac-window-seconds=6-08"]
     assert all(math.isfinite(s["value"]) for row in summary for s in row["scores"])

@@ -16,7 +16,7 @@ from ..hear_tools.pipeline import evaluate, summary, write_json
 from ..hear_tools.taskdirs import parse_task_names
 from ..reports.chart import require_matplotlib, save_chart
 from ..reports.comparison import build_comparison, to_csv, to_markdown
-from ..reports.results import find_scores
+from ..reports.results import TaskScore
 from ..reports.tables import write_text
 from ..weights.locate import tiny_untrained_warning, weights_help
 from .flags import (add_devices, add_engine, add_grid, add_model_options, add_overwrite, add_tasks, add_tensorflow,
@@ -31,8 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "heareval's embedding and predictions runners on each task of --tasks-dir (default: the "
         "synthetic suite, written to OUT/tasks). A stage already complete in --out is skipped, so "
         "the same command resumes a killed run; --overwrite redoes everything. Ends with "
-        "OUT/comparison.{md,csv,png} and OUT/summary.json. Exit 0 when every stage ran, 1 when "
-        "one failed (its log is named; the other stages go on). Stages run on every visible GPU "
+        "OUT/comparison.{md,csv,png} and OUT/summary.json, both of this run's stages only. Exit 0 "
+        "when every stage ran or was complete already; 1 when one failed (its log is named; the "
+        "other stages go on) or was left to another run holding its claim (named). Stages run on every visible GPU "
         "(--devices, --jobs per device), longest task first, each in its own processes. Without --model: hear_matpac with --weights and the "
         "model option flags. Weights: " + weights_help(fallback=True)
         + " (its scores mean nothing). Needs `hear-matpac install-hear-tools` first.",
@@ -68,6 +69,17 @@ def _specs(args: argparse.Namespace) -> List[str]:
     return specs or [f"{PLUGIN_MODULE}:{args.weights}:{json.dumps(options)}"]
 
 
+def primary_scores(scores: List[TaskScore]) -> List[TaskScore]:
+    """The primary score of each (model, task): the first of its metrics (`read_scores` puts the
+    task's primary metric first)."""
+    seen, primary = set(), []
+    for s in scores:
+        if (s.model, s.task) not in seen:
+            seen.add((s.model, s.task))
+            primary.append(s)
+    return primary
+
+
 def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, exit_on_sigterm)  # stages stop their tools and release claims
     if not args.no_chart:
@@ -87,19 +99,16 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / "summary.json", summary(result))
     counts = {s: sum(o.status == s for o in result.outcomes) for s in ("ran", "skipped", "claimed", "failed", "not run")}
     print("\nstages: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
-    folders = sorted({out / "runs" / s.model_dir.name for s in result.scores})
-    if folders:
-        scores, warnings = find_scores(folders)
-        for warning in warnings:
-            print(f"hear-matpac evaluate: warning: {warning}", file=sys.stderr)
-        comparison = build_comparison(scores)
-        markdown = to_markdown(comparison)
-        write_text(out / "comparison.md", markdown)
-        write_text(out / "comparison.csv", to_csv(comparison))
-        if not args.no_chart:
-            save_chart(comparison, out / "comparison.png")
+    # the table is summary.json's scores: this run's complete stages, never other files under runs/
+    comparison = build_comparison(primary_scores(result.scores))
+    markdown = to_markdown(comparison) if result.scores else "No stage of this run is complete: no scores.\n"
+    write_text(out / "comparison.md", markdown)
+    write_text(out / "comparison.csv", to_csv(comparison))
+    if not args.no_chart:
+        save_chart(comparison, out / "comparison.png")
+    if result.scores:
         print(f"\ntest scores (heareval, grid {args.grid}, {args.grid_points} grid points)\n{markdown}", end="")
-    print(f"\nwrote {out / 'summary.json'}" + (f", {out / 'comparison.md'}" if folders else ""))
+    print(f"\nwrote {out / 'summary.json'}, {out / 'comparison.md'}")
     for m in models:
         if m.module == PLUGIN_MODULE:
             tiny_untrained_warning(m.weights)
@@ -107,4 +116,8 @@ def run(args: argparse.Namespace) -> int:
         where = o.stage.get("task", o.stage.get("stage", ""))
         print(f"hear-matpac evaluate: {o.stage.get('model', o.stage.get('model_folder'))} / {where} failed: "
               f"{o.message} (log {o.log})", file=sys.stderr)  # fmt: skip
-    return 1 if result.failed else 0
+    for o in result.claimed:
+        print(f"hear-matpac evaluate: {o.stage.get('model_folder')} / {o.stage.get('task')} left undone: "
+              f"{o.message}; no score for it in this run (run the same command again once that run has "
+              "finished)", file=sys.stderr)  # fmt: skip
+    return 1 if result.failed or result.claimed else 0

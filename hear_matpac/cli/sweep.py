@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="For each window length, run heareval's embedding runner (with "
         '--model-options \'{"window_seconds": S}\') and its predictions runner on the same tasks, '
         "and measure the encoding cost (audio-seconds per second, peak memory of the embedding "
-        "process). Writes sweep.md, sweep.csv, sweep.json and sweep.png to --out. Tasks: "
+        "process). Writes sweep.md, sweep.csv, sweep.json and sweep.png to --out, and its "
+        "embeddings, logs and synthetic tasks to OUT/sweep/, which the next sweep replaces; "
+        "nothing else in --out is touched. Tasks: "
         "--tasks-dir, else the synthetic suite; --tasks picks some. Needs "
         "`hear-matpac install-hear-tools` first.",
     )

@@ -7,7 +7,8 @@ is the sha256 of its module, the sha256 of its weights' bytes and its options (s
 a changed file or option set is a different model, with a different result folder.
 
 The stage list is plain data (`StagePlan`, one per (model, task), `as_dict` gives JSON), so a
-scheduler can take it unchanged.
+scheduler can take it unchanged. A stage names its task folder by resolved path and content
+fingerprint (`taskdirs.task_fingerprint`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from ..weights.integrity import sha256_file
 from ..weights.locate import best_available_weights
 from ..weights.read import read_config
 from .launch import PLUGIN_MODULE
+from .taskdirs import task_fingerprint
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class StagePlan:
     options_json: str
     task: str
     task_dir: str
+    task_fingerprint: str = ""  # `taskdirs.task_fingerprint` of task_dir when the run was planned
 
     def as_dict(self) -> Dict[str, str]:
         return asdict(self)
@@ -113,6 +116,8 @@ def read_spec_file(path: Path) -> List[str]:
 
 
 def plan_stages(models: Sequence[ModelSpec], task_dirs: Sequence[Path]) -> List[StagePlan]:
-    """The (model, task) stages, model-major."""
-    return [StagePlan(m.folder, m.key, m.module, m.weights, m.options_json, t.name, str(Path(t).resolve()))
+    """The (model, task) stages, model-major; each names its task folder by resolved path and
+    content fingerprint, so a moved, replaced or edited task is another stage."""
+    prints = {t: task_fingerprint(Path(t)) for t in task_dirs}
+    return [StagePlan(m.folder, m.key, m.module, m.weights, m.options_json, t.name, str(Path(t).resolve()), prints[t])
             for m in models for t in task_dirs]  # fmt: skip

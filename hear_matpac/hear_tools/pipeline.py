@@ -19,13 +19,14 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..files.folders import ensure_folder
 from ..reports.results import TaskScore, read_scores
-from .claims import MARK, claim_token, holds_claim, is_marked, make_marked, owner, release_claim, remove_marked, take_claim
+from .claims import (claim_token, describe_mark, holds_claim, is_marked, made_for, make_marked, owner, release_claim,
+                     remove_marked, take_claim, write_mark)
 from .launch import PLUGIN_MODULE
 from .models import ModelSpec, StagePlan, plan_stages
 from .slots import Slot, default_devices, longest_first, make_slots, run_on_slots
@@ -173,14 +174,17 @@ def predict_stage(
 
 
 STAGE_FILE = "stage.json"
+TOOL = "evaluate"  # the tool named in the ownership marks of the folders `evaluate` makes
+RUNS_PURPOSE, WORK_PURPOSE, STAGE_PURPOSE = "runs", "stage work", "stage"
 
 
 @dataclass
 class Outcome:
     """What happened to one stage (or one model's validation): `ran`, `skipped` (complete
-    already), `claimed` (another live process holds it), `failed` (with its log) or
-    `not run` (its model failed validation); where it ran (`device`) and when (`started`,
-    `finished`: Unix time)."""
+    already), `claimed` (another live process holds it; `message` names it), `failed` (with
+    its log) or `not run` (its model failed validation); where it ran (`device`) and when
+    (`started`, `finished`: Unix time). `scores`: a complete stage's test scores, read from
+    its folder when this run found it complete (ran or skipped), else empty."""
 
     stage: Dict[str, str]
     status: str
@@ -190,6 +194,7 @@ class Outcome:
     device: str = ""
     started: Optional[float] = None
     finished: Optional[float] = None
+    scores: List[TaskScore] = field(default_factory=list)
 
 
 @dataclass
@@ -203,16 +208,44 @@ class RunResult:
     def failed(self) -> List[Outcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
+    @property
+    def claimed(self) -> List[Outcome]:
+        """Stages left undone because another run holds (or took over) their claim."""
+        return [o for o in self.outcomes if o.status == "claimed"]
 
-def stage_done(final: Path, key: str, grid: str) -> bool:
-    """A stage is complete when its folder holds `stage.json` with its model key and grid
-    (written last, just before the folder is renamed into place) and the test scores."""
+
+def stage_done(final: Path, plan: StagePlan, grid: str) -> bool:
+    """A stage is complete when its folder holds `stage.json` (written last, just before the
+    folder is renamed into place) naming `plan`'s model key, task folder (resolved path) and
+    task fingerprint, and `grid`, and the test scores. A task folder moved, replaced or edited
+    since (another fingerprint) makes the stage incomplete: it runs again."""
     try:
         record = json.loads((final / STAGE_FILE).read_text())
     except (OSError, ValueError):
         return False
-    return (isinstance(record, dict) and record.get("model_key") == key and record.get("grid") == grid
+    return (isinstance(record, dict) and record.get("model_key") == plan.model_key and record.get("grid") == grid
+            and record.get("task_dir") == plan.task_dir and record.get("task_fingerprint") == plan.task_fingerprint
             and (final / "test.predicted-scores.json").is_file())  # fmt: skip
+
+
+def complete_scores(final: Path, plan: StagePlan, grid: str) -> Optional[List[TaskScore]]:
+    """The test scores of the stage in `final` when it is complete for `plan` and `grid`
+    (`stage_done`) and they can be read; else None."""
+    if not stage_done(final, plan, grid):
+        return None
+    try:
+        return read_scores(final)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _holder(claim: Path) -> str:
+    """Who holds `claim`, in words: host, pid and scheduler job where it names one."""
+    who = owner(claim)
+    if not who:
+        return "another run"
+    job = f" (job {who['job']})" if who.get("job") else ""
+    return f"{who.get('host')} pid {who.get('pid')}{job}"
 
 
 def synthetic_tasks(out: Path, scale: int, names: Sequence[str], overwrite: bool, report: Callable[[str], None]) -> Path:
@@ -299,22 +332,29 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
     folder = runs / plan.model_folder
     final = folder / plan.task
     info = plan.as_dict()
-    if not overwrite and stage_done(final, plan.model_key, f"{grid}:{grid_points}"):
+    key = f"{grid}:{grid_points}"
+    done = None if overwrite else complete_scores(final, plan, key)
+    if done is not None:
         _log(report, f"{label} {plan.model_folder} / {plan.task}: complete; skipped")
-        return Outcome(info, "skipped", log=str(final / "embed.log"))
+        return Outcome(info, "skipped", log=str(final / "embed.log"), scores=done)
     claim = folder / f"{plan.task}.claim"
     if not take_claim(claim):
-        who = owner(claim) or {}
-        _log(report, f"{label} {plan.model_folder} / {plan.task}: claimed by {who.get('host')} pid {who.get('pid')}; left to it")
-        return Outcome(info, "claimed")
+        who = _holder(claim)
+        _log(report, f"{label} {plan.model_folder} / {plan.task}: claimed by {who}; left to it")
+        return Outcome(info, "claimed", message=f"claimed by {who}")
     try:
-        if not overwrite and stage_done(final, plan.model_key, f"{grid}:{grid_points}"):  # finished by the claim's last owner
+        done = None if overwrite else complete_scores(final, plan, key)  # finished by the claim's last owner
+        if done is not None:
             _log(report, f"{label} {plan.model_folder} / {plan.task}: complete; skipped")
-            return Outcome(info, "skipped", log=str(final / "embed.log"))
+            return Outcome(info, "skipped", log=str(final / "embed.log"), scores=done)
         for earlier in _work_folders(folder, plan.task):  # left by earlier holders of the claim
-            if not remove_marked(earlier):
-                raise ValueError(f"{earlier} is in the way and was not made by hear-matpac; move it")
-        work = make_marked(folder / f".work-{plan.task}.{claim_token(claim)[:12]}")
+            if not remove_marked(earlier, TOOL, WORK_PURPOSE, legacy=True):
+                raise ValueError(f"{earlier} is in the way and {describe_mark(earlier)}, not by evaluate "
+                                 "as a stage's work folder; move it")  # fmt: skip
+        if os.path.lexists(final) and not made_for(final, TOOL, STAGE_PURPOSE, legacy=True):  # before any work
+            raise ValueError(f"{final} is in the way and {describe_mark(final)}, not by evaluate as a "
+                             "stage's result; move it")  # fmt: skip
+        work = make_marked(folder / f".work-{plan.task}.{claim_token(claim)[:12]}", TOOL, WORK_PURPOSE)
         if os.path.lexists(final):
             _log(report, f"{label} {plan.model_folder} / {plan.task}: replacing the earlier result in {final}")
         (work / "tasks").mkdir()
@@ -340,21 +380,28 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         if keep_logs:  # without the links to the task folder (`launch.link_task_dirs`)
             shutil.rmtree(logs_dir / "embeddings", ignore_errors=True)
             os.replace(logs_dir, result / "heareval-logs")
-        (result / MARK).write_text("made by hear-matpac; safe for hear-matpac to remove\n")
+        write_mark(result, TOOL, STAGE_PURPOSE)
         seconds = time.perf_counter() - start
-        write_json(result / STAGE_FILE, {**info, "grid": f"{grid}:{grid_points}", "seconds": seconds})
+        write_json(result / STAGE_FILE, {**info, "grid": key, "seconds": seconds})
         if not holds_claim(claim):  # its lease ran out and another process took the stage over
-            remove_marked(work)
-            _log(report, f"{label} {plan.model_folder} / {plan.task}: its claim was taken over while it ran; "
-                         "result discarded, left to the new holder")  # fmt: skip
-            return Outcome(info, "claimed", seconds, message="claim taken over while it ran; result discarded")
+            remove_marked(work, TOOL, WORK_PURPOSE)
+            who = _holder(claim)
+            _log(report, f"{label} {plan.model_folder} / {plan.task}: its claim was taken over by {who} while it "
+                         "ran; result discarded, left to the new holder")  # fmt: skip
+            return Outcome(info, "claimed", seconds, message=f"claim taken over by {who} while it ran; result discarded")
         if os.path.lexists(final):
-            if not remove_marked(final):
-                raise ValueError(f"{final} is in the way and was not made by hear-matpac; move it")
+            if not remove_marked(final, TOOL, STAGE_PURPOSE, legacy=True):
+                raise ValueError(f"{final} is in the way and {describe_mark(final)}, not by evaluate as a "
+                                 "stage's result; move it")  # fmt: skip
         os.rename(result, final)
-        remove_marked(work)
+        remove_marked(work, TOOL, WORK_PURPOSE)
+        try:
+            scores = read_scores(final)  # still under its claim: nobody else writes there
+        except (OSError, ValueError, TypeError) as err:
+            _log(report, f"{label} {plan.model_folder} / {plan.task}: FAILED: its scores cannot be read ({err})")
+            return Outcome(info, "failed", seconds, str(final / "predict.log"), f"its scores cannot be read: {err}")
         _log(report, f"{label} {plan.model_folder} / {plan.task}: done in {seconds:.1f} s")
-        return Outcome(info, "ran", seconds, str(final / "predict.log"))
+        return Outcome(info, "ran", seconds, str(final / "predict.log"), scores=scores)
     finally:
         release_claim(claim)
 
@@ -401,13 +448,15 @@ def evaluate(
     """Validate each model once, then run every (model, task) stage that is not complete yet
     into `out_dir/runs/<model>/<task>`; return what happened and the test scores. The models
     (checked by `models.check_model`), grid, devices, engine and task folders are checked
-    before anything is written; only folders this run marks as its own are ever removed.
+    before anything is written; a folder is removed only where its mark says `evaluate` made it
+    for that place (`claims.remove_marked`), else the run stops naming it.
 
     Stages go longest task (by audio duration) first. `engine` "local": on `devices` (default:
     every visible GPU, else cpu) with `jobs` slots each, one stage per slot at a time. "slurm":
     each stage is a Slurm job asking for one GPU (`slurm.py`, options `slurm`); validation
     stays on this node's slots. Outcomes and scores are in plan order (model-major) whatever
-    the order the stages ran in."""
+    the order the stages ran in. `scores`: those of this run's stages that ran or were
+    complete already, read from each stage's folder when it was found complete."""
     check_grid(grid, grid_points)
     slots = make_slots(default_devices() if devices is None else devices, jobs)
     if engine not in ("local", "slurm"):
@@ -427,11 +476,12 @@ def evaluate(
     if task_dirs is None:
         task_dirs = find_tasks(synthetic_tasks(out, scale, tasks, overwrite, report))
     runs = out / "runs"
-    if os.path.lexists(runs) and not (runs / MARK).is_file():
-        raise ValueError(f"{runs} exists and was not made by hear-matpac; it is left alone: choose another --out")
+    if os.path.lexists(runs) and not made_for(Path(os.path.realpath(runs)), TOOL, RUNS_PURPOSE, legacy=True):
+        raise ValueError(f"{runs} exists and {describe_mark(Path(os.path.realpath(runs)))}, not by evaluate as its "
+                         "runs folder; it is left alone: choose another --out")  # fmt: skip
     if not runs.is_dir():
         try:
-            make_marked(runs)
+            make_marked(runs, TOOL, RUNS_PURPOSE)
         except FileExistsError:
             pass
     for model in models:
@@ -454,14 +504,10 @@ def evaluate(
     else:
         ran = dict(zip(order, run_stages(order, slots, runs, grid, grid_points, tensorflow, keep_logs, overwrite,
                                          report)))  # fmt: skip
-    outcomes += [ran[p] if p in ran else Outcome(p.as_dict(), "not run", message="its model failed hear-validator")
-                 for p in plans]  # fmt: skip
-    scores = []
-    for plan in plans:
-        final = runs / plan.model_folder / plan.task
-        if stage_done(final, plan.model_key, f"{grid}:{grid_points}"):
-            scores += read_scores(final)
-    return RunResult(list(models), outcomes, scores, Path(task_dirs[0]).parent)
+    stages = [ran[p] if p in ran else Outcome(p.as_dict(), "not run", message="its model failed hear-validator")
+              for p in plans]  # fmt: skip
+    scores = [s for o in stages if o.status in ("ran", "skipped") for s in o.scores]  # this run's stages only
+    return RunResult(list(models), outcomes + stages, scores, Path(task_dirs[0]).parent)
 
 
 def json_number(value: Optional[float]) -> object:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,13 @@ from ..reports.comparison import format_value
 from ..reports.results import LOWER_IS_BETTER, TaskScore, read_scores, score_json
 from ..reports.tables import csv_table, markdown_table, save_png, write_text
 from ..weights.read import read_config
-from .claims import make_marked, refuse_unmarked, remove_marked
+from .claims import make_marked, refuse_unless_made_for, remove_marked
 from .pipeline import Stage, check_grid, embed_stage, predict_stage, synthetic_tasks
 from .taskdirs import audio_seconds, find_tasks
 
 Setting = Tuple[str, Dict[str, object]]  # (label, model options)
+TOOL, PURPOSE = "sweep", "results"  # the ownership mark of OUT/sweep/
+FOLDER = "sweep"  # sweep's own folder in --out: nothing of evaluate's (tasks/, runs/) is ever touched
 
 
 @dataclass(frozen=True)
@@ -98,26 +101,30 @@ def run_sweep(
     tensorflow: str = "auto",
     report: Callable[[str], None] = print,
 ) -> List[SweepRow]:
-    """Embed and predict once per setting; return a row per setting. Without `tasks_dir`, the
-    synthetic suite (`tasks`: names to keep, default all; `scale`: clips per split multiplied)
-    is written to `out_dir/tasks` (`tasks` also picks tasks of `tasks_dir`). Each setting's
-    embeddings and logs go to `out_dir/runs/<NN-label>/`. Replaces `tasks/` and `runs/` only
-    when hear-matpac made them (refuses otherwise, before writing anything)."""
+    """Embed and predict once per setting; return a row per setting. Everything goes to
+    sweep's own folder `out_dir/sweep/`: without `tasks_dir`, the synthetic suite (`tasks`:
+    names to keep, default all; `scale`: clips per split multiplied) in `sweep/tasks` (`tasks`
+    also picks tasks of `tasks_dir`); each setting's embeddings and logs in
+    `sweep/<NN-label>/`. A `sweep/` of an earlier sweep (its mark says so) is replaced; anything
+    else there is refused before anything is written. Nothing else in `out_dir` is removed."""
     check_grid(grid, grid_points)
     labels = [label for label, _ in settings]
     if not labels or len(set(labels)) != len(labels):
         raise ValueError(f"settings need distinct labels, got {labels}")
     if tasks_dir is not None:
         find_tasks(Path(tasks_dir), tasks)  # checked before anything is written
-    out = ensure_folder(out_dir)
-    runs = out / "runs"
-    refuse_unmarked(runs, "sweep's runs/")
+    runs = Path(out_dir) / FOLDER
+    refuse_unless_made_for(runs, TOOL, PURPOSE, "results folder")
+    if tasks_dir is not None and Path(os.path.realpath(runs)) in Path(os.path.realpath(tasks_dir)).parents:
+        raise ValueError(f"--tasks-dir {tasks_dir} lies inside {runs}, which this sweep replaces; "
+                         "copy the tasks elsewhere first")  # fmt: skip
+    ensure_folder(out_dir)
+    remove_marked(runs, TOOL, PURPOSE)  # the previous sweep's results, and nothing else
+    make_marked(runs, TOOL, PURPOSE)
     if tasks_dir is None:
-        tasks_dir = synthetic_tasks(out, scale, tasks, True, report)
+        tasks_dir = synthetic_tasks(runs, scale, tasks, False, report)
         tasks = ()
     tasks_dir = Path(tasks_dir)
-    remove_marked(runs)
-    make_marked(runs)
     if tasks:  # heareval runs every task of its --tasks-dir: give it links to the chosen ones
         chosen = runs / "selected-tasks"
         chosen.mkdir()
@@ -128,8 +135,8 @@ def run_sweep(
     audio = {p.name: audio_seconds(p) for p in task_dirs}
     rows = []
     for index, (label, options) in enumerate(settings):
-        run = out / "runs" / _folder_name(index, label)
-        run.mkdir(parents=True)
+        run = runs / _folder_name(index, label)
+        run.mkdir()
         stage, embedded = embed_stage(weights, Path(tasks_dir), run / "embeddings", json.dumps(options),
                                       tensorflow, run / "embed.log")  # fmt: skip
         encode = sum(_encode_seconds(d) for d in embedded)

@@ -2,7 +2,9 @@
 before any embedding starts (a malformed folder is one line naming the file and the problem)."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Iterable, List, Sequence
 
@@ -94,3 +96,51 @@ def audio_seconds(task_dir: Path) -> float:
     """Total duration of the audio heareval embeds: the 16 kHz files of each split (not the
     other sample rates hear-preprocess writes next to them), from the files' headers."""
     return sum(sf.info(str(p)).duration for p in sorted((Path(task_dir) / str(SAMPLE_RATE)).glob("*/*.wav")))
+
+
+FINGERPRINT_CONTENT_SUFFIXES = (".json", ".csv")  # a task folder's own small files: hashed whole
+
+
+def task_fingerprint(task_dir: Path) -> str:
+    """A sha256 of what a stage reads from a task folder, cheap to compute: the bytes of its
+    top-level `.json` and `.csv` files (metadata, label vocabulary, labels per split), and the
+    name, size and modification time (ns) of every other top-level file and of every file under
+    its 16 kHz audio folder (symbolic links followed). Another folder with the same task name,
+    or the same folder edited in place, gives another fingerprint; unchanged files read once
+    per run."""
+    root = Path(task_dir)
+    digest = hashlib.sha256()
+
+    def add(*parts: object) -> None:
+        for part in parts:
+            digest.update(os.fsencode(part) if isinstance(part, (str, os.PathLike)) else str(part).encode())
+            digest.update(b"\0")
+
+    try:
+        top = sorted(p for p in root.iterdir() if p.is_file())
+    except OSError:
+        top = []
+    for path in top:
+        if path.suffix in FINGERPRINT_CONTENT_SUFFIXES:
+            add("content", path.name, hashlib.sha256(path.read_bytes()).hexdigest())
+        else:
+            stat = path.stat()
+            add("file", path.name, stat.st_size, stat.st_mtime_ns)
+    audio = root / str(SAMPLE_RATE)
+    seen = set()
+    for folder, dirs, names in os.walk(audio, followlinks=True):
+        stat = os.stat(folder)
+        if (stat.st_dev, stat.st_ino) in seen:  # a link cycle: each real folder once
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(folder) / name
+            try:
+                info = path.stat()
+            except OSError:  # a dangling link: its name still counts
+                add("dangling", path.relative_to(root))
+                continue
+            add("file", path.relative_to(root), info.st_size, info.st_mtime_ns)
+    return digest.hexdigest()

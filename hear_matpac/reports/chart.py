@@ -57,8 +57,9 @@ def save_chart(comparison: Comparison, path: Path) -> None:
         rotation=30 if n_tasks > 4 else 0, ha="right" if n_tasks > 4 else "center", fontsize=8,
     )  # fmt: skip
     axes.set_ylabel("primary test score")
-    axes.set_title("heareval results (★ best per task)")
-    axes.legend(fontsize=8)
+    axes.set_title("heareval results (★ best per task)" if n_models else "no scores")
+    if n_models:  # an empty comparison (no complete stage) is an empty chart, not a stale one
+        axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)
     save_png(figure, path, dpi=120)
 
