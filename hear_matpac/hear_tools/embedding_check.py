@@ -45,7 +45,8 @@ def read_declared(path: Path) -> Dict[str, int]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
-        raise BadEmbeddings(f"the embedding runner left no record of the sizes the plugin declares ({path}: {err})") from None
+        raise BadEmbeddings(f"the embedding runner left no record of the sizes the plugin declares "
+                            f"({path}: {err})") from None
     sizes = {}
     for name in SIZES:
         value = data.get(name) if isinstance(data, dict) else None

@@ -100,7 +100,9 @@ def _record_declared_sizes(runner, args: Sequence[str], declared: Path) -> None:
     except (click.exceptions.Exit, click.ClickException):
         return
     module = importlib.import_module(module_name)
-    load = module.load_model
+    load = getattr(module, "load_model", None)
+    if not callable(load):  # the runner says what is missing
+        return
 
     def load_model(*load_args, **options):
         model = load(*load_args, **options)
