@@ -7,7 +7,10 @@ entry point with the arguments it documents:
   is absent, hear_matpac's stand-in (`tensorflow_standin`);
 - predictions runner: `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` (it reloads its own pickled
   Lightning checkpoints, which torch >= 2.6 refuses by default), and its `logs/` folder (one
-  checkpoint per grid point) kept in a temporary or chosen folder, not the working directory.
+  checkpoint per grid point) kept in a temporary or chosen folder, not the working directory;
+- embedding runner as `evaluate` runs it (`declared`): the plugin's `load_model` is wrapped so
+  that the sizes its model declares are written down for `embedding_check`; the tool itself
+  is unchanged.
 Call each launcher in a fresh process: the settings above are for that process only.
 """
 from __future__ import annotations
