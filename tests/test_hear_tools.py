@@ -326,10 +326,12 @@ def test_the_tools_entry_point_dispatches_without_the_cli(monkeypatch):
     monkeypatch.setattr(tools_main, "run_predictions", lambda *a: calls.append(("predict", *a)) or 0)
     assert tools_main.main(["validate", "W.pt", "--tensorflow", "stand-in"]) == 0
     assert tools_main.main(["embed", "--tensorflow", "real", "hear_matpac", "--model", "W"]) == 0
+    assert tools_main.main(["embed", "--declared", "D.json", "toy", "--tasks-dir", "T"]) == 0
     assert tools_main.main(["predict", "--logs-dir", "L", "E/t", "--grid", "faster"]) == 0
     assert calls == [
         ("validate", "W.pt", None, "stand-in", "hear_matpac"),
-        ("embed", ["hear_matpac", "--model", "W"], "real"),
+        ("embed", ["hear_matpac", "--model", "W"], "real", None),
+        ("embed", ["toy", "--tasks-dir", "T"], "auto", "D.json"),
         ("predict", ["E/t", "--grid", "faster"], "L"),
     ]
     assert tools_main.main([]) == 2 and tools_main.main(["validate"]) == 2

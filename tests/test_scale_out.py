@@ -123,7 +123,8 @@ def test_the_heartbeat_keeps_a_live_claim_and_a_stalled_holder_loses_it(tmp_path
 # --- a stage whose claim was taken over is never put in place -----------------------------------
 
 def _fake_tools(monkeypatch, during_predict=lambda work: None) -> None:
-    """embed/predict stand-ins writing a task folder with scores, in this process."""
+    """embed/predict stand-ins writing a task folder with scores, in this process (no
+    embeddings in it: the embedding check is stood in for too)."""
     def embed(weights, tasks_dir, embeddings_dir, options, tensorflow, log, module, env=None):
         log.write_text("embedded\n")
         result = Path(embeddings_dir) / "model" / next(Path(tasks_dir).iterdir()).name
@@ -137,6 +138,7 @@ def _fake_tools(monkeypatch, during_predict=lambda work: None) -> None:
         return pipeline.Stage("predict", 0.0)
 
     monkeypatch.setattr(pipeline, "embed_stage", embed)
+    monkeypatch.setattr(pipeline, "check_task_embeddings", lambda task_dir, declared: None)
     monkeypatch.setattr(pipeline, "predict_stage", predict)
 
 

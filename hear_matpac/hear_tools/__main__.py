@@ -5,7 +5,8 @@ predictions runner's settings are per process); the `hear-matpac` command line o
 tools to users (`validate`, `heareval embed|predict`).
 
   validate WEIGHTS [--module M] [--device D] [--tensorflow MODE]   (WEIGHTS '' for none)
-  embed [--tensorflow MODE] ARGS...        heareval.embeddings.runner ARGS
+  embed [--tensorflow MODE] [--declared FILE] ARGS...   heareval.embeddings.runner ARGS
+                                           (FILE: what the model declares, for embedding_check)
   predict [--logs-dir DIR] ARGS...         heareval.predictions.runner ARGS
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_predictions(args, _take(args, "--logs-dir", None))
     tensorflow = _take(args, "--tensorflow", "auto") or "auto"
     if tool == "embed":
-        return run_embeddings(args, tensorflow)
+        return run_embeddings(args, tensorflow, _take(args, "--declared", None))
     device = _take(args, "--device", None)
     module = _take(args, "--module", PLUGIN_MODULE) or PLUGIN_MODULE
     if len(args) != 1:

@@ -7,7 +7,10 @@ entry point with the arguments it documents:
   is absent, hear_matpac's stand-in (`tensorflow_standin`);
 - predictions runner: `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` (it reloads its own pickled
   Lightning checkpoints, which torch >= 2.6 refuses by default), and its `logs/` folder (one
-  checkpoint per grid point) kept in a temporary or chosen folder, not the working directory.
+  checkpoint per grid point) kept in a temporary or chosen folder, not the working directory;
+- embedding runner as `evaluate` runs it (`declared`): the plugin's `load_model` is wrapped so
+  that the sizes its model declares are written down for `embedding_check`; the tool itself
+  is unchanged.
 Call each launcher in a fresh process: the settings above are for that process only.
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
+from .embedding_check import record_declared
 from .tensorflow_standin import select_tensorflow
 
 PLUGIN_MODULE = "hear_matpac"
@@ -88,11 +92,37 @@ def _click_exit_code(code: object) -> int:
     return 1
 
 
-def run_embeddings(args: Sequence[str], tensorflow: str = "auto") -> int:
+def _record_declared_sizes(runner, args: Sequence[str], declared: Path) -> None:
+    """Have the plugin's `load_model` (as heareval's runner calls it) record what its model
+    declares in `declared` (`embedding_check.record_declared`). The runner is left as it is; a
+    command line it refuses is left to it to say so."""
+    import click
+
+    try:
+        module_name = runner.runner.make_context("runner", list(args)).params["module"]
+    except (click.exceptions.Exit, click.ClickException):
+        return
+    module = importlib.import_module(module_name)
+    load = getattr(module, "load_model", None)
+    if not callable(load):  # the runner says what is missing
+        return
+
+    def load_model(*load_args, **options):
+        model = load(*load_args, **options)
+        record_declared(model, module_name, declared)
+        return model
+
+    module.load_model = load_model
+
+
+def run_embeddings(args: Sequence[str], tensorflow: str = "auto", declared: Optional[str] = None) -> int:
     """`python -m heareval.embeddings.runner ARGS` (e.g. `hear_matpac --model W --tasks-dir T
-    --embeddings-dir E`)."""
+    --embeddings-dir E`); with `declared`, the sizes the loaded model declares go to that file
+    (read by `embedding_check`)."""
     announce_tensorflow(select_tensorflow(tensorflow))
     runner = _import_tool("heareval.embeddings.runner")
+    if declared:
+        _record_declared_sizes(runner, args, Path(declared))
     try:
         runner.runner.main(args=list(args), prog_name="hear-matpac heareval embed")
     except SystemExit as done:

@@ -27,6 +27,7 @@ from ..files.folders import ensure_folder
 from ..reports.results import TaskScore, read_scores
 from .claims import (claim_token, describe_mark, holds_claim, is_marked, made_for, make_marked, owner, release_claim,
                      remove_marked, take_claim, write_mark)
+from .embedding_check import DECLARED_FILE, BadEmbeddings, check_task_embeddings
 from .launch import PLUGIN_MODULE
 from .models import ModelSpec, StagePlan, plan_stages
 from .slots import Slot, default_devices, longest_first, make_slots, run_on_slots
@@ -150,15 +151,17 @@ def run_tool(name: str, tool_args: Sequence[str], log: Path, env: Optional[Mappi
 
 
 def embed_stage(
-    weights: Path, tasks_dir: Path, embeddings_dir: Path, model_options: str, tensorflow: str, log: Path,
+    weights: Optional[Path], tasks_dir: Path, embeddings_dir: Path, model_options: str, tensorflow: str, log: Path,
     module: str = PLUGIN_MODULE, env: Optional[Mapping[str, str]] = None,
 ) -> tuple[Stage, List[Path]]:
     """heareval's embedding runner on every task in `tasks_dir`; returns the stage and the
-    task embedding folders it wrote (`embeddings_dir/<model[-options]>/<task>`). `env`: see `run_tool`."""
-    model = ["--model", str(weights)] if str(weights) else []
+    task embedding folders it wrote (`embeddings_dir/<model[-options]>/<task>`). `weights`: None
+    for a plugin that takes none (`load_model()`). `env`: see `run_tool`."""
+    model = ["--model", str(weights)] if weights is not None else []
     args = [module, *model, "--tasks-dir", str(tasks_dir),
             "--embeddings-dir", str(embeddings_dir), "--model-options", model_options]  # fmt: skip
-    stage = run_tool("embed", ["embed", "--tensorflow", tensorflow, *args], log, env)
+    declared = ["--declared", str(Path(embeddings_dir) / DECLARED_FILE)]  # for `check_task_embeddings`
+    stage = run_tool("embed", ["embed", "--tensorflow", tensorflow, *declared, *args], log, env)
     return stage, sorted(p for p in Path(embeddings_dir).glob("*/*") if p.is_dir())
 
 
@@ -362,14 +365,15 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         start = time.perf_counter()
         _log(report, f"{label} {plan.model_folder} / {plan.task}: embedding")
         try:
-            _, embedded = embed_stage(Path(plan.weights) if plan.weights else Path(""), work / "tasks",
+            _, embedded = embed_stage(Path(plan.weights) if plan.weights else None, work / "tasks",
                                       work / "embeddings", plan.options_json, tensorflow, work / "embed.log",
                                       plan.module, env)  # fmt: skip
             if len(embedded) != 1:
                 raise StageFailed(f"the embeddings runner wrote {len(embedded)} task folders, not 1; log {work / 'embed.log'}")
+            check_task_embeddings(embedded[0], work / "embeddings" / DECLARED_FILE)
             logs_dir = work / "predict-logs"
             predict_stage(embedded, grid, grid_points, work / "predict.log", logs_dir, env)
-        except StageFailed as err:
+        except (StageFailed, BadEmbeddings) as err:
             seconds = time.perf_counter() - start
             log = next((str(p) for p in (work / "predict.log", work / "embed.log") if p.is_file()), str(work))
             _log(report, f"{label} {plan.model_folder} / {plan.task}: FAILED after {seconds:.1f} s (log {log})")
