@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from hear_matpac.cli import main
-from hear_matpac.hear_tools import environments, foreign_launcher
+from hear_matpac.hear_tools import environments, foreign_launcher, model_env
 from hear_matpac.hear_tools.models import check_model
 from hear_matpac.weights.integrity import sha256_file
 from hear_matpac.weights.locate import TINY_UNTRAINED
@@ -234,3 +234,84 @@ def test_a_plugin_crashing_in_its_environment_fails_its_stage_and_the_others_go_
     lines = [line for line in run.stderr.splitlines() if "failed" in line]
     assert len(lines) == 1 and "confplug" in lines[0] and failed["log"] in lines[0]
     assert "hear_matpac" in (tmp_path / "out" / "comparison.md").read_text()
+
+
+# --- model-env -------------------------------------------------------------------------------------
+
+def _pins(path: Path) -> dict:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_model_env_pins_what_the_embedding_side_imports_as_our_tools_do():
+    from importlib.metadata import packages_distributions
+
+    from hear_matpac.hear_tools.install import CONSTRAINTS
+    from hear_matpac.hear_tools.model_env import EMBED_REQUIREMENTS
+
+    need("heareval", "the HEAR tools")
+    pinned = _pins(EMBED_REQUIREMENTS)
+    assert pinned and all(_pins(CONSTRAINTS)[name] == version for name, version in pinned.items())
+    unpinned = {line.strip().lower() for line in EMBED_REQUIREMENTS.read_text().splitlines()
+                if line.strip() and not line.startswith("#") and "==" not in line}  # fmt: skip
+    listed = set(pinned) | unpinned
+    distributions = packages_distributions()
+    for module in ("heareval.embeddings.runner", "heareval.embeddings.task_embeddings", "heareval.gpu_max_mem",
+                   "hearvalidator.validate"):  # fmt: skip
+        tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+        for name in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"heareval", "hearvalidator", "tensorflow"}:
+            wanted = {d.lower().replace("_", "-") for d in distributions.get(name, [name])}
+            assert wanted & listed, f"{module} imports {name} ({wanted}), which requirements-hear-embed.txt leaves out"
+
+
+def _wheel(folder: Path, name: str, version: str, code: str) -> Path:
+    """A pure-Python wheel of one module, written by hand (no build tools, no download)."""
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{name}.py", code)
+        wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{info}/RECORD", f"{name}.py,,\n{info}/METADATA,,\n{info}/WHEEL,,\n{info}/RECORD,,\n")
+    return path
+
+
+@pytest.mark.slow
+def test_model_env_makes_a_venv_that_runs_the_plugin_and_prints_the_flag(tmp_path, monkeypatch, capsys):
+    need("heareval", "the HEAR tools")
+    wheel = _wheel(tmp_path, "tinyplug", "1.0", CONFPLUG.replace("from tinydep import bands", "bands = lambda: 8"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # offline: the pins are met by our shared packages
+    # share the base venv's site-packages alone: a worktree's venv puts its own old setuptools (which
+    # fails torch's pin, and is not in the base) first on our sys.path
+    monkeypatch.setattr(model_env, "our_site_dirs", lambda: [str(_site_dir("heareval"))])
+    env = tmp_path / "envs" / "tinyplug"
+    assert main(["model-env", str(env), str(wheel), "--module", "tinyplug", "--share", "--python", sys.executable]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    python = env / "bin" / "python"
+    assert out[-1].strip() == f"--python tinyplug={python}"
+    assert importlib.util.find_spec("tinyplug") is None  # installed there, not here
+    where = subprocess.run([str(python), "-c", "import tinyplug, heareval; print(tinyplug.__file__)"],
+                           capture_output=True, text=True, env=environments.launcher_env(), check=True)  # fmt: skip
+    assert where.stdout.strip().startswith(str(env))
+    assert check_model("tinyplug", str(python)).packages["tinyplug"] == "1.0"
+
+
+def test_model_env_refuses_bad_input_in_one_line(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    cases = [(["model-env", str(taken), "hearbaseline"], "is not a venv"),
+             (["model-env", str(tmp_path / "new"), "hearbaseline", "--python", str(tmp_path / "nope")], "interpreter not found"),
+             (["model-env", str(tmp_path / "new"), "./plugin"], "name it with --module")]  # fmt: skip
+    for argv, problem in cases:
+        assert main(argv) == 2
+        err = _err_lines(capsys)
+        assert len(err) == 1 and problem in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"] and (taken / "notes.txt").read_text() == "mine"

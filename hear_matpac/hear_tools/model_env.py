@@ -8,7 +8,8 @@ HEAR tools with `--no-deps` (requirements-hear-nodeps.txt). Then the new interpr
 
 `share`: a `.pth` file lets the venv see this environment's site-packages *after* its own, so
 pip installs only what the plugin needs in other versions (and no second torch); pip leaves
-the shared packages alone (they are outside the venv).
+the shared packages alone (they are outside the venv). Such a venv has no pip of its own: the
+shared pip installs into it.
 """
 from __future__ import annotations
 
@@ -41,12 +42,13 @@ def venv_python(folder: Path) -> Path:
     return Path(interpreter_path(str(folder))) / "bin" / "python"
 
 
-def env_commands(folder: Path, requirements: Sequence[str], base: str) -> List[List[str]]:
+def env_commands(folder: Path, requirements: Sequence[str], base: str, share: bool = False) -> List[List[str]]:
     """The command lines, in order: make the venv, install the plugin with the tools' imports,
-    install the tools."""
+    install the tools. `share`: the venv gets no pip or setuptools of its own (they would
+    shadow the shared ones: pip comes from there, and torch's setuptools pin is met there)."""
     python = str(venv_python(folder))
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check"]
-    return [[base, "-m", "venv", str(folder)],
+    return [[base, "-m", "venv", *(["--without-pip"] if share else []), str(folder)],
             pip + [*requirements, "-r", str(EMBED_REQUIREMENTS)],
             pip + ["--no-deps", "--ignore-requires-python", "-r", str(NO_DEPS)]]  # fmt: skip
 
@@ -80,7 +82,7 @@ def make_model_env(folder: Path, requirements: Sequence[str], base: str = sys.ex
         raise ValueError(f"--python {base_path}: interpreter not found")
     folder = Path(folder).absolute()
     _check_folder(folder)
-    make, install_plugin, install_tools = env_commands(folder, requirements, base_path)
+    make, install_plugin, install_tools = env_commands(folder, requirements, base_path, share)
     steps = [install_plugin, install_tools] if (folder / "pyvenv.cfg").is_file() else [make, install_plugin, install_tools]
     for command in steps:
         print("+ " + " ".join(command), flush=True)
