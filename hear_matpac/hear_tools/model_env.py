@@ -42,15 +42,17 @@ def venv_python(folder: Path) -> Path:
     return Path(interpreter_path(str(folder))) / "bin" / "python"
 
 
-def env_commands(folder: Path, requirements: Sequence[str], base: str, share: bool = False) -> List[List[str]]:
+def env_commands(folder: Path, requirements: Sequence[str], base: str, share: bool = False,
+                 no_deps: Sequence[str] = ()) -> List[List[str]]:
     """The command lines, in order: make the venv, install the plugin with the tools' imports,
-    install the tools. `share`: the venv gets no pip or setuptools of its own (they would
+    install the tools (and `no_deps`: requirements whose declared dependencies cannot install,
+    as the tools' own cannot). `share`: the venv gets no pip or setuptools of its own (they would
     shadow the shared ones: pip comes from there, and torch's setuptools pin is met there)."""
     python = str(venv_python(folder))
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check"]
     return [[base, "-m", "venv", *(["--without-pip"] if share else []), str(folder)],
             pip + [*requirements, "-r", str(EMBED_REQUIREMENTS)],
-            pip + ["--no-deps", "--ignore-requires-python", "-r", str(NO_DEPS)]]  # fmt: skip
+            pip + ["--no-deps", "--ignore-requires-python", "-r", str(NO_DEPS), *no_deps]]  # fmt: skip
 
 
 def our_site_dirs() -> List[str]:
@@ -68,13 +70,14 @@ def _check_folder(folder: Path) -> None:
 
 
 def make_model_env(folder: Path, requirements: Sequence[str], base: str = sys.executable, module: str = "",
-                   share: bool = False, call: Callable[[List[str]], int] = subprocess.call) -> Environment:  # fmt: skip
+                   share: bool = False, no_deps: Sequence[str] = (),
+                   call: Callable[[List[str]], int] = subprocess.call) -> Environment:  # fmt: skip
     """Make (or add to) the venv `folder` for the plugin `module` (default: from the first
-    requirement) and return its probed environment. `ValueError` for bad input or an
+    of `no_deps` + `requirements`) and return its probed environment. `ValueError` for bad input or an
     interpreter that then cannot import the module; `RuntimeError` when a step fails."""
-    if not requirements:
+    if not requirements and not no_deps:
         raise ValueError("name the plugin's requirements (pip's syntax), e.g. hearbaseline==2021.1.1")
-    module = module or guess_module(requirements)
+    module = module or guess_module([*no_deps, *requirements])
     if not re.fullmatch(r"[A-Za-z_][\w.]*", module):
         raise ValueError(f"--module {module!r} is not a module name")
     base_path = interpreter_path(base)
@@ -82,7 +85,7 @@ def make_model_env(folder: Path, requirements: Sequence[str], base: str = sys.ex
         raise ValueError(f"--python {base_path}: interpreter not found")
     folder = Path(folder).absolute()
     _check_folder(folder)
-    make, install_plugin, install_tools = env_commands(folder, requirements, base_path, share)
+    make, install_plugin, install_tools = env_commands(folder, requirements, base_path, share, no_deps)
     steps = [install_plugin, install_tools] if (folder / "pyvenv.cfg").is_file() else [make, install_plugin, install_tools]
     for command in steps:
         print("+ " + " ".join(command), flush=True)

@@ -330,7 +330,7 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         try:
             _, embedded = embed_stage(Path(plan.weights) if plan.weights else Path(""), work / "tasks",
                                       work / "embeddings", plan.options_json, tensorflow, work / "embed.log",
-                                      plan.module, env, plan.python)  # fmt: skip
+                                      plan.module, env, python=plan.python)  # fmt: skip
             if len(embedded) != 1:
                 raise StageFailed(f"the embeddings runner wrote {len(embedded)} task folders, not 1; log {work / 'embed.log'}")
             logs_dir = work / "predict-logs"
