@@ -124,6 +124,38 @@ def test_the_launcher_is_one_file_for_python_3_8_that_imports_nothing_of_hear_ma
     assert environments.LAUNCHER == Path(foreign_launcher.__file__).resolve()
 
 
+def _python_3_8() -> str:
+    import shutil
+
+    for found in (shutil.which("python3.8"), *sorted(Path.home().glob(".pyenv/versions/3.8*/bin/python"))):
+        if found and subprocess.run([str(found), "-c", ""], capture_output=True).returncode == 0:
+            return str(found)
+    pytest.skip("no Python 3.8 here")
+
+
+def test_the_launcher_runs_on_python_3_8(tmp_path):
+    """Probe and validate on Python 3.8, with stand-ins for the HEAR tools written here."""
+    tools = tmp_path / "tools"
+    (tools / "heareval").mkdir(parents=True)
+    (tools / "heareval" / "__init__.py").write_text("")
+    (tools / "hearvalidator").mkdir()
+    (tools / "hearvalidator" / "__init__.py").write_text("")
+    (tools / "hearvalidator" / "validate.py").write_text(
+        "import sys, tensorflow as tf\nclass ModelError(Exception): pass\n"
+        "def main():\n    print('validating', sys.argv[1:], tf.__version__)\n    raise ModelError('no good')\n")
+    (tools / "plug38.py").write_text("print('plug38 says hello')\n")
+    python = _python_3_8()
+    venv = tmp_path / "env38"
+    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (venv / "lib" / "python3.8" / "site-packages" / "tools.pth").write_text(f"{tools}\n")
+    env = environments.probe(str(venv / "bin" / "python"), "plug38")
+    assert env.version.startswith("3.8.") and env.python == str(venv / "bin" / "python")
+    done = subprocess.run([*environments.launcher_command(env.python), "validate", "", "--module", "plug38",
+                           "--tensorflow", "stand-in"], capture_output=True, text=True, env=environments.launcher_env())  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "validating ['plug38'] 0+standin" in done.stdout and "plug38 FAILED: no good" in done.stderr
+
+
 # --- bad interpreters: one line naming model, interpreter and error, before anything runs ---
 
 def test_an_interpreter_that_does_not_exist_is_one_line_and_exit_2(tmp_path, capsys, ours):
