@@ -20,10 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("dir", metavar="DIR", help="the venv's folder (new, empty, or a venv to add to)")
     parser.add_argument("requirements", metavar="REQUIREMENT", nargs="*",
-                        help="the plugin and its pins, e.g. hearbaseline==2021.1.1 librosa==0.9.2 resampy")  # fmt: skip
+                        help="the plugin and its pins, e.g. librosa==0.9.2 resampy (with --no-deps hearbaseline==2021.1.1)")  # fmt: skip
     parser.add_argument("--python", default=sys.executable, metavar="BASE",
                         help="the interpreter the venv is made from (default: this one)")  # fmt: skip
-    parser.add_argument("--module", default="", help="the plugin's module (default: the first requirement's name)")
+    parser.add_argument("--module", default="", help="the plugin's module (default: the name of the first --no-deps or REQUIREMENT)")
     parser.add_argument("--no-deps", action="append", default=[], metavar="REQUIREMENT",
                         help="install this one without its declared dependencies (repeatable), as the HEAR "
                         "tools are: for a plugin whose own pins cannot install, e.g. hearbaseline==2021.1.1")  # fmt: skip
