@@ -125,7 +125,7 @@ def test_the_heartbeat_keeps_a_live_claim_and_a_stalled_holder_loses_it(tmp_path
 def _fake_tools(monkeypatch, during_predict=lambda work: None) -> None:
     """embed/predict stand-ins writing a task folder with scores, in this process (no
     embeddings in it: the embedding check is stood in for too)."""
-    def embed(weights, tasks_dir, embeddings_dir, options, tensorflow, log, module, env=None):
+    def embed(weights, tasks_dir, embeddings_dir, options, tensorflow, log, module, env=None, python=""):
         log.write_text("embedded\n")
         result = Path(embeddings_dir) / "model" / next(Path(tasks_dir).iterdir()).name
         result.mkdir(parents=True)

@@ -6,12 +6,14 @@ import os
 import sys
 from typing import NoReturn, Optional, Sequence
 
-from . import compare, demo, embed, evaluate, heareval, info, install_hear_tools, make_tasks, sweep, validate, weights
+from . import (compare, demo, embed, evaluate, heareval, info, install_hear_tools, make_tasks, model_env, sweep, validate,
+               weights)
 
 # Each module adds its subcommand and sets `func(args) -> int` as the parser default. A
 # subcommand that also sets `passthrough=True` gets every argument it does not know, in order,
 # as `args.upstream` (for the HEAR tools' own command lines).
-SUBCOMMANDS = (demo, evaluate, sweep, validate, heareval, make_tasks, install_hear_tools, embed, compare, weights, info)
+SUBCOMMANDS = (demo, evaluate, sweep, validate, heareval, make_tasks, install_hear_tools, model_env, embed, compare, weights,
+               info)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

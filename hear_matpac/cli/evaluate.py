@@ -8,10 +8,10 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Tuple
 
 from ..hear_tools.launch import PLUGIN_MODULE, exit_on_sigterm
-from ..hear_tools.models import check_model, read_spec_file
+from ..hear_tools.models import check_models, parse_pythons, read_spec_file, split_python_lines
 from ..hear_tools.pipeline import evaluate, summary, write_json
 from ..hear_tools.taskdirs import parse_task_names
 from ..reports.chart import require_matplotlib, save_chart
@@ -41,7 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", action="append", default=[], metavar="SPEC",
                         help="MODULE[:WEIGHTS[:OPTIONS_JSON]] (repeatable), e.g. "
                         "'hear_matpac:weights/matpac_10_2048.pt:{\"layer\": 6}' or hearbaseline")  # fmt: skip
-    parser.add_argument("--models-file", default="", metavar="FILE", help="SPECs, one a line (# comments)")
+    parser.add_argument("--python", action="append", default=[], metavar="MODULE=PATH",
+                        help="run MODULE's hear-validator and embedding runner with the interpreter PATH of "
+                        "another environment (repeatable; make one with `hear-matpac model-env`); predictions "
+                        "stay here")  # fmt: skip
+    parser.add_argument("--models-file", default="", metavar="FILE",
+                        help="SPECs, one a line (# comments); a line `--python MODULE=PATH` as the flag")  # fmt: skip
     add_weights(parser, fallback=True)
     parser.add_argument("--out", default="hear-runs", help="output folder (default hear-runs)")
     parser.add_argument("--tasks-dir", default="", metavar="T",
@@ -60,13 +65,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _specs(args: argparse.Namespace) -> List[str]:
-    specs = list(args.model) + (read_spec_file(Path(args.models_file)) if args.models_file else [])
+def _specs(args: argparse.Namespace) -> Tuple[List[str], Dict[str, str]]:
+    """The SPECs and the `--python` interpreters, from the flags and the models file."""
+    from_file, pythons = split_python_lines(read_spec_file(Path(args.models_file)) if args.models_file else [])
+    specs = list(args.model) + from_file
     options = model_options(args)
     if specs and (args.weights or options):
         raise ValueError("--weights and model option flags describe the one default model; with --model, "
                          "put them in each SPEC (MODULE:WEIGHTS:OPTIONS_JSON)")  # fmt: skip
-    return specs or [f"{PLUGIN_MODULE}:{args.weights}:{json.dumps(options)}"]
+    return specs or [f"{PLUGIN_MODULE}:{args.weights}:{json.dumps(options)}"], parse_pythons(list(args.python) + pythons)
 
 
 def primary_scores(scores: List[TaskScore]) -> List[TaskScore]:
@@ -86,9 +93,10 @@ def run(args: argparse.Namespace) -> int:
         require_matplotlib()
     names = devices(args)
     engine, slurm = engine_options(args)
-    models = [check_model(spec) for spec in _specs(args)]  # every model checked before any write
+    models = check_models(*_specs(args))  # every model (and interpreter) checked before any write
     for m in models:
-        print(f"model {m.folder}: {m.module} {m.weights or '(no weights)'} {json.dumps(m.options)}")
+        print(f"model {m.folder}: {m.module} {m.weights or '(no weights)'} {json.dumps(m.options)}"
+              + (f" with {m.python}" if m.python else ""))
     print(f"devices: {', '.join(names)}; {args.jobs} stage(s) at a time on each")
     result = evaluate(
         models, Path(args.out), Path(args.tasks_dir) if args.tasks_dir else None, parse_task_names(args.tasks),

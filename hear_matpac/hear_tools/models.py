@@ -3,8 +3,10 @@
 SPEC is `MODULE[:WEIGHTS[:OPTIONS_JSON]]`, split at the first two colons (the options JSON may
 hold colons). Each model is checked before anything is written: the module is importable, the
 weights file exists (hear_matpac: its options parse against the checkpoint). A model's *key*
-is the sha256 of its module, the sha256 of its weights' bytes and its options (sorted JSON):
-a changed file or option set is a different model, with a different result folder.
+is the sha256 of its module name, the sha256 of its weights' bytes and its options (sorted
+JSON), and, for a model run by another environment's interpreter (`--python MODULE=PATH`),
+that interpreter's path, Python version and packages' versions: a changed file, option set
+or environment is a different model, with a different result folder.
 
 The stage list is plain data (`StagePlan`, one per (model, task), `as_dict` gives JSON), so a
 scheduler can take it unchanged. A stage names its task folder by resolved path and content
@@ -16,22 +18,26 @@ import hashlib
 import importlib.util
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..options import ModelOptions
 from ..weights.integrity import sha256_file
 from ..weights.locate import best_available_weights
 from ..weights.read import read_config
+from .environments import Environment, probe
 from .launch import PLUGIN_MODULE
 from .taskdirs import task_fingerprint
+
+PYTHON_LINE = "--python "
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """One model of a run, checked: module, weights path ('' for none), options, their key
-    and a readable folder name that differs whenever the key does."""
+    and a readable folder name that differs whenever the key does; `python`: the interpreter
+    that runs its validation and embedding ('' for ours) and `packages` its environment's."""
 
     spec: str
     module: str
@@ -40,6 +46,8 @@ class ModelSpec:
     options: Dict[str, object]
     key: str
     folder: str
+    python: str = ""
+    packages: Dict[str, str] = field(default_factory=dict)
 
     @property
     def options_json(self) -> str:
@@ -58,6 +66,7 @@ class StagePlan:
     task: str
     task_dir: str
     task_fingerprint: str = ""  # `taskdirs.task_fingerprint` of task_dir when the run was planned
+    python: str = ""
 
     def as_dict(self) -> Dict[str, str]:
         return asdict(self)
@@ -77,8 +86,10 @@ def _readable(module: str, weights: str, options: Dict[str, object]) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", "-".join(words))[:100]
 
 
-def check_model(spec: str) -> ModelSpec:
-    """Parse and check one SPEC (`ValueError`/`FileNotFoundError` naming it) without writing."""
+def check_model(spec: str, python: str = "", environment: Optional[Environment] = None) -> ModelSpec:
+    """Parse and check one SPEC (`ValueError`/`FileNotFoundError` naming it) without writing.
+    `python`: another environment's interpreter for its validation and embedding, probed here
+    (it must import the module and the HEAR tools) unless its `environment` is given."""
     module, weights, options_text = split_spec(spec)
     if not module or not re.fullmatch(r"[A-Za-z_][\w.]*", module):
         raise ValueError(f"--model {spec!r}: {module!r} is not a module name (SPEC is MODULE[:WEIGHTS[:OPTIONS_JSON]])")
@@ -88,7 +99,12 @@ def check_model(spec: str) -> ModelSpec:
         raise ValueError(f"--model {spec!r}: options are not JSON ({err})") from None
     if not isinstance(options, dict):
         raise ValueError(f"--model {spec!r}: options must be a JSON object, got {options_text!r}")
-    if importlib.util.find_spec(module) is None:
+    if python and environment is None:
+        try:
+            environment = probe(python, module)
+        except ValueError as err:
+            raise ValueError(f"--model {spec!r}: {err}") from None
+    if not python and importlib.util.find_spec(module) is None:
         raise ValueError(f"--model {spec!r}: module {module} is not installed")
     if module == PLUGIN_MODULE:
         path = best_available_weights(weights)
@@ -100,10 +116,58 @@ def check_model(spec: str) -> ModelSpec:
     elif weights and not Path(weights).is_file():
         raise FileNotFoundError(f"--model {spec!r}: weights file {weights} not found")
     digest = sha256_file(Path(weights)) if weights else ""
-    text = json.dumps({"module": module, "weights_sha256": digest, "options": options}, sort_keys=True)
-    key = hashlib.sha256(text.encode()).hexdigest()
+    identity: Dict[str, object] = {"module": module, "weights_sha256": digest, "options": options}
+    if environment is not None:  # absent for our own interpreter: keys of earlier runs stay valid
+        identity["environment"] = environment.identity()
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     folder = f"{_readable(module, weights, options)}-{key[:8]}"
-    return ModelSpec(spec, module, weights, digest, options, key, folder)
+    if environment is None:
+        return ModelSpec(spec, module, weights, digest, options, key, folder)
+    return ModelSpec(spec, module, weights, digest, options, key, folder, environment.python, environment.packages)
+
+
+def parse_pythons(values: Sequence[str]) -> Dict[str, str]:
+    """`--python MODULE=PATH` values -> {module: interpreter}; `ValueError` for a malformed one
+    or a module given two different interpreters."""
+    found: Dict[str, str] = {}
+    for value in values:
+        module, sep, path = str(value).partition("=")
+        module, path = module.strip(), path.strip()
+        if not sep or not path or not re.fullmatch(r"[A-Za-z_][\w.]*", module):
+            raise ValueError(f"--python {value!r}: expected MODULE=PATH, e.g. hearbaseline=envs/hearbaseline/bin/python")
+        if found.get(module, path) != path:
+            raise ValueError(f"--python: module {module} is given two interpreters ({found[module]} and {path})")
+        found[module] = path
+    return found
+
+
+def split_python_lines(lines: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """A models file's lines -> (SPECs, `--python` values): a line `--python MODULE=PATH` says
+    what the flag says; every other line is a SPEC."""
+    specs = [line for line in lines if not line.startswith(PYTHON_LINE)]
+    pythons = [line[len(PYTHON_LINE):].strip() for line in lines if line.startswith(PYTHON_LINE)]
+    return specs, pythons
+
+
+def check_models(specs: Sequence[str], pythons: Dict[str, str]) -> List[ModelSpec]:
+    """Every SPEC checked, each module's interpreter (if any) probed once; `ValueError` for a
+    `--python` module that no SPEC uses."""
+    unused = set(pythons) - {split_spec(spec)[0] for spec in specs}
+    if unused:
+        name = sorted(unused)[0]
+        raise ValueError(f"--python {name}={pythons[name]}: no --model uses module {name}")
+    environments: Dict[str, Environment] = {}
+    models = []
+    for spec in specs:
+        module = split_spec(spec)[0]
+        python = pythons.get(module, "")
+        if python and module not in environments:
+            try:
+                environments[module] = probe(python, module)
+            except ValueError as err:
+                raise ValueError(f"--model {spec!r}: {err}") from None
+        models.append(check_model(spec, python, environments.get(module)))
+    return models
 
 
 def read_spec_file(path: Path) -> List[str]:
@@ -119,5 +183,6 @@ def plan_stages(models: Sequence[ModelSpec], task_dirs: Sequence[Path]) -> List[
     """The (model, task) stages, model-major; each names its task folder by resolved path and
     content fingerprint, so a moved, replaced or edited task is another stage."""
     prints = {t: task_fingerprint(Path(t)) for t in task_dirs}
-    return [StagePlan(m.folder, m.key, m.module, m.weights, m.options_json, t.name, str(Path(t).resolve()), prints[t])
+    return [StagePlan(m.folder, m.key, m.module, m.weights, m.options_json, t.name, str(Path(t).resolve()), prints[t],
+                      m.python)
             for m in models for t in task_dirs]  # fmt: skip

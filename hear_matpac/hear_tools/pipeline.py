@@ -28,6 +28,7 @@ from ..reports.results import TaskScore, read_scores
 from .claims import (claim_token, describe_mark, holds_claim, is_marked, made_for, make_marked, owner, release_claim,
                      remove_marked, take_claim, write_mark)
 from .embedding_check import DECLARED_FILE, BadEmbeddings, check_task_embeddings
+from .environments import launcher_command, launcher_env
 from .launch import PLUGIN_MODULE
 from .models import ModelSpec, StagePlan, plan_stages
 from .slots import Slot, default_devices, longest_first, make_slots, run_on_slots
@@ -109,14 +110,18 @@ def allow_tools() -> None:
     _STOPPING.clear()
 
 
-def run_tool(name: str, tool_args: Sequence[str], log: Path, env: Optional[Mapping[str, str]] = None) -> Stage:
+def run_tool(name: str, tool_args: Sequence[str], log: Path, env: Optional[Mapping[str, str]] = None,
+             python: str = "") -> Stage:
     """`python -m hear_matpac.hear_tools TOOL_ARGS` (`hear_tools/__main__.py`) with output to `log`; `StageFailed` if it fails.
     `env`: variables set for the tool on top of this process's (its slot's GPU and threads).
+    `python`: another environment's interpreter, which runs `PYTHON foreign_launcher.py TOOL_ARGS`
+    instead (validate and embed only; see `environments`).
     The tool runs in that one process, so its max RSS (from `wait4`) is the stage's peak memory.
     The child stays in this process group and gets SIGTERM when this process (or the thread that
     started it) dies; `stop_tools()` stops it from another thread; if this thread is
     interrupted (SIGTERM, Ctrl-C), the child is stopped before the error goes on."""
-    command = [sys.executable, "-m", "hear_matpac.hear_tools", *tool_args]
+    command = [*launcher_command(python), *tool_args] if python else [sys.executable, "-m", "hear_matpac.hear_tools", *tool_args]
+    child_env = launcher_env(env) if python else ({**os.environ, **env} if env else None)
     start = time.perf_counter()
     with open(log, "w") as out:
         out.write("+ " + " ".join(f"{k}={v}" for k, v in (env or {}).items()) + (" " if env else "") + " ".join(command) + "\n")
@@ -125,7 +130,7 @@ def run_tool(name: str, tool_args: Sequence[str], log: Path, env: Optional[Mappi
             if _STOPPING.is_set():
                 raise StageFailed(f"{name} not started: the run is stopping; log {log}")
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-                                       env={**os.environ, **env} if env else None)  # fmt: skip
+                                       env=child_env)  # fmt: skip
             _CHILDREN[process.pid] = process
         try:
             os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped yet:
@@ -152,16 +157,16 @@ def run_tool(name: str, tool_args: Sequence[str], log: Path, env: Optional[Mappi
 
 def embed_stage(
     weights: Optional[Path], tasks_dir: Path, embeddings_dir: Path, model_options: str, tensorflow: str, log: Path,
-    module: str = PLUGIN_MODULE, env: Optional[Mapping[str, str]] = None,
+    module: str = PLUGIN_MODULE, env: Optional[Mapping[str, str]] = None, python: str = "",
 ) -> tuple[Stage, List[Path]]:
     """heareval's embedding runner on every task in `tasks_dir`; returns the stage and the
     task embedding folders it wrote (`embeddings_dir/<model[-options]>/<task>`). `weights`: None
-    for a plugin that takes none (`load_model()`). `env`: see `run_tool`."""
+    for a plugin that takes none (`load_model()`). `env`, `python`: see `run_tool`."""
     model = ["--model", str(weights)] if weights is not None else []
     args = [module, *model, "--tasks-dir", str(tasks_dir),
             "--embeddings-dir", str(embeddings_dir), "--model-options", model_options]  # fmt: skip
     declared = ["--declared", str(Path(embeddings_dir) / DECLARED_FILE)]  # for `check_task_embeddings`
-    stage = run_tool("embed", ["embed", "--tensorflow", tensorflow, *declared, *args], log, env)
+    stage = run_tool("embed", ["embed", "--tensorflow", tensorflow, *declared, *args], log, env, python)
     return stage, sorted(p for p in Path(embeddings_dir).glob("*/*") if p.is_dir())
 
 
@@ -301,7 +306,7 @@ def _validate(model: ModelSpec, folder: Path, tensorflow: str, overwrite: bool, 
     log = folder / f"validate.{os.getpid()}.log"
     args = ["validate", model.weights or "", "--module", model.module, "--tensorflow", tensorflow]
     try:
-        stage = run_tool("validate", args, log, env)
+        stage = run_tool("validate", args, log, env, model.python)
     except StageFailed as err:
         _log(report, f"{model.folder}: hear-validator FAILED; its stages are skipped (log {log})")
         return Outcome(info, "failed", log=str(log), message=str(err).splitlines()[0])
@@ -367,7 +372,7 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         try:
             _, embedded = embed_stage(Path(plan.weights) if plan.weights else None, work / "tasks",
                                       work / "embeddings", plan.options_json, tensorflow, work / "embed.log",
-                                      plan.module, env)  # fmt: skip
+                                      plan.module, env, python=plan.python)  # fmt: skip
             if len(embedded) != 1:
                 raise StageFailed(f"the embeddings runner wrote {len(embedded)} task folders, not 1; log {work / 'embed.log'}")
             check_task_embeddings(embedded[0], work / "embeddings" / DECLARED_FILE)
@@ -527,7 +532,8 @@ def summary(result: RunResult) -> Dict[str, object]:
     return {
         "non_finite": 'scores that are NaN or infinite are the strings "nan", "inf", "-inf"',
         "models": [{"spec": m.spec, "folder": m.folder, "module": m.module, "weights": m.weights,
-                    "weights_sha256": m.weights_sha256, "options": m.options, "key": m.key} for m in result.models],
+                    "weights_sha256": m.weights_sha256, "options": m.options, "key": m.key, "python": m.python,
+                    "packages": m.packages} for m in result.models],
         "stages": [{**o.stage, "status": o.status, "seconds": o.seconds, "log": o.log, "message": o.message,
                     "device": o.device, "started": o.started, "finished": o.finished} for o in result.outcomes],
         "scores": [{"model": s.model, "task": s.task, "metric": s.metric, "value": json_number(s.value),
