@@ -19,7 +19,7 @@ import pytest
 from hear_matpac.hear_tools.embedding_check import DECLARED_FILE, BadEmbeddings, check_task_embeddings
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
-from test_hear_tools import hear_matpac_cli, need
+from conftest import hear_matpac_cli, need
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGINS = Path(__file__).resolve().parent / "plugins"

@@ -27,7 +27,7 @@ from hear_matpac.hear_tools.models import check_model
 from hear_matpac.weights.integrity import sha256_file
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
-from test_hear_tools import hear_matpac_cli, need
+from conftest import hear_matpac_cli, need
 
 SITE = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
 
