@@ -74,18 +74,25 @@ def _predict(args: List[str]) -> None:
         time.sleep(600)
 
 
-def run_tool(name: str, tool_args: Sequence[str], log: Path, env: Optional[Mapping[str, str]] = None) -> pipeline.Stage:
+def run_tool(name: str, tool_args: Sequence[str], log: Path, env: Optional[Mapping[str, str]] = None,
+             python: str = "") -> pipeline.Stage:
     """`pipeline.run_tool`'s stand-in: the tool's files, written here and now."""
     args = list(tool_args)
     tool = args.pop(0)
     log.write_text(f"+ stand-in {tool} {' '.join(args)}\n")
     if tool == "embed":
-        _embed(args[2:])  # after --tensorflow MODE
+        _embed(args[4:])  # after --tensorflow MODE --declared FILE
     elif tool == "predict":
         _predict(args)
     return pipeline.Stage(name, 0.01, log, 100.0)
 
 
+def check_task_embeddings(task_embeddings: Path, declared: Path) -> None:
+    """`pipeline.check_task_embeddings`'s stand-in: the stand-in embedding runner writes no
+    embeddings to check (the check has its own tests: test_foreign_models.py)."""
+
+
 def install() -> None:
-    """Put the stand-in in place of `pipeline.run_tool` in this process."""
+    """Put the stand-ins in place of `pipeline.run_tool` and the embedding check in this process."""
     pipeline.run_tool = run_tool
+    pipeline.check_task_embeddings = check_task_embeddings
