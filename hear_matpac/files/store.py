@@ -259,9 +259,7 @@ class OutputStore:
         unrecorded = sorted(p for p in present if not self._recorded(p))
         orphans = [p for p in unrecorded if _output_name(p) in self._writing]  # a killed run's
         self._unknown = [p for p in unrecorded if _output_name(p) not in self._writing]
-        for path in orphans:
-            with contextlib.suppress(FileNotFoundError):
-                (self.out / path).unlink()
+        self._unlink(orphans)
         if orphans:
             report(f"removed {len(orphans)} output file(s) that an interrupted run wrote but did not record")
         self._present = present.difference(orphans)
@@ -292,14 +290,18 @@ class OutputStore:
                                  f"({_difference(previous, settings)}; {len(present)} file(s)); use another "
                                  "--out, or --overwrite to delete them all and embed these inputs with the "
                                  "new settings")  # fmt: skip
-            for path in present:
-                with contextlib.suppress(FileNotFoundError):
-                    (self.out / path).unlink()
+            self._unlink(present)
             report(f"--overwrite with new settings: removed the {len(present)} output file(s) of the old ones")
         self.records = {}
         (self.out / MANIFEST_FILE).unlink(missing_ok=True)
         _write_json(self.out / INFO_FILE, settings)
         self.info = settings
+
+    def _unlink(self, paths) -> None:
+        """Delete these outputs (paths relative to the folder); one already gone is fine."""
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                (self.out / path).unlink()
 
     def _settle_unknown(self, overwrite: bool, report: Callable[[str], None]) -> None:
         """Outputs of unknown origin in a folder of these settings: deleted with `overwrite`,
@@ -313,9 +315,7 @@ class OutputStore:
                              f"(such as {self.out / unknown[0]}{lost}): embed cannot tell which file they came from, "
                              "so it neither keeps nor deletes them; move them out of the folder, use --overwrite to "
                              "delete them and embed again, or use another --out")  # fmt: skip
-        for path in unknown:
-            with contextlib.suppress(FileNotFoundError):
-                (self.out / path).unlink()
+        self._unlink(unknown)
         self._present.difference_update(unknown)
         self._unknown = []
         report(f"--overwrite: removed {len(unknown)} output file(s) that {MANIFEST_FILE} did not record")
