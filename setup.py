@@ -1,11 +1,15 @@
 """hear-matpac: the HEAR 2021 embedding plugin for MATPAC."""
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
+# The version has one home, hear_matpac/version.py (read as text: importing the package needs torch).
+VERSION = re.search(r'__version__ = "([^"]+)"', Path(__file__).with_name("hear_matpac").joinpath("version.py").read_text()).group(1)
+
 setup(
     name="hear-matpac",
-    version="0.1.0",
+    version=VERSION,
     description="HEAR-compatible embeddings from MATPAC / MATPAC++ audio foundation models",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",

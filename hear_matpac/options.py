@@ -6,48 +6,50 @@ samples, window frames, windows per encoder batch), which the model and the API 
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass, fields
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Mapping, Optional
 
 from .batching import DEFAULT_MAX_WINDOWS
 from .config import COLUMN_HOP_MS, FRAMES_PER_SECOND, PATCH, SAMPLE_RATE, EncoderConfig
 from .precision import DEFAULT_PRECISION, check_precision_name
 
-__all__ = ["DEFAULT_MAX_WINDOWS", "ModelOptions", "ParsedOptions", "TIMESTAMP_HOPS_MS"]
+__all__ = ["DEFAULT_MAX_WINDOWS", "ModelOptions", "ParsedOptions", "TIMESTAMP_HOPS_MS", "option_help", "result_options"]
 # Finer timestamp hops: COLUMN_HOP_MS / hop passes, each shifted by a whole number of frames.
 TIMESTAMP_HOPS_MS = (160, 80, 40, 20)
 COLUMN_SECONDS = PATCH / FRAMES_PER_SECOND  # 0.16 s: window lengths are whole columns
 
 
+def _option(default: Any, help: str, changes_results: bool) -> Any:
+    """A `ModelOptions` field: its description (`option_help`, the command lines' help) and
+    whether it changes the numbers beyond float tolerance (`result_options`: the model's
+    identity for `embed`'s folders and `evaluate`'s result keys)."""
+    return field(default=default, metadata={"help": " ".join(help.split()), "changes_results": changes_results})
+
+
 @dataclass(frozen=True)
 class ModelOptions:
-    """`layer`: encoder block whose output gives the features, 0-based, negative counts from
-    the end (default -1, the last, after the final LayerNorm, as MATPAC).
-    `max_windows`: most full-length windows encoded at once, or as many frames in shorter
-    windows (bounds memory; does not change results). None (default): 16 on CPU; on CUDA as
-    many as half the free memory holds, at most 512 (`batching`).
-    `timestamp_hop_ms`: spacing of timestamp embeddings, 160 (native) / 80 / 40 / 20 ms; finer
-    hops add passes over the audio shifted by multiples of the hop (scene unaffected).
-    `window_overlap`: fraction in [0, 1) by which consecutive windows overlap on long audio;
-    each column is kept from the window in which it sits most centrally (0: MATPAC's cut).
-    `window_seconds`: window length (temporal support), a multiple of 0.16 s up to the
-    checkpoint's maximum; None means the maximum (6.08 s, or 9.92 s).
-    `precision`: "fp32" (default; exact: TF32 off on CUDA whatever the global settings),
-    "tf32" (CUDA matmuls and convolutions of the encoder in TF32; on CPU the same as fp32),
-    "bf16" (CPU, CUDA) or "fp16" (CUDA): autocast for the encoder only; the front end runs
-    and the features come back in float32.
-    `cpu_packed_weights`: for float32 on CPU, multiply by a copy of the linear weights kept
-    in MKL's packed GEMM layout (faster, same numbers, one more copy of those weights in
-    memory; docs/performance.md); False saves that memory."""
+    """The options of `load_model`; each field's metadata holds its description."""
 
-    layer: int = -1
-    max_windows: Optional[int] = None
-    timestamp_hop_ms: int = COLUMN_HOP_MS
-    window_overlap: float = 0.0
-    window_seconds: Optional[float] = None
-    precision: str = DEFAULT_PRECISION
-    cpu_packed_weights: bool = True
+    layer: int = _option(-1, """encoder block whose output gives the features, 0-based, negative
+        counts from the end (default -1, the last, after the final LayerNorm, as MATPAC).""", True)
+    max_windows: Optional[int] = _option(None, """most full-length windows encoded at once, or as many
+        frames in shorter windows (bounds memory; does not change results). None (default): 16 on
+        CPU; on CUDA as many as half the free memory holds, at most 512 (`batching`).""", False)
+    timestamp_hop_ms: int = _option(COLUMN_HOP_MS, """spacing of timestamp embeddings, 160 (native) /
+        80 / 40 / 20 ms; finer hops add passes over the audio shifted by multiples of the hop
+        (scene unaffected).""", True)
+    window_overlap: float = _option(0.0, """fraction in [0, 1) by which consecutive windows overlap on
+        long audio; each column is kept from the window in which it sits most centrally (0:
+        MATPAC's cut).""", True)
+    window_seconds: Optional[float] = _option(None, """window length (temporal support), a multiple of
+        0.16 s up to the checkpoint's maximum; None means the maximum (6.08 s, or 9.92 s).""", True)
+    precision: str = _option(DEFAULT_PRECISION, """"fp32" (default; exact: TF32 off on CUDA whatever
+        the global settings), "tf32" (CUDA matmuls and convolutions of the encoder in TF32; on CPU
+        the same as fp32), "bf16" (CPU, CUDA) or "fp16" (CUDA): autocast for the encoder only; the
+        front end runs and the features come back in float32.""", True)
+    cpu_packed_weights: bool = _option(True, """for float32 on CPU, multiply by a copy of the linear
+        weights kept in MKL's packed GEMM layout (faster, same numbers, one more copy of those
+        weights in memory; docs/performance.md); False saves that memory.""", False)
 
     @classmethod
     def parse(cls, options: Mapping[str, Any], config: EncoderConfig) -> "ParsedOptions":
@@ -97,11 +99,17 @@ class ParsedOptions(ModelOptions):
     window_frames: int = 0
 
 
-def option_help() -> dict:
-    """Each option's description, as `ModelOptions`' docstring gives it (for command lines)."""
-    text = ModelOptions.__doc__ or ""
-    found = re.findall(r"`(\w+)`: (.*?)(?=\n\s*`\w+`: |\Z)", text, flags=re.S)
-    return {name: " ".join(body.split()) for name, body in found}
+def option_help() -> Dict[str, str]:
+    """Each option's description (for command lines), from its field's metadata."""
+    return {f.name: f.metadata["help"] for f in fields(ModelOptions)}
+
+
+def result_options(options: ModelOptions) -> Dict[str, Any]:
+    """The options that change the numbers beyond float tolerance, by name: what, with the
+    module, weights and environment, makes two runs the same model (`max_windows` and
+    `cpu_packed_weights` do not). Give it parsed options, so equal settings spelt differently
+    (`layer=-1` and `layer=11`) compare equal."""
+    return {f.name: getattr(options, f.name) for f in fields(ModelOptions) if f.metadata["changes_results"]}
 
 
 def _int_option(name: str, value: Any) -> int:

@@ -13,7 +13,7 @@ import soundfile
 import torch
 
 import hear_matpac
-from hear_matpac.atomic import atomic_write
+from hear_matpac.io import atomic_write
 from hear_matpac.files.audio import AudioFileError, read_audio
 from hear_matpac.files import embed as embed_files
 from hear_matpac.cli import embed as embed_cli

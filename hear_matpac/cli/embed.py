@@ -11,7 +11,8 @@ import torch
 
 from ..api import load_model
 from ..files.decode import MAX_DEFAULT_WORKERS
-from ..files.embed import FileEmbedder, Tally, first_line, folder_settings, plan_jobs
+from ..files.embed import FileEmbedder, Tally, folder_settings, plan_jobs
+from ..io import first_line
 from ..files.inputs import collect_inputs
 from ..files.outputs import FRAMES_SUFFIX, SCENE_SUFFIX
 from ..files.progress import AudioProgress

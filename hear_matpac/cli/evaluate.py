@@ -12,7 +12,8 @@ from typing import Dict, List, Tuple
 
 from ..hear_tools.launch import PLUGIN_MODULE, exit_on_sigterm
 from ..hear_tools.models import check_models, parse_pythons, read_spec_file, split_python_lines
-from ..hear_tools.pipeline import evaluate, summary, write_json
+from ..hear_tools.pipeline import evaluate, summary
+from ..io import write_json
 from ..hear_tools.taskdirs import parse_task_names
 from ..reports.chart import require_matplotlib, save_chart
 from ..reports.comparison import build_comparison, to_csv, to_markdown

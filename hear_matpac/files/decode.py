@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from ..io import first_line
 from .audio import AudioFileError, read_audio
 from .store import Source, forget_locks_in_child
 
@@ -102,7 +103,7 @@ class _Files(Dataset):
                 return i, None, problem
             return i, read_audio(source.path).samples, None
         except (AudioFileError, OSError, ValueError, RuntimeError) as err:  # this file's problem, not the run's
-            return i, None, getattr(err, "problem", None) or _first_line(err)
+            return i, None, getattr(err, "problem", None) or first_line(err)
 
 
 def changed(source: Source) -> Optional[str]:
@@ -136,7 +137,3 @@ def _handed_over(audio: Tensor) -> "Tensor | np.ndarray":
         return audio.numpy()
     return audio
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

@@ -27,12 +27,14 @@ import soundfile
 import torch
 from torch import Tensor
 
-from .. import __version__
+from ..version import __version__
 from ..api import embed_packed
+from ..io import first_line
 from ..config import SAMPLE_RATE
 from .decode import DecodedChunk, decoded_chunks, default_workers
 from .inputs import InputFile
 from ..model import MatpacModel
+from ..options import result_options
 from .store import Need, OutputStore, Source
 from .outputs import FRAMES_SUFFIX, SCENE_SUFFIX
 from .progress import AudioProgress
@@ -43,7 +45,6 @@ from ..weights.integrity import weights_sha256
 # a failed device (`device_failure`).
 _FILE_ERRORS = (ValueError, TypeError, RuntimeError)
 # ModelOptions fields that change the numbers (max_windows and cpu_packed_weights do not).
-RESULT_OPTIONS = ("layer", "timestamp_hop_ms", "window_overlap", "window_seconds", "precision")
 _DEVICE_ERRORS = ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "device-side assert")
 
 
@@ -235,12 +236,6 @@ def _stop_on_device_failure(err: BaseException, group: Sequence[tuple[Job, torch
         raise ValueError(f"stopped at {group[0][0].item.path}: {problem}") from err
 
 
-def first_line(err: BaseException) -> str:
-    """The first line of an error's message, or its type's name."""
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
 def plan_jobs(files: Sequence[InputFile], store: OutputStore, timestamps: bool, overwrite: bool,
               measure: bool = True) -> Tuple[List[Job], int, List[Tuple[str, str]]]:  # fmt: skip
     """The jobs to run, how many files are skipped, and (path, problem) for files gone since
@@ -279,7 +274,7 @@ def folder_settings(weights: Path, model: MatpacModel) -> Dict[str, Any]:
         "weights": str(weights.resolve()),
         # the digest of the very bytes loaded; hashed again only for a mapped, unrecorded file
         "weights_sha256": model.weights_sha256 or weights_sha256(weights),
-        "model_options": {name: getattr(options, name) for name in RESULT_OPTIONS},
+        "model_options": result_options(options),
         "sample_rate": SAMPLE_RATE,
         "scene_embedding_size": model.scene_embedding_size,
         "timestamp_embedding_size": model.timestamp_embedding_size,

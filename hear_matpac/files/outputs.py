@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
+from ..io import atomic_write
 
 SCENE_SUFFIX = ".scene.npy"
 FRAMES_SUFFIX = ".frames.npz"

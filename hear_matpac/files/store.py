@@ -72,7 +72,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
-from ..atomic import atomic_write
+from ..io import atomic_write, first_line, write_json
 from .outputs import FRAMES_SUFFIX, INFO_FILE, SCENE_SUFFIX, output_paths, save_frames, save_scene
 from .folders import ensure_folder
 
@@ -412,11 +412,6 @@ def _save(save: Callable[..., None], path: Path, *data: Any) -> None:
                       "before it are recorded)", str(path)) from err  # fmt: skip
 
 
-def first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
 def _output_name(relative: str) -> str:
     """The input name whose output file is `relative`."""
     suffix = SCENE_SUFFIX if relative.endswith(SCENE_SUFFIX) else FRAMES_SUFFIX
@@ -599,5 +594,4 @@ def _flat(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    with atomic_write(path) as handle:
-        handle.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    write_json(path, data, sort_keys=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence
 
+from ..io import write_json
 from ..files.folders import ensure_folder
 from ..reports.results import TaskScore, read_scores
 from .claims import (claim_token, describe_mark, holds_claim, is_marked, made_for, make_marked, owner, release_claim,
@@ -314,13 +315,6 @@ def _validate(model: ModelSpec, folder: Path, tensorflow: str, overwrite: bool, 
     write_json(record, {"model_key": model.key, "spec": model.spec})
     _log(report, f"{model.folder}: hear-validator passed ({stage.seconds:.1f} s)")
     return Outcome(info, "ran", stage.seconds, str(folder / "validate.log"))
-
-
-def write_json(path: Path, data: object) -> None:
-    from ..atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
 
 
 def _work_folders(folder: Path, task: str) -> List[Path]:

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
-from ..atomic import current_umask
+from ..io import current_umask
 from ..config import SAMPLE_RATE
 from ..files.folders import ensure_folder
 from .claims import MARK, is_marked, owner_gone

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any, Collection, Sequence, Union
 
-from ..atomic import atomic_write
+from ..io import atomic_write
 
 PathLike = Union[str, Path]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..atomic import unwritable
+from ..io import unwritable
 from .read import CheckpointError, PathLike, extract_encoder, read_checkpoint_digest
 from .head import find_head
 from .http_transfer import DownloadError, Interrupted, Progress, RejectedDownload, discard, transfer

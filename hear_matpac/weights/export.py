@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .. import __version__
-from ..atomic import atomic_path, unwritable
+from ..version import __version__
+from ..io import atomic_path, unwritable
 from .read import PathLike, extract_encoder, published_layout, read_checkpoint, read_checkpoint_digest
 from ..config import EncoderConfig
 from .head import find_head

@@ -22,8 +22,8 @@ from typing import BinaryIO, Optional, TextIO
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 
-from .. import __version__
-from ..atomic import atomic_write
+from ..version import __version__
+from ..io import atomic_write
 from .registry import BASE_URL_ENV
 
 CHUNK_BYTES = 1 << 20

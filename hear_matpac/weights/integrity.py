@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from ..atomic import atomic_write
+from ..io import atomic_write
 
 _CHUNK = 1 << 20
 _MAX_RECORD_BYTES = 4096

@@ -28,6 +28,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
+from ..io import first_line
 from ..config import (
     HEAD_DIM,
     MLP_RATIO,
@@ -115,21 +116,17 @@ def _parse_pt(data: bytes, path: Path) -> Mapping[str, object]:
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err), flags=re.IGNORECASE)
         if not found:
-            raise CheckpointError(path, f"unreadable or truncated PyTorch file ({_first_line(err)})") from None
+            raise CheckpointError(path, f"unreadable or truncated PyTorch file ({first_line(err)})") from None
         raise CheckpointError(
             path,
             f"holds pickled objects other than tensors (it references {found.group(1)}, possibly "
             "code); refusing to unpickle it. Only plain state dicts of tensors are loaded",
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(path, f"unreadable or truncated PyTorch file ({_first_line(err)})") from None
+        raise CheckpointError(path, f"unreadable or truncated PyTorch file ({first_line(err)})") from None
     if not isinstance(raw, Mapping):
         raise CheckpointError(path, f"expected a state dict, found a {type(raw).__name__}")
     return raw
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def is_safetensors(path: PathLike) -> bool:
@@ -151,7 +148,7 @@ def _parse_safetensors(data: bytes, path: Path) -> dict[str, Tensor]:
             warnings.simplefilter("ignore", UserWarning)  # frombuffer over read-only bytes
             return load_safetensors_bytes(data)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(path, f"unreadable or truncated safetensors file ({_first_line(err)})") from None
+        raise CheckpointError(path, f"unreadable or truncated safetensors file ({first_line(err)})") from None
 
 
 def _read_safetensors_mapped(path: Path) -> dict[str, Tensor]:
@@ -159,7 +156,7 @@ def _read_safetensors_mapped(path: Path) -> dict[str, Tensor]:
         return load_safetensors(path)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(
-            path, f"unreadable or truncated safetensors file ({_first_line(err)})"
+            path, f"unreadable or truncated safetensors file ({first_line(err)})"
         ) from None
 
 

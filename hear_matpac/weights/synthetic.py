@@ -8,7 +8,7 @@ from typing import Dict
 import torch
 from torch import Tensor
 
-from ..atomic import atomic_write
+from ..io import atomic_write
 from ..config import EncoderConfig
 from .read import PathLike, expected_shapes, published_layout
 

@@ -1,0 +1,112 @@
+"""Files written all at once or not at all, JSON written strictly, and how errors read.
+
+`atomic_path`/`atomic_write`: a temporary file beside the target, then a rename.
+`write_json`: strict JSON (no NaN), atomically. `first_line`: an error's message on one line.
+`UserError` and its subclasses: a mistake of the user's (bad input, a missing file), which the
+command line reports in one line with exit status 2; anything else is a bug and keeps its
+traceback. They subclass `ValueError`/`TypeError`/`FileNotFoundError`, so the API's contract
+for bad input holds for them too."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator, Optional, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class UserError(Exception):
+    """A mistake of the user's: the command line prints `hear-matpac CMD: error: MESSAGE`, exit 2."""
+
+
+class InputError(UserError, ValueError):
+    """A bad value given by the user (an option, a flag, a file's contents)."""
+
+
+class InputTypeError(UserError, TypeError):
+    """A value of the wrong kind given by the user (an unknown option, a string for a number)."""
+
+
+class MissingFile(UserError, FileNotFoundError):
+    """A file or folder the user named that does not exist."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: Union[str, "os.PathLike[str]"]) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write by any means; on a clean exit it replaces
+    `path` (parents created), on an error it is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: Union[str, "os.PathLike[str]"]) -> Iterator[BinaryIO]:
+    """Yield a binary file; on a clean exit it replaces `path` (parents created), on an error
+    it is removed and `path` is left as it was. Readers never see a half-written file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
+
+
+def unwritable(err: OSError, where: Union[str, "os.PathLike[str]"], advice: str) -> Optional[ValueError]:
+    """A one-line `ValueError` when `err` says that `where` cannot be written (permissions, a
+    read-only or immutable folder, a file where a folder should be), else None."""
+    if err.errno not in _NOT_WRITABLE:
+        return None
+    return ValueError(f"cannot write into {where} ({err.strerror or type(err).__name__}); {advice}")
+
+
+def write_json(path: PathLike, data: Any, sort_keys: bool = False) -> None:
+    """`data` as indented JSON in `path`, atomically; NaN or infinity is a `ValueError` (strict
+    JSON readers refuse them), raised before anything is written."""
+    text = json.dumps(data, indent=2, sort_keys=sort_keys, allow_nan=False) + "\n"
+    with atomic_write(path) as handle:
+        handle.write(text.encode("utf-8"))
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, or its type's name."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _read_umask() -> int:
+    """The process's umask, from /proc/self/status where Linux gives it; elsewhere by setting it
+    and back, once, at import (before any thread of ours starts a tool)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
+def current_umask() -> int:
+    """The process's umask, as read once at import: never set again, so a tool another thread
+    starts meanwhile never sees a changed umask."""
+    return _UMASK
