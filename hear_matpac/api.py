@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -12,7 +13,7 @@ from .weights.read import PathLike, load_encoder_weights
 from .config import WIN_LENGTH
 from .encoder import MatpacEncoder
 from .finite_checks import ClipRows, verify_call, verify_packed
-from .model import MatpacModel
+from .model import MatpacModel, length_blocks
 from .options import ModelOptions
 from .timestamps import n_reported_columns, timestamps_ms
 from .weights.locate import resolve_weights_path
@@ -114,9 +115,7 @@ def embed_packed(audio: Tensor, lengths: Sequence[int], model: MatpacModel,
         native, native_columns = model.packed_column_features(x, lengths, native_grid=True)
     else:
         native, native_columns = features, columns
-    # (clips, dim): each clip's mean over its columns, one segment reduction for the whole call
-    column_counts = upload(torch.tensor(native_columns, dtype=torch.int64), native.device)
-    scene = torch.segment_reduce(native, "mean", lengths=column_counts, axis=0, unsafe=True)
+    scene = _scene_means(native, native_columns, length_blocks(lengths))
     if not timestamps:
         verify_packed(model, x, lengths, scene)
         scene = scene.to(audio.device)
@@ -131,6 +130,31 @@ def embed_packed(audio: Tensor, lengths: Sequence[int], model: MatpacModel,
         ClipEmbeddings(row, features[o : o + r], t)
         for row, o, r, t in zip(scene, offsets, reported, all_times)
     ]
+
+
+def _scene_means(features: Tensor, columns: Sequence[int], blocks: Dict[int, List[int]]) -> Tensor:
+    """`(clips, dim)`: each clip's mean over its rows of `features` `(sum of columns, dim)`
+    (clip i's `columns[i]` rows end to end, in clip order), taken as the HEAR functions take it,
+    `.mean(dim=1)` over `(clips, columns, dim)`: per block of clips of one length (`blocks`:
+    length -> clips), their rows gathered (a lone clip's rows are a view). Ops per block."""
+    offsets = np.cumsum(columns) - np.asarray(columns)
+    gather, order = [], []  # the rows of each block of more than one clip; the clips, block by block
+    for members in blocks.values():
+        if len(members) > 1:
+            gather.append((offsets[members, None] + np.arange(columns[members[0]])).reshape(-1))
+        order.extend(members)
+    host = np.concatenate(gather + [np.argsort(order, kind="stable")]).astype(np.int64)
+    index = upload(torch.from_numpy(host), features.device)  # one copy
+    means, at = [], 0
+    for members in blocks.values():
+        n = columns[members[0]]
+        if len(members) == 1:
+            rows = features[offsets[members[0]] : offsets[members[0]] + n]
+        else:
+            rows = features.index_select(0, index[at : at + len(members) * n])
+            at += len(members) * n
+        means.append(rows.view(len(members), n, -1).mean(dim=1))
+    return torch.cat(means).index_select(0, index[at:])  # back in clip order
 
 
 def _check_packed(audio: Tensor, lengths: Sequence[int], model: MatpacModel) -> List[int]:
