@@ -84,33 +84,39 @@ class MatpacModel(nn.Module):
         count.
 
         Each clip's log-mel and windows are those of a call with that clip alone: clips of one
-        length share one front-end call and one plan, so the ops dispatched grow with the
-        distinct lengths and micro-batches, not with the clips; windows of one length from all clips share micro-batches (windows are encoded
-        independently, so the batch-mates do not change a window's features).
+        length share front-end calls (`FRONTEND_SAMPLES` at most each) and one plan, so the ops
+        dispatched grow with the distinct lengths and micro-batches, not with the clips; windows
+        of one length from all clips share micro-batches (windows are encoded independently, so
+        the batch-mates do not change a window's features).
         """
         autocast = encoder_autocast(self.options.precision, self.device)
         passes = 1 if native_grid else self.options.passes
-        blocks = length_blocks(lengths)  # sample length -> its clips: one front-end call each
+        # (sample length, its clips): one front-end call each, of at most FRONTEND_SAMPLES samples
+        blocks = [
+            (length, members[at : at + max(1, FRONTEND_SAMPLES // length)])
+            for length, members in length_blocks(lengths).items()
+            for at in range(0, len(members), max(1, FRONTEND_SAMPLES // length))
+        ]
         clips = audio.split(list(lengths))  # views
         plans: dict[int, WindowPlan] = {}  # frames -> plan: clips of one length are cut alike
-        for length in blocks:
+        for length, _ in blocks:
             frames = n_stft_frames(length)
             if frames not in plans:
                 plans[frames] = plan_windows(
                     frames, self.options.window_frames, passes=passes, overlap=self.options.window_overlap
                 )
-        block_plans = [plans[n_stft_frames(length)] for length in blocks]
+        block_plans = [plans[n_stft_frames(length)] for length, _ in blocks]
         clip_plans: List[WindowPlan] = [block_plans[0]] * len(lengths)
         frame_offsets = [0] * len(lengths)
         offset = 0
-        for members, plan in zip(blocks.values(), block_plans):  # the layout frames_packed makes
+        for (_, members), plan in zip(blocks, block_plans):  # the layout frames_packed makes
             for i in members:
                 clip_plans[i], frame_offsets[i] = plan, offset
                 offset += plan.padded_frames
         with checked_packing(self.encoder), tf32_enabled(self.options.precision == "tf32"):
             with float32_context(audio.device), tf32_enabled(False):
                 # (clips_k, n_mels, frames_k) per length: a clip's log-mel is that of a call with it alone
-                mels = [self.frontend(torch.stack([clips[i] for i in members])) for members in blocks.values()]
+                mels = [self.frontend(torch.stack([clips[i] for i in members])) for _, members in blocks]
             groups = index_packed(clip_plans, frame_offsets, audio.device)  # one host-to-device copy
             padded = frames_packed(mels, block_plans)
             del mels
@@ -170,6 +176,11 @@ class MatpacModel(nn.Module):
 
     def forward(self, audio: Tensor) -> Tensor:
         return self.column_features(audio)
+
+
+# Samples per front-end call of a packed call: bounds its transient memory (the STFT's complex
+# output and the power spectrum take several times the audio's bytes).
+FRONTEND_SAMPLES = 1 << 24
 
 
 def length_blocks(lengths: Sequence[int]) -> Dict[int, List[int]]:

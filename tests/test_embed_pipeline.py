@@ -73,10 +73,13 @@ def test_packed_clips_get_what_each_clip_alone_gets(options, timestamps):
             assert got.embeddings is None and got.timestamps is None
 
 
-@pytest.mark.parametrize("timestamps", [False, True])
-def test_many_clips_of_repeated_lengths_get_what_each_clip_alone_gets(timestamps):
-    # clips of one length share one front-end call and one plan, and their log-mels lie block by
+@pytest.mark.parametrize("timestamps, frontend_samples", [(False, None), (True, None), (True, 50000)])
+def test_many_clips_of_repeated_lengths_get_what_each_clip_alone_gets(monkeypatch, timestamps, frontend_samples):
+    # clips of one length share front-end calls and one plan, and their log-mels lie block by
     # block: interleaved lengths check that every clip finds its own frames, rows and timestamps
+    # (also with the front end's calls cut small: a block split, a clip longer than the cap)
+    if frontend_samples is not None:
+        monkeypatch.setattr(hear_matpac.model, "FRONTEND_SAMPLES", frontend_samples)
     model = hear_matpac.load_model(str(TINY_FLAT), window_seconds=0.96, timestamp_hop_ms=40)
     base = _lengths(15360)
     lengths = [base[(7 * i) % len(base)] for i in range(40)]
