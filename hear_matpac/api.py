@@ -2,16 +2,18 @@
 `embed_packed`: those embeddings for many clips of different lengths in one call."""
 from __future__ import annotations
 
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+import itertools
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .weights.read import PathLike, load_encoder_weights
 from .config import WIN_LENGTH
 from .encoder import MatpacEncoder
-from .finite_checks import verify_call, verify_packed
-from .model import MatpacModel
+from .finite_checks import ClipRows, verify_call, verify_packed
+from .model import MatpacModel, length_blocks
 from .options import ModelOptions
 from .timestamps import n_reported_columns, timestamps_ms
 from .weights.locate import resolve_weights_path
@@ -109,32 +111,50 @@ def embed_packed(audio: Tensor, lengths: Sequence[int], model: MatpacModel,
         x = audio.to(device=model.device, dtype=torch.float32)
     hop = model.options.hop_samples
     features, columns = model.packed_column_features(x, lengths, native_grid=not timestamps)
-    offsets = [0]
-    for n in columns[:-1]:
-        offsets.append(offsets[-1] + n)
     if timestamps and model.options.passes > 1:  # the scene on MATPAC's own grid: a second pass
         native, native_columns = model.packed_column_features(x, lengths, native_grid=True)
-        native_offsets = [0]
-        for n in native_columns[:-1]:
-            native_offsets.append(native_offsets[-1] + n)
     else:
-        native, native_columns, native_offsets = features, columns, offsets
-    # per clip, the very reduction the HEAR functions make over a (1, columns, dim) call
-    scene = torch.cat([native[o : o + n].unsqueeze(0).mean(dim=1) for o, n in zip(native_offsets, native_columns)])
+        native, native_columns = features, columns
+    scene = _scene_means(native, native_columns, length_blocks(lengths))
     if not timestamps:
         verify_packed(model, x, lengths, scene)
         scene = scene.to(audio.device)
         return [ClipEmbeddings(row, None, None) for row in scene]
-    reported = [n_reported_columns(length, n, hop) for length, n in zip(lengths, columns)]
-    rows = [features[o : o + r] for o, r in zip(offsets, reported)]
-    verify_packed(model, x, lengths, scene, rows)
+    times_of = {n: timestamps_ms(n, c, hop) for n, c in dict(zip(lengths, columns)).items()}  # per length
+    reported = [len(times_of[n]) for n in lengths]
+    verify_packed(model, x, lengths, scene, ClipRows(features, columns, reported))
     scene, features = scene.to(audio.device), features.to(audio.device)
-    times = [timestamps_ms(length, n, hop) for length, n in zip(lengths, columns)]
-    all_times = upload(torch.cat(times), audio.device).split([len(t) for t in times])
+    all_times = upload(torch.cat([times_of[n] for n in lengths]), audio.device).split(reported)
+    offsets = itertools.accumulate(columns[:-1], initial=0)
     return [
         ClipEmbeddings(row, features[o : o + r], t)
         for row, o, r, t in zip(scene, offsets, reported, all_times)
     ]
+
+
+def _scene_means(features: Tensor, columns: Sequence[int], blocks: Dict[int, List[int]]) -> Tensor:
+    """`(clips, dim)`: each clip's mean over its rows of `features` `(sum of columns, dim)`
+    (clip i's `columns[i]` rows end to end, in clip order), taken as the HEAR functions take it,
+    `.mean(dim=1)` over `(clips, columns, dim)`: per block of clips of one length (`blocks`:
+    length -> clips), their rows gathered (a lone clip's rows are a view). Ops per block."""
+    offsets = np.cumsum(columns) - np.asarray(columns)
+    gather, order = [], []  # the rows of each block of more than one clip; the clips, block by block
+    for members in blocks.values():
+        if len(members) > 1:
+            gather.append((offsets[members, None] + np.arange(columns[members[0]])).reshape(-1))
+        order.extend(members)
+    host = np.concatenate(gather + [np.argsort(order, kind="stable")]).astype(np.int64)
+    index = upload(torch.from_numpy(host), features.device)  # one copy
+    means, at = [], 0
+    for members in blocks.values():
+        n = columns[members[0]]
+        if len(members) == 1:
+            rows = features[offsets[members[0]] : offsets[members[0]] + n]
+        else:
+            rows = features.index_select(0, index[at : at + len(members) * n])
+            at += len(members) * n
+        means.append(rows.view(len(members), n, -1).mean(dim=1))
+    return torch.cat(means).index_select(0, index[at:])  # back in clip order
 
 
 def _check_packed(audio: Tensor, lengths: Sequence[int], model: MatpacModel) -> List[int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from typing import Sequence, Union
+from typing import NamedTuple, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -24,15 +24,50 @@ def verify_call(model: nn.Module, audio: Tensor, *outputs: Tensor) -> None:
     _verify(model, torch.isfinite(audio).all(dim=1), audio, outputs)
 
 
+class ClipRows(NamedTuple):
+    """Rows of clips end to end, `values` `(sum of counts, ...)`: clip i owns `counts[i]`
+    consecutive rows, the first `kept[i]` of which are returned (and checked)."""
+
+    values: Tensor
+    counts: Sequence[int]
+    kept: Sequence[int]
+
+
 def verify_packed(model: nn.Module, audio: Tensor, lengths: Sequence[int],
-                  *outputs: Union[Tensor, Sequence[Tensor]]) -> None:  # fmt: skip
+                  *outputs: Union[Tensor, ClipRows]) -> None:  # fmt: skip
     """`verify_call` for clips of different lengths: `audio` `(samples,)` holds them end to
-    end (`lengths`), each of `outputs` is `(clips, ...)` or one tensor per clip. One read."""
-    finite_audio = torch.stack([torch.isfinite(clip).all() for clip in audio.split(list(lengths))])
-    _verify(model, finite_audio, audio, outputs)
+    end (`lengths`), each of `outputs` is `(clips, ...)` or `ClipRows`. Segment reductions over
+    the whole call (ops per call, not per clip); one read."""
+    sizes = list(lengths)
+    for output in outputs:
+        if isinstance(output, ClipRows):  # kept and dropped rows of each clip, alternating
+            sizes += [n for k, c in zip(output.kept, output.counts) for n in (k, c - k)]
+    sizes_on_device = torch.tensor(sizes, dtype=torch.int64).to(audio.device)
+    # x * 0: 0 where x is finite, NaN where it is NaN or Inf; a sum of those is NaN iff one is
+    finite_audio = torch.isfinite(
+        torch.segment_reduce(audio * 0, "sum", lengths=sizes_on_device[: len(lengths)], unsafe=True)
+    )  # fmt: skip
+    _verify(model, finite_audio, audio, _finite_outputs(outputs, sizes_on_device, len(lengths)))
 
 
-def _verify(model: nn.Module, finite_audio: Tensor, audio: Tensor, outputs: Sequence[Union[Tensor, Sequence[Tensor]]]) -> None:
+def _finite_outputs(outputs: Sequence[Union[Tensor, ClipRows]], sizes: Tensor, n_clips: int) -> list[Tensor]:
+    """`(clips,)` bool per output of `verify_packed`: `sizes` the audio's and then each
+    `ClipRows`' alternating segment lengths, on the device."""
+    finite, at = [], n_clips
+    for output in outputs:
+        if not isinstance(output, ClipRows):
+            finite.append(output)
+            continue
+        rows_bad = (~torch.isfinite(output.values.flatten(1))).any(dim=1).float()  # (rows,)
+        segments = sizes[at : at + 2 * n_clips]
+        at += 2 * n_clips
+        bad = torch.segment_reduce(rows_bad, "sum", lengths=segments, unsafe=True)[0::2]
+        finite.append(bad == 0)
+    return finite
+
+
+def _verify(model: nn.Module, finite_audio: Tensor, audio: Tensor, outputs: Sequence[Tensor]) -> None:
+    """`outputs`: `(clips, ...)` values, or `(clips,)` bool already reduced (finite per clip)."""
     finite_out = torch.stack([_finite_clips(o) for o in outputs]).all(dim=0)
     low, high = torch.aminmax(audio)
     summary = torch.cat([finite_audio.float(), finite_out.float(), torch.maximum(-low, high).view(1)])
@@ -61,11 +96,12 @@ def _verify(model: nn.Module, finite_audio: Tensor, audio: Tensor, outputs: Sequ
         )
 
 
-def _finite_clips(output: Union[Tensor, Sequence[Tensor]]) -> Tensor:
-    """`(clips,)` bool: whether each clip's part of `output` is finite."""
-    if isinstance(output, Tensor):
-        return torch.isfinite(output).flatten(1).all(dim=1)
-    return torch.stack([torch.isfinite(part).all() for part in output])
+def _finite_clips(output: Tensor) -> Tensor:
+    """`(clips,)` bool: whether each clip's part of `output` `(clips, ...)` is finite (a bool
+    `(clips,)` is that already)."""
+    if output.dtype == torch.bool and output.ndim == 1:
+        return output
+    return torch.isfinite(output).flatten(1).all(dim=1)
 
 
 def _listed(clips: list[int]) -> str:

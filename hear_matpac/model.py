@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from .batching import frame_budget, warn_out_of_memory, windows_per_batch
 from .config import SAMPLE_RATE
 from .encoder import MatpacEncoder
-from .frontend import LogMel
+from .frontend import LogMel, n_stft_frames
 from .options import ParsedOptions
 from .packed_linear import checked_packing, set_weight_packing
 from .precision import encoder_autocast, float32_context, store_for_autocast
@@ -83,25 +83,42 @@ class MatpacModel(nn.Module):
         every clip's columns end to end, `(sum of columns, dim)` float32, and each clip's column
         count.
 
-        Each clip's log-mel and windows are exactly those of a call with that clip alone;
-        windows of one length from all clips share micro-batches (windows are encoded
-        independently, so the batch-mates do not change a window's features).
+        Each clip's log-mel and windows are those of a call with that clip alone: clips of one
+        length share front-end calls (`FRONTEND_SAMPLES` at most each) and one plan, so the ops
+        dispatched grow with the distinct lengths and micro-batches, not with the clips; windows
+        of one length from all clips share micro-batches (windows are encoded independently, so
+        the batch-mates do not change a window's features).
         """
         autocast = encoder_autocast(self.options.precision, self.device)
         passes = 1 if native_grid else self.options.passes
+        # (sample length, its clips): one front-end call each, of at most FRONTEND_SAMPLES samples
+        blocks = [
+            (length, members[at : at + max(1, FRONTEND_SAMPLES // length)])
+            for length, members in length_blocks(lengths).items()
+            for at in range(0, len(members), max(1, FRONTEND_SAMPLES // length))
+        ]
+        clips = audio.split(list(lengths))  # views
+        plans: dict[int, WindowPlan] = {}  # frames -> plan: clips of one length are cut alike
+        for length, _ in blocks:
+            frames = n_stft_frames(length)
+            if frames not in plans:
+                plans[frames] = plan_windows(
+                    frames, self.options.window_frames, passes=passes, overlap=self.options.window_overlap
+                )
+        block_plans = [plans[n_stft_frames(length)] for length, _ in blocks]
+        clip_plans: List[WindowPlan] = [block_plans[0]] * len(lengths)
+        frame_offsets = [0] * len(lengths)
+        offset = 0
+        for (_, members), plan in zip(blocks, block_plans):  # the layout frames_packed makes
+            for i in members:
+                clip_plans[i], frame_offsets[i] = plan, offset
+                offset += plan.padded_frames
         with checked_packing(self.encoder), tf32_enabled(self.options.precision == "tf32"):
             with float32_context(audio.device), tf32_enabled(False):
-                mels = [self.frontend(clip.unsqueeze(0)) for clip in audio.split(list(lengths))]
-            plans: dict[int, WindowPlan] = {}  # frames -> plan: clips of one length are cut alike
-            for mel in mels:
-                frames = mel.shape[-1]
-                if frames not in plans:
-                    plans[frames] = plan_windows(
-                        frames, self.options.window_frames, passes=passes, overlap=self.options.window_overlap
-                    )
-            clip_plans = [plans[mel.shape[-1]] for mel in mels]
-            groups = index_packed(clip_plans, audio.device)  # one host-to-device copy
-            padded = frames_packed(mels, clip_plans)
+                # (clips_k, n_mels, frames_k) per length: a clip's log-mel is that of a call with it alone
+                mels = [self.frontend(torch.stack([clips[i] for i in members])) for _, members in blocks]
+            groups = index_packed(clip_plans, frame_offsets, audio.device)  # one host-to-device copy
+            padded = frames_packed(mels, block_plans)
             del mels
             columns = [plan.n_columns for plan in clip_plans]
             out = torch.empty(sum(columns), self.timestamp_embedding_size, dtype=torch.float32, device=audio.device)
@@ -159,6 +176,20 @@ class MatpacModel(nn.Module):
 
     def forward(self, audio: Tensor) -> Tensor:
         return self.column_features(audio)
+
+
+# Samples per front-end call of a packed call: bounds its transient memory (the STFT's complex
+# output and the power spectrum take several times the audio's bytes).
+FRONTEND_SAMPLES = 1 << 24
+
+
+def length_blocks(lengths: Sequence[int]) -> Dict[int, List[int]]:
+    """The clips of each sample length: `{length: [positions in lengths]}`, lengths in order of
+    first appearance."""
+    blocks: Dict[int, List[int]] = {}
+    for i, length in enumerate(lengths):
+        blocks.setdefault(length, []).append(i)
+    return blocks
 
 
 def audio_device_problem(audio: torch.device, model: torch.device) -> Optional[str]:

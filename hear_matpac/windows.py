@@ -5,8 +5,9 @@ same length), so every clip is cut identically and all windows of all clips can 
 micro-batches: the only Python loop is over micro-batches, never over clips or windows. The
 indices of a call are made on the host and moved to the device once (`index_call`).
 
-Clips of different lengths (`index_packed`) are cut each by its own plan, their log-mel frames
-and output columns laid end to end; windows of one length from every clip still share
+Clips of different lengths (`index_packed`) are cut each by its own plan (clips of one length
+share it), their log-mel frames laid out block by block of equal length and their output columns
+end to end in clip order; windows of one length from every clip still share
 micro-batches (all full windows together, tails of equal length together). Windows are never
 padded to share a batch: that would change their outputs.
 """
@@ -183,23 +184,29 @@ def index_call(plan: WindowPlan, n_clips: int, device: torch.device) -> list[Gro
     return _upload_groups(host, device)
 
 
-def index_packed(plans: Sequence[WindowPlan], device: torch.device) -> list[GroupIndex]:
+def index_packed(plans: Sequence[WindowPlan], frame_offsets: Sequence[int], device: torch.device) -> list[GroupIndex]:
     """The windows of clips of different lengths, clip i cut as `plans[i]` says, one `GroupIndex`
     per window length shared by all clips (longest windows first), with one host-to-device copy.
 
-    The clips' padded log-mels lie end to end along the frame axis of one clip (`frames_packed`:
-    every `clip` index is 0, `start` counts from the first clip's first frame), and their
-    columns end to end in the output: clip i's column j is row `sum(n_columns of clips < i) + j`.
+    The clips' padded log-mels lie along the frame axis of one clip (every `clip` index is 0),
+    clip i's from frame `frame_offsets[i]` on (`frames_packed` lays them out), and their columns
+    end to end in the output, in clip order: clip i's column j is row
+    `sum(n_columns of clips < i) + j`. Host work is per distinct plan, not per clip.
     """
+    columns = np.array([plan.n_columns for plan in plans], dtype=np.int64)
+    row_offsets = np.cumsum(columns) - columns
+    frame_offsets = np.asarray(frame_offsets, dtype=np.int64)
+    members: dict[int, list[int]] = {}  # id of a plan -> its clips (equal lengths share a plan)
+    for i, plan in enumerate(plans):
+        members.setdefault(id(plan), []).append(i)
     pieces: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # frames -> (starts, dest rows)
-    frame_offset = row_offset = 0
-    for plan in plans:
+    for clips in members.values():
+        plan, clips = plans[clips[0]], np.asarray(clips)
         for group in plan.groups:
-            dest = group.dest.numpy()
-            rows = np.where(dest >= 0, dest + row_offset, -1)
-            pieces.setdefault(group.frames, []).append((group.starts.numpy() + frame_offset, rows))
-        frame_offset += plan.padded_frames
-        row_offset += plan.n_columns
+            dest = group.dest.numpy()  # (windows, columns) of one clip
+            rows = np.where(dest >= 0, dest + row_offsets[clips, None, None], -1)  # (clips, windows, columns)
+            starts = group.starts.numpy() + frame_offsets[clips, None]  # (clips, windows)
+            pieces.setdefault(group.frames, []).append((starts.reshape(-1), rows.reshape(-1, dest.shape[1])))
     host: list[_HostGroup] = []
     for frames in sorted(pieces, reverse=True):
         start = np.concatenate([s for s, _ in pieces[frames]]).astype(np.int64)
@@ -240,11 +247,15 @@ def frames_first(mel: Tensor, plan: WindowPlan) -> Tensor:
 
 
 def frames_packed(mels: Sequence[Tensor], plans: Sequence[WindowPlan]) -> Tensor:
-    """Log-mels `(1, n_freq, frames_i)` of clips of different lengths, each zero-padded to its
-    plan's `padded_frames`, end to end as one clip `(1, sum of padded frames, n_freq)`: the
-    layout `index_packed` indexes."""
-    padded = [torch.nn.functional.pad(mel, (0, plan.padded_frames - mel.shape[-1])) for mel, plan in zip(mels, plans)]
-    return torch.cat(padded, dim=-1).transpose(1, 2)  # joined where contiguous; a view, as frames_first gives
+    """Log-mels `(clips_k, n_freq, frames_k)` of blocks of clips of equal length, each
+    zero-padded to its block's plan's `padded_frames`, clip after clip and block after block as
+    one clip `(1, sum of padded frames, n_freq)`: the layout `index_packed` indexes (a clip's
+    frame offset: the padded frames of the clips before it in this order). Ops per block."""
+    padded = [
+        torch.nn.functional.pad(mel, (0, plan.padded_frames - mel.shape[-1])).transpose(0, 1).flatten(1)
+        for mel, plan in zip(mels, plans)
+    ]  # (n_freq, clips_k * padded frames_k) each
+    return torch.cat(padded, dim=-1).unsqueeze(0).transpose(1, 2)  # a view, as frames_first gives
 
 
 def cut_windows(frames_first: Tensor, group: GroupIndex, lo: int, hi: int) -> Tensor:

@@ -170,3 +170,54 @@ def test_one_device_read_per_packed_call_whatever_the_clips(monkeypatch, timesta
             with DeviceReads() as reads:
                 embed_packed(audio, lengths, model, timestamps=timestamps)
             assert (dict(reads.ops), len(tolist_calls)) == ({}, 1), (n_clips, max_windows)
+
+
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_packed_non_finite_audio_and_embeddings_name_their_clips(tiny_model, timestamps):
+    """`embed_packed`'s checks reduce by segments over the whole call: each clip is judged by
+    its own samples and rows, clips of one length included."""
+    from hear_matpac.api import embed_packed
+
+    lengths = [8000, 16000, 8000, 24000, 8000, 16000]
+    clips = [0.1 * torch.ones(n) for n in lengths]
+    clips[2][-1] = float("nan")  # the last sample of a clip: next to its neighbour's first
+    clips[5][0] = float("inf")
+    with pytest.raises(ValueError, match=r"audio contains NaN or Inf in clip\(s\) 2, 5 "):
+        embed_packed(torch.cat(clips), lengths, tiny_model, timestamps=timestamps)
+    clips = [0.1 * torch.ones(n) for n in lengths]
+    clips[1] *= 1e31  # finite float32 audio whose embeddings overflow to NaN
+    clips[4] *= 1e31
+    with pytest.raises(ValueError, match=r"embeddings are NaN or Inf for clip\(s\) 1, 4 "):
+        embed_packed(torch.cat(clips), lengths, tiny_model, timestamps=timestamps)
+
+
+def test_packed_timestamp_rows_are_checked_per_clip_reported_rows_only(monkeypatch):
+    """With timestamps on a finer grid, the returned rows of each clip are checked (the scene
+    comes from a second pass): a NaN in a returned row names its clip, one in a trailing row
+    that is not returned does not."""
+    from hear_matpac.api import embed_packed
+    from hear_matpac.model import MatpacModel
+    from hear_matpac.timestamps import n_reported_columns
+
+    model = hear_matpac.load_model(str(TINY_FLAT), timestamp_hop_ms=40)
+    lengths = [16000, 9000, 16000, 9000]
+    original = MatpacModel.packed_column_features
+    poison: list[int] = []  # rows of the fine grid to make NaN
+
+    def poisoned(self, audio, lengths, native_grid=False):
+        out, columns = original(self, audio, lengths, native_grid)
+        if not native_grid:
+            out[poison] = float("nan")
+        return out, columns
+
+    monkeypatch.setattr(MatpacModel, "packed_column_features", poisoned)
+    audio = 0.1 * torch.randn(sum(lengths), generator=torch.Generator().manual_seed(4))
+    columns = original(model, audio, lengths)[1]
+    reported = [n_reported_columns(n, c, model.options.hop_samples) for n, c in zip(lengths, columns)]
+    assert reported[3] < columns[3]  # clip 3 has a trailing row that is not returned
+    start = [sum(columns[:i]) for i in range(len(lengths))]
+    poison[:] = [start[2] + reported[2] - 1, start[3] + columns[3] - 1]  # clip 2's last returned; clip 3's dropped
+    with pytest.raises(ValueError, match=r"embeddings are NaN or Inf for clip\(s\) 2 "):
+        embed_packed(audio, lengths, model, timestamps=True)
+    poison[:] = [start[3] + columns[3] - 1]
+    embed_packed(audio, lengths, model, timestamps=True)  # nothing returned is NaN

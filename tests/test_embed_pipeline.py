@@ -73,6 +73,31 @@ def test_packed_clips_get_what_each_clip_alone_gets(options, timestamps):
             assert got.embeddings is None and got.timestamps is None
 
 
+@pytest.mark.parametrize("timestamps, frontend_samples", [(False, None), (True, None), (True, 50000)])
+def test_many_clips_of_repeated_lengths_get_what_each_clip_alone_gets(monkeypatch, timestamps, frontend_samples):
+    # clips of one length share front-end calls and one plan, and their log-mels lie block by
+    # block: interleaved lengths check that every clip finds its own frames, rows and timestamps
+    # (also with the front end's calls cut small: a block split, a clip longer than the cap)
+    if frontend_samples is not None:
+        monkeypatch.setattr(hear_matpac.model, "FRONTEND_SAMPLES", frontend_samples)
+    model = hear_matpac.load_model(str(TINY_FLAT), window_seconds=0.96, timestamp_hop_ms=40)
+    base = _lengths(15360)
+    lengths = [base[(7 * i) % len(base)] for i in range(40)]
+    clips = _clips(lengths, seed=3)
+    packed = embed_packed(torch.cat(clips), lengths, model, timestamps=timestamps)
+    alone = {}
+    for i, (clip, got) in enumerate(zip(clips, packed)):
+        scene, embeddings, times = alone[i] = get_scene_and_timestamp_embeddings(clip[None], model)
+        assert got.scene.shape == scene[0].shape and (got.scene - scene[0]).abs().max() <= BATCH_TOLERANCE
+        if timestamps:
+            assert got.embeddings.shape == embeddings[0].shape
+            assert (got.embeddings - embeddings[0]).abs().max() <= BATCH_TOLERANCE
+            assert torch.equal(got.timestamps, times[0])
+    # clips of equal length hold different audio: a clip given a batch-mate's rows would show
+    first = lengths.index(base[5])  # three windows and a tail
+    assert (alone[first][0] - alone[first + len(base)][0]).abs().max() > 100 * BATCH_TOLERANCE
+
+
 def test_windows_of_equal_length_from_clips_of_different_lengths_share_encoder_calls():
     model = hear_matpac.load_model(str(TINY_FLAT), max_windows=16, window_seconds=0.96)  # 96 frames
     window = 96 * 160
