@@ -48,3 +48,10 @@ def test_mistyped_weights_file_is_an_error(command, capsys, no_weights_found):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "wieghts/matpac_10_2048.pt: no such checkpoint file, nor a published checkpoint's name" in err
+
+
+def test_demo_usage_error_with_the_stand_in_is_one_line_and_no_banner(capsys, no_weights_found):
+    """The stand-in's 4-line banner is printed only once the options have been checked."""
+    assert main(["demo", "--layer", "7"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hear-matpac demo: error: ") and "TINY" not in err

@@ -9,7 +9,7 @@ import torch
 
 from ..api import get_scene_and_timestamp_embeddings, load_model
 from ..config import SAMPLE_RATE
-from ..weights.locate import best_available_weights, weights_help
+from ..weights.locate import announce_stand_in, best_available_weights, weights_help
 from .flags import add_device, add_model_options, add_weights, model_options, resolve_device
 
 MAX_SECONDS = 3600.0  # one synthetic clip held in memory at once, with its spectrogram
@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--seconds must be a number of seconds in (0, {MAX_SECONDS:g}], got {args.seconds}")
     device = resolve_device(args.device)
     options = model_options(args)
-    path = best_available_weights(args.weights)
-    model = load_model(str(path), **options).to(device)
+    path = best_available_weights(args.weights, announce=False)
+    model = load_model(str(path), **options).to(device)  # checks the options: a mistake is one line
+    announce_stand_in(path)
     audio = synthetic_clip(args.seconds).to(device)
     start = time.perf_counter()
     scene, embeddings, timestamps = get_scene_and_timestamp_embeddings(audio, model)
