@@ -39,6 +39,14 @@ def synthetic_clip(seconds: float) -> torch.Tensor:
     return (0.5 * torch.sin(phase) + 0.01 * noise).float().unsqueeze(0)
 
 
+def passes_said(passes: int) -> str:
+    """How many times `get_scene_and_timestamp_embeddings` runs the encoder over the clip: once
+    on MATPAC's own grid, else `passes` shifted passes for the timestamps and one more for the scene."""
+    if passes == 1:
+        return "one encoder pass"
+    return f"{passes + 1} encoder passes: {passes} for the timestamps, 1 for the scene"
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.seconds <= MAX_SECONDS:  # also refuses nan and inf
         raise ValueError(f"--seconds must be a number of seconds in (0, {MAX_SECONDS:g}], got {args.seconds}")
@@ -61,5 +69,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"timestamps:  {tuple(embeddings.shape)} embeddings; first {timestamps[0, :3].tolist()} ms, "
           f"last {timestamps[0, -1].item()} ms")
     print(f"scene:       {tuple(scene.shape)}, L2 norm {scene.norm().item():.4f}")
-    print(f"time:        {elapsed:.3f} s (scene and timestamp embeddings, one encoder pass)")
+    print(f"time:        {elapsed:.3f} s (scene and timestamp embeddings, {passes_said(model.options.passes)})")
     return 0
