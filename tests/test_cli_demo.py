@@ -48,3 +48,31 @@ def test_mistyped_weights_file_is_an_error(command, capsys, no_weights_found):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "wieghts/matpac_10_2048.pt: no such checkpoint file, nor a published checkpoint's name" in err
+
+
+def test_demo_usage_error_with_the_stand_in_is_one_line_and_no_banner(capsys, no_weights_found):
+    """The stand-in's 4-line banner is printed only once the options have been checked."""
+    assert main(["demo", "--layer", "7"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hear-matpac demo: error: ") and "TINY" not in err
+
+
+@pytest.mark.parametrize("hop", ["160", "40"])
+def test_demo_says_how_many_encoder_passes_it_made(hop, capsys, monkeypatch):
+    """The passes counted where they are planned (each `plan_windows` call plans `passes`)."""
+    import hear_matpac.model as model_module
+
+    planned = []
+    real = model_module.plan_windows
+
+    def counting(*args, **kwargs):
+        planned.append(kwargs.get("passes", 1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model_module, "plan_windows", counting)
+    assert main(["demo", "--weights", str(TINY_FLAT), "--seconds", "2", "--timestamp-hop-ms", hop]) == 0
+    out = capsys.readouterr().out
+    n = sum(planned)
+    assert (n == 1) == (hop == "160")
+    said = "one encoder pass" if n == 1 else f"{n} encoder passes"
+    assert said in out.splitlines()[-1]

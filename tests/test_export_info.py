@@ -286,11 +286,11 @@ def test_cli_export_into_a_read_only_folder_or_onto_a_folder_is_one_line(tmp_pat
     out = read_only_dir / "tiny.safetensors"
     assert main(["weights", "export", str(TINY), str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"hear-matpac weights: error: cannot write into {read_only_dir}") and err.count("\n") == 1
+    assert err.startswith(f"hear-matpac weights export: error: cannot write into {read_only_dir}") and err.count("\n") == 1
     folder = tmp_path / "taken.safetensors"
     folder.mkdir()
     (folder / "keep").write_text("x")
     assert main(["weights", "export", str(TINY), str(folder), "--overwrite"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"hear-matpac weights: error: {folder} is a folder; give the output file's name (ending in .safetensors)"
+    assert err.strip() == f"hear-matpac weights export: error: {folder} is a folder; give the output file's name (ending in .safetensors)"
     assert (folder / "keep").read_text() == "x"

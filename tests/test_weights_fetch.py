@@ -362,7 +362,7 @@ def test_cli_fetch_into_a_read_only_folder_or_a_file_is_one_line(server, tmp_pat
         argv = ["weights", "fetch", "tiny", "--dir", str(folder), "--base-url", server.base_url, "--quiet"]
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"hear-matpac weights: error: {folder}" if says == "is not a folder" else
-                              f"hear-matpac weights: error: cannot write into {folder}")
+        assert err.startswith(f"hear-matpac weights fetch: error: {folder}" if says == "is not a folder" else
+                              f"hear-matpac weights fetch: error: cannot write into {folder}")
         assert says in err and err.count("\n") == 1
     assert list(read_only_dir.iterdir()) == []

@@ -9,7 +9,7 @@ import torch
 
 from ..api import get_scene_and_timestamp_embeddings, load_model
 from ..config import SAMPLE_RATE
-from ..weights.locate import best_available_weights, weights_help
+from ..weights.locate import announce_stand_in, best_available_weights, weights_help
 from .flags import add_device, add_model_options, add_weights, model_options, resolve_device
 
 MAX_SECONDS = 3600.0  # one synthetic clip held in memory at once, with its spectrogram
@@ -39,13 +39,22 @@ def synthetic_clip(seconds: float) -> torch.Tensor:
     return (0.5 * torch.sin(phase) + 0.01 * noise).float().unsqueeze(0)
 
 
+def passes_said(passes: int) -> str:
+    """How many times `get_scene_and_timestamp_embeddings` runs the encoder over the clip: once
+    on MATPAC's own grid, else `passes` shifted passes for the timestamps and one more for the scene."""
+    if passes == 1:
+        return "one encoder pass"
+    return f"{passes + 1} encoder passes: {passes} for the timestamps, 1 for the scene"
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.seconds <= MAX_SECONDS:  # also refuses nan and inf
         raise ValueError(f"--seconds must be a number of seconds in (0, {MAX_SECONDS:g}], got {args.seconds}")
     device = resolve_device(args.device)
     options = model_options(args)
-    path = best_available_weights(args.weights)
-    model = load_model(str(path), **options).to(device)
+    path = best_available_weights(args.weights, announce=False)
+    model = load_model(str(path), **options).to(device)  # checks the options: a mistake is one line
+    announce_stand_in(path)
     audio = synthetic_clip(args.seconds).to(device)
     start = time.perf_counter()
     scene, embeddings, timestamps = get_scene_and_timestamp_embeddings(audio, model)
@@ -60,5 +69,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"timestamps:  {tuple(embeddings.shape)} embeddings; first {timestamps[0, :3].tolist()} ms, "
           f"last {timestamps[0, -1].item()} ms")
     print(f"scene:       {tuple(scene.shape)}, L2 norm {scene.norm().item():.4f}")
-    print(f"time:        {elapsed:.3f} s (scene and timestamp embeddings, one encoder pass)")
+    print(f"time:        {elapsed:.3f} s (scene and timestamp embeddings, {passes_said(model.options.passes)})")
     return 0

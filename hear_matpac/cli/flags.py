@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import typing
 from dataclasses import fields
@@ -77,15 +78,25 @@ def add_model_options(parser: argparse.ArgumentParser, exclude: Collection[str] 
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
+        text = flag_help(flag, helps[f.name])
         if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helps[f.name])
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             base = next((t for t in (int, float, str) if kind in (t, typing.Optional[t])), str)
             metavar = f.name.split("_")[-1].upper()
-            group.add_argument(flag, type=base, default=None, metavar=metavar, help=helps[f.name])
+            group.add_argument(flag, type=base, default=None, metavar=metavar, help=text)
     group.add_argument("--model-options", default="{}", metavar="JSON",
                        help='load_model options as a JSON object, e.g. \'{"layer": 6}\' (default {})')  # fmt: skip
     parser.set_defaults(model_option_flags=[f.name for f in fields(ModelOptions) if f.name not in exclude])
+
+
+def flag_help(flag: str, text: str) -> str:
+    """An option's help (written for `load_model`) in the words of its flag: `False`/`True` are
+    `--no-FLAG`/`--FLAG`, and `None` (the option left out) is the flag not given."""
+    text = re.sub(r"\bFalse\b", "--no-" + flag[2:], text)
+    text = re.sub(r"\bTrue\b", flag, text)
+    text = re.sub(r"(^|[.:] )None\b", r"\1Not given", text)
+    return re.sub(r"\bNone\b", "not given", text)
 
 
 def model_options(args: argparse.Namespace) -> Dict[str, Any]:

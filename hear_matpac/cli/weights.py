@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..io import first_line
 from ..weights.download import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, DownloadError, fetch
 from ..weights.export import export_safetensors
 from ..weights.registry import BASE_URL_ENV, REGISTRY, get_entry, markdown_table
@@ -21,10 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "encoder to .safetensors.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    # each ACTION names itself as the command, so every error of it reads
+    # `hear-matpac weights ACTION: error: ...` (argparse's, the CLI's and its own)
 
     listing = actions.add_parser("list", help="the published checkpoints and which are downloaded")
     listing.add_argument("--markdown", action="store_true", help="print the registry as a Markdown table")
-    listing.set_defaults(func=run_list)
+    listing.set_defaults(func=run_list, command="weights list")
 
     getter = actions.add_parser(
         "fetch",
@@ -53,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"seconds without a byte, or under 1 KB/s, before a transfer counts as stalled (default {DEFAULT_TIMEOUT_S:g})",
     )
     getter.add_argument("--quiet", action="store_true", help="no progress line")
-    getter.set_defaults(func=run_fetch)
+    getter.set_defaults(func=run_fetch, command="weights fetch")
 
     exporter = actions.add_parser(
         "export",
@@ -66,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exporter.add_argument("out", metavar="OUT", help="output file, ending in .safetensors")
     exporter.add_argument("--encoder-only", action="store_true", help="leave out the classification head")
     add_overwrite(exporter, "replace OUT if it exists")
-    exporter.set_defaults(func=run_export)
+    exporter.set_defaults(func=run_export, command="weights export")
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -89,7 +92,7 @@ def run_fetch(args: argparse.Namespace) -> int:
             timeout=args.timeout, progress=not args.quiet,
         )  # fmt: skip
     except DownloadError as err:
-        print(f"hear-matpac weights fetch: error: {err}", file=sys.stderr)
+        print(f"hear-matpac {args.command}: error: {first_line(err)}", file=sys.stderr)
         return 1
     if result.downloaded:
         print(f"downloaded {entry.name} to {result.path}")
@@ -105,7 +108,7 @@ def run_export(args: argparse.Namespace) -> int:
     try:
         result = export_safetensors(src, args.out, include_head=not args.encoder_only, overwrite=args.overwrite)
     except FileExistsError as err:
-        print(f"hear-matpac weights export: error: {err}", file=sys.stderr)
+        print(f"hear-matpac {args.command}: error: {first_line(err)}", file=sys.stderr)
         return 2
     cfg = result.config
     head = ", with the classification head" if result.head else ""

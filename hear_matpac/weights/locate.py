@@ -126,17 +126,32 @@ def tiny_untrained_warning(weights: PathLike, what: str = "scores") -> None:
               f"${WEIGHTS_ENV}.", file=sys.stderr)  # fmt: skip
 
 
-def best_available_weights(path: PathLike = "") -> Path:
+def best_available_weights(path: PathLike = "", announce: bool = True) -> Path:
     """`resolve_weights_path(path)`; only when nothing is named (no `path`, no
     `$HEAR_MATPAC_WEIGHTS`) and the default checkpoint is not found, the bundled tiny untrained
-    checkpoint, with a loud warning on stderr. A named file or checkpoint that is not there is
-    the `FileNotFoundError` of `resolve_weights_path`, never the stand-in."""
+    checkpoint, with a loud warning on stderr (`announce=False`: none yet; the caller checks
+    its options first, then calls `announce_stand_in`). A named file or checkpoint that is not
+    there is the `FileNotFoundError` of `resolve_weights_path`, never the stand-in."""
     if named_weights(path):
         return resolve_weights_path(path)
     try:
         return resolve_weights_path("")
-    except FileNotFoundError as err:
-        banner = "!" * 78
-        print(f"{banner}\nWARNING: the embeddings and scores of this run {TINY_UNTRAINED_WARNING}.\n{err}\n{banner}",
-              file=sys.stderr)  # fmt: skip
+    except FileNotFoundError:
+        if announce:
+            announce_stand_in(TINY_UNTRAINED)
         return TINY_UNTRAINED
+
+
+def announce_stand_in(weights: PathLike) -> None:
+    """The loud banner on stderr that this run uses the tiny untrained stand-in, and why (only
+    when `weights` is it)."""
+    if Path(weights) != TINY_UNTRAINED:
+        return
+    try:
+        resolve_weights_path("")
+        why = ""
+    except FileNotFoundError as err:
+        why = f"{err}\n"
+    banner = "!" * 78
+    print(f"{banner}\nWARNING: the embeddings and scores of this run {TINY_UNTRAINED_WARNING}.\n{why}{banner}",
+          file=sys.stderr)  # fmt: skip

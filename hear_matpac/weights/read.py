@@ -28,10 +28,10 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
+from ..encoder import MatpacEncoder
 from ..io import first_line
 from ..config import (
     HEAD_DIM,
-    MLP_RATIO,
     N_MELS,
     PATCH,
     FREQ_PATCHES,
@@ -280,27 +280,12 @@ def _infer_config(tensors: Mapping[str, Tensor], path: PathLike) -> EncoderConfi
 
 
 def expected_shapes(config: EncoderConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor of an encoder of this shape, with its shape."""
-    d, hidden = config.embed_dim, config.embed_dim * MLP_RATIO
-    shapes: dict[str, tuple[int, ...]] = {
-        "cls_token": (1, 1, d),
-        "pos_embed": (1, 1 + FREQ_PATCHES * config.max_columns, d),
-        "patch_embed.proj.weight": (d, 1, PATCH, PATCH),
-        "patch_embed.proj.bias": (d,),
-        "norm.weight": (d,),
-        "norm.bias": (d,),
-    }
-    per_block = {
-        "norm1.weight": (d,), "norm1.bias": (d,),
-        "attn.qkv.weight": (3 * d, d), "attn.qkv.bias": (3 * d,),
-        "attn.proj.weight": (d, d), "attn.proj.bias": (d,),
-        "norm2.weight": (d,), "norm2.bias": (d,),
-        "mlp.fc1.weight": (hidden, d), "mlp.fc1.bias": (hidden,),
-        "mlp.fc2.weight": (d, hidden), "mlp.fc2.bias": (d,),
-    }  # fmt: skip
-    for i in range(config.depth):
-        shapes.update({f"blocks.{i}.{k}": v for k, v in per_block.items()})
-    return shapes
+    """Every tensor of an encoder of this shape, with its shape, in the model's order: read off
+    `MatpacEncoder(config)` itself, built on the meta device (no memory, no initialisation), so
+    the reader checks exactly what the encoder will load."""
+    with torch.device("meta"):
+        built = MatpacEncoder(config)
+    return {name: tuple(tensor.shape) for name, tensor in built.state_dict().items()}
 
 
 def _check_shapes(tensors: Mapping[str, Tensor], config: EncoderConfig, path: PathLike) -> None:
