@@ -3,12 +3,16 @@ decode, mix to mono, resample to 16 kHz), in one process on one thread, for 10 s
 format, and the cores per GPU that feeding 50k audio-seconds per second would take.
 
 Also the parts of a 44.1 kHz stereo WAV's cost: decoding alone, the old strided channel mean
-against the channel sum `read_audio` now uses, and soxr's VHQ (used) against HQ.
+against the channel sum `read_audio` now uses, and soxr's VHQ (used) against HQ; and the time
+to write one chunk of outputs (scene and frames of `--chunk` inputs) as `OutputStore.write`
+does now (one sync per chunk) against one atomic write with its own fsync per file (before),
+in a folder under `--write-dir` (default: the system's temporary folder).
 
 The files are written to a temporary folder first and read from the page cache (a disk that
 cannot keep up is another limit). Prints figures; not a test.
 
-    python benchmarks/decode_rate.py [--files 8] [--repeats 5] [--seconds 10]
+    python benchmarks/decode_rate.py [--files 8] [--repeats 5] [--seconds 10] [--chunk 256]
+                                     [--write-dir DIR] [--only-writes]
 """
 from __future__ import annotations
 
@@ -71,8 +75,14 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--write-dir", type=Path, default=None)
+    parser.add_argument("--only-writes", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.only_writes:
+        _writes(args)
+        return
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; one process, one thread; "
           f"libsndfile {soundfile.__libsndfile_version__}, soxr {soxr.__version__}, numpy {np.__version__}")  # fmt: skip
     print(f"{args.files} files of {args.seconds:g} s per format, median of {args.repeats} passes\n")
@@ -95,6 +105,7 @@ def main() -> None:
             rate_s = args.seconds / per_file
             print(f"{label:32s} {per_file * 1e3:8.2f} {rate_s:19,.0f} {TARGET / rate_s:24.1f}")
         _parts(Path(folder), args)
+    _writes(args)
 
 
 def _parts(folder: Path, args: argparse.Namespace) -> None:
@@ -115,6 +126,33 @@ def _parts(folder: Path, args: argparse.Namespace) -> None:
     for label, run in parts.items():
         run()
         print(f"  {label:46s} {_best(run, repeats) * 1e3:7.2f}")
+
+
+def _writes(args: argparse.Namespace) -> None:
+    """One chunk of `args.chunk` inputs' outputs (scene (3840,), frames (63, 3840)): grouped
+    (`OutputStore.write`) against one `atomic_write` per file, each with its fsync."""
+    from hear_matpac.files.store import Need, OutputStore, Source
+    from hear_matpac.io import atomic_write
+
+    rng = np.random.default_rng(0)
+    scene = rng.standard_normal(3840).astype(np.float32)
+    frames = (rng.standard_normal((63, 3840)).astype(np.float32), np.arange(63, dtype=np.float32))
+    chunk = [(f"{i}.wav", Source(f"/audio/{i}.wav", i, 1), Need(True, True), scene, frames) for i in range(args.chunk)]
+    print(f"\none chunk of {args.chunk} inputs, scene and frames each ({2 * args.chunk} files), ms, 3 rounds:")
+    for round_ in range(3):
+        with tempfile.TemporaryDirectory(dir=args.write_dir) as folder:
+            start = time.perf_counter()
+            with OutputStore.open(Path(folder) / "grouped", {"model_options": {}}, False, lambda line: None) as store:
+                store.write(chunk)
+            grouped = time.perf_counter() - start
+            start = time.perf_counter()
+            for name, _, _, s, (embeddings, timestamps) in chunk:
+                with atomic_write(Path(folder) / "each" / f"{name}.scene.npy") as handle:
+                    np.save(handle, s)
+                with atomic_write(Path(folder) / "each" / f"{name}.frames.npz") as handle:
+                    np.savez(handle, embeddings=embeddings, timestamps=timestamps)
+            each = time.perf_counter() - start
+        print(f"  round {round_ + 1}: grouped (one sync) {grouped * 1e3:7.0f}   an fsync per file {each * 1e3:7.0f}")
 
 
 if __name__ == "__main__":
