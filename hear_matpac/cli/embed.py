@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 
 from ..api import load_model
-from ..files.decode import MAX_DEFAULT_WORKERS
+from ..files.decode import CPU_WORKERS
 from ..files.embed import FileEmbedder, Tally, folder_settings, plan_jobs
 from ..io import first_line
 from ..files.inputs import collect_inputs
@@ -61,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--decode-workers", type=int, metavar="N",
         help="processes decoding and resampling the next files while these are embedded; 0: decode in "
-        f"the main process (default: none for one file, else up to {MAX_DEFAULT_WORKERS})",
+        "the main process (default: none for one file; on CUDA the cores of each GPU (the CPUs this process "
+        "may use, divided among a torchrun job's processes on the machine) less one, which feeds the GPU; "
+        f"on CPU {CPU_WORKERS}, the cores being the encoder's; never more than there are chunks of files)",
     )  # fmt: skip
     add_overwrite(parser, "recompute this run's outputs even when up to date; with settings other than "
                   "OUT's, first delete every output in OUT")  # fmt: skip

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from .audio import AudioFileError, read_audio
 from .store import Source, forget_locks_in_child
 
 PREFETCH = 2  # chunks decoded ahead, per worker
-MAX_DEFAULT_WORKERS = 2
+CPU_WORKERS = 1  # decoding processes by default when the model runs on the CPU
 
 
 @dataclass
@@ -63,13 +63,36 @@ class DecodedChunk:
         self.__dict__.update(state, audio=torch.from_numpy(audio) if isinstance(audio, np.ndarray) else audio)
 
 
-def default_workers(n_files: int) -> int:
-    """Decoding processes for `n_files` files: none for a single file (a worker costs more
-    than it saves), else up to `MAX_DEFAULT_WORKERS` on the CPUs this process may use."""
+def default_workers(n_files: int, chunk_size: int = 1, cuda: bool = False,
+                    env: Optional[Mapping[str, str]] = None) -> int:  # fmt: skip
+    """Decoding processes for `n_files` files decoded `chunk_size` at a time.
+
+    None for a single file (a worker costs more than it saves); never more than there are
+    chunks. On CUDA, the cores this device may use (`device_cores`) but one, kept for the process
+    that feeds the device and writes the outputs: one core decodes a few thousand audio-seconds
+    per second, the encoder tens of thousands (docs/performance.md). On CPU, `CPU_WORKERS`:
+    the encoder's threads need the cores, and one core decodes far faster than all the others
+    encode."""
     if n_files <= 1:
         return 0
+    workers = max(1, device_cores(env) - 1) if cuda else CPU_WORKERS
+    return min(workers, -(-n_files // max(1, chunk_size)))
+
+
+def device_cores(env: Optional[Mapping[str, str]] = None) -> int:
+    """The cores of one device of this job: the CPUs this process may use, shared by the
+    processes of a torchrun job on this machine (`LOCAL_WORLD_SIZE`) when each of them may use
+    the whole machine; a process bound to its own cores (Slurm's per-task binding) has them to
+    itself."""
+    env = os.environ if env is None else env
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(MAX_DEFAULT_WORKERS, cpus)
+    try:
+        local = max(1, int(env.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    if local > 1 and cpus >= (os.cpu_count() or cpus):
+        return max(1, cpus // local)
+    return cpus
 
 
 def decoded_chunks(sources: Sequence[Source], chunk_size: int, workers: int, pin_memory: bool) -> Iterable[DecodedChunk]:

@@ -117,7 +117,7 @@ class FileEmbedder:
         """Embed `jobs`, `batch_size` files decoded and embedded at a time."""
         if not jobs:
             return self.tally
-        workers = default_workers(len(jobs)) if self.workers is None else self.workers
+        workers = default_workers(len(jobs), batch_size, self.device.type == "cuda") if self.workers is None else self.workers
         chunks = decoded_chunks([job.source for job in jobs], batch_size, workers, self.device.type == "cuda")
         with BackgroundWriter() as writer:
             for chunk in _loaded(chunks, workers):

@@ -5,6 +5,10 @@ For an input named `birds/a.wav` (see `files.inputs`), under the output director
 `--timestamps`, `birds/a.wav.frames.npz` (`embeddings` float32 `(T, timestamp_embedding_size)`,
 `timestamps` float32 `(T,)` in ms). `embed-info.json` at the top records the settings and
 `files.store` the rest of the folder's state.
+
+`save_scene`/`save_frames` write the path they are given, as is: `files.store` gives them a
+temporary file beside the output and makes a chunk's files durable and visible together
+(one sync, then the renames; see `OutputStore.write`).
 """
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write
 
 SCENE_SUFFIX = ".scene.npy"
 FRAMES_SUFFIX = ".frames.npz"
@@ -32,14 +35,15 @@ def output_paths(out_dir: Path, name: str) -> OutputPaths:
 
 
 def save_scene(path: Path, scene: np.ndarray) -> None:
-    """`scene` `(D,)` float32 -> `.npy`."""
-    with atomic_write(path) as handle:
+    """`scene` `(D,)` float32 -> `.npy` at `path` (not synced, not renamed)."""
+    with open(path, "wb") as handle:
         np.save(handle, np.ascontiguousarray(scene, dtype=np.float32))
 
 
 def save_frames(path: Path, embeddings: np.ndarray, timestamps: np.ndarray) -> None:
-    """`embeddings` `(T, D)`, `timestamps` `(T,)` ms, both float32 -> `.npz`."""
-    with atomic_write(path) as handle:
+    """`embeddings` `(T, D)`, `timestamps` `(T,)` ms, both float32 -> `.npz` at `path` (not
+    synced, not renamed)."""
+    with open(path, "wb") as handle:
         np.savez(
             handle,
             embeddings=np.ascontiguousarray(embeddings, dtype=np.float32),
