@@ -58,7 +58,7 @@ class PendingCheck:
             self.summary = torch.empty(summary.shape, dtype=summary.dtype, pin_memory=True)
             self.summary.copy_(summary, non_blocking=True)
             self.event = torch.cuda.Event()
-            self.event.record()
+            self.event.record(torch.cuda.current_stream(summary.device))  # the summary's device, not the current one
         else:
             self.summary = summary
 
