@@ -146,3 +146,29 @@ def test_an_error_found_at_a_late_read_fails_only_that_calls_file(tmp_path, monk
     assert captured.err.count("failed:") == 1 and "b.wav: embeddings are NaN or Inf" in captured.err
     assert sorted(p.name for p in (tmp_path / "o").glob("*.npy")) == ["a.wav.scene.npy", "c.wav.scene.npy",
                                                                       "d.wav.scene.npy"]  # fmt: skip
+
+
+def test_a_call_is_decoded_in_pieces_that_never_straddle_calls():
+    seconds = [1.0] * 1000 + [100.0] * 3 + [0.0] * 4
+    calls = plan_chunks(seconds, "cuda", CPU_BUDGET)
+    pieces, call_of = embed_files.decode_pieces(calls, seconds)
+    assert [i for piece in pieces for i in piece] == list(range(len(seconds)))
+    for piece, number in zip(pieces, call_of):
+        assert set(piece) <= set(calls[number])
+        assert sum(seconds[i] or embed_files.DECODE_SECONDS / 16 for i in piece) <= embed_files.DECODE_SECONDS
+    assert len(calls) == 1 and len(pieces) > 5  # one call, decoded by several workers at once
+
+
+def test_pieces_decoded_apart_are_embedded_in_one_call(tmp_path, monkeypatch):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(6):
+        _wav(inp / f"{i}.wav", 1.0, 200 + 50 * i)
+    pieces = []
+    real = embed_files.decoded_chunks
+    monkeypatch.setattr(embed_files, "decoded_chunks", lambda sources, chunks, *a: pieces.append(chunks) or real(sources, chunks, *a))
+    monkeypatch.setattr(embed_files, "DECODE_SECONDS", 2.0)
+    log = _logged(monkeypatch)
+    assert _embed(inp, tmp_path / "o") == 0
+    assert pieces == [[[0, 1], [2, 3], [4, 5]]]
+    assert log == [("queue", ("1",) * 6), ("read", ("1",) * 6)]

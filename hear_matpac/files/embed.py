@@ -51,6 +51,8 @@ from ..weights.integrity import weights_sha256
 _FILE_ERRORS = (ValueError, TypeError, RuntimeError)
 # ModelOptions fields that change the numbers (max_windows and cpu_packed_weights do not).
 _DEVICE_ERRORS = ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "device-side assert")
+# Audio decoded by one worker at a time (a piece of a call): the calls are much longer on CUDA.
+DECODE_SECONDS = 256.0
 
 
 def device_failure(err: BaseException, files: int) -> Optional[str]:
@@ -124,13 +126,14 @@ class FileEmbedder:
         if not jobs:
             return self.tally
         workers = default_workers(len(jobs)) if self.workers is None else self.workers
-        plan = plan_chunks([job.seconds or audio_seconds(job.item.path) for job in jobs], self.device.type,
-                           self._budget_seconds())  # fmt: skip
-        chunks = decoded_chunks([job.source for job in jobs], plan, workers, self.device.type == "cuda")
+        seconds = [job.seconds or audio_seconds(job.item.path) for job in jobs]
+        calls = plan_chunks(seconds, self.device.type, self._budget_seconds())
+        pieces, call_of = decode_pieces(calls, seconds)
+        chunks = decoded_chunks([job.source for job in jobs], pieces, workers, self.device.type == "cuda")
         with BackgroundWriter() as writer:
             pending: Optional[_Queued] = None
-            for chunk in _loaded(chunks, workers):
-                pending = self._chunk(jobs, chunk, pending, writer)
+            for call in _calls(_loaded(chunks, workers), call_of):
+                pending = self._chunk(jobs, call, pending, writer)
             self._finish(pending, writer)
         return self.tally
 
@@ -140,22 +143,31 @@ class FileEmbedder:
         budget = frame_budget(self.model.encoder.config, options.max_windows, options.precision, self.device)
         return budget / FRAMES_PER_SECOND
 
-    def _chunk(self, jobs: Sequence[Job], chunk: DecodedChunk, pending: Optional["_Queued"],
+    def _chunk(self, jobs: Sequence[Job], pieces: list[DecodedChunk], pending: Optional["_Queued"],
                writer: "BackgroundWriter") -> Optional["_Queued"]:  # fmt: skip
-        """Queue `chunk`'s decoded files in one call, then read back `pending` (the call before);
-        return this call, to be read back after the next one is queued. When queueing fails,
-        `pending` is read back first (its memory freed), then each file is tried alone."""
-        for index, problem in chunk.failed:
-            self.fail(str(jobs[index].item.path), problem, jobs[index].seconds)
-        if not chunk.indices:
+        """Queue the decoded files of one call's `pieces` in one call, then read back `pending`
+        (the call before); return this call, to be read back after the next one is queued. When
+        queueing fails, `pending` is read back first (its memory freed), then each file is tried
+        alone."""
+        for piece in pieces:
+            for index, problem in piece.failed:
+                self.fail(str(jobs[index].item.path), problem, jobs[index].seconds)
+        pieces = [piece for piece in pieces if piece.indices]
+        if not pieces:
             return pending
-        group = [(jobs[i], clip) for i, clip in zip(chunk.indices, chunk.audio.split(chunk.lengths))]
+        group = [(jobs[i], clip) for p in pieces for i, clip in zip(p.indices, p.audio.split(p.lengths))]
+        lengths = [n for p in pieces for n in p.lengths]
         problem = queued = None
         try:
-            queued = self._queue(chunk.audio, chunk.lengths, group)
+            # each piece to the device (from pinned memory, without waiting), joined there
+            on_device = [p.audio.to(self.device, non_blocking=True) for p in pieces]
+            audio = on_device[0] if len(on_device) == 1 else torch.cat(on_device)
+            del on_device
+            queued = self._queue(audio, lengths, group)
         except _FILE_ERRORS as err:
             _stop_on_device_failure(err, group)
             problem = first_line(err)
+        audio = None
         self._finish(pending, writer)
         if problem is not None:  # outside the handler: the failed call's frames and memory are gone
             self._retry(group, problem, writer)
@@ -309,6 +321,32 @@ class BackgroundWriter:
         if kind is None:
             for future in pending:
                 future.result()
+
+
+def decode_pieces(calls: Sequence[Sequence[int]], seconds: Sequence[float]) -> Tuple[List[List[int]], List[int]]:
+    """Each call's files cut into consecutive pieces of about `DECODE_SECONDS` of audio, decoded
+    one piece per worker at a time (a call of thousands of seconds keeps every worker busy and
+    its first piece ready early); and the call each piece belongs to."""
+    pieces, call_of = [], []
+    for number, call in enumerate(calls):
+        for part in plan_chunks([seconds[i] for i in call], "cpu", DECODE_SECONDS):
+            pieces.append([call[j] for j in part])
+            call_of.append(number)
+    return pieces, call_of
+
+
+def _calls(pieces: Iterable[DecodedChunk], call_of: Sequence[int]) -> Iterator[list[DecodedChunk]]:
+    """The decoded `pieces`, in order, gathered into their calls (`call_of[k]`: piece k's)."""
+    current: list[DecodedChunk] = []
+    number = None
+    for k, piece in enumerate(pieces):
+        if current and call_of[k] != number:
+            yield current
+            current = []
+        number = call_of[k]
+        current.append(piece)
+    if current:
+        yield current
 
 
 def _loaded(chunks: Iterable[DecodedChunk], workers: int) -> Iterator[DecodedChunk]:
