@@ -13,7 +13,10 @@ cost of feeding an encoder of any speed.
 Chunks are those the checkout plans for a CUDA device (`--plan cuda`, the default: the host
 path that feeds a GPU; a checkout from before `batching.plan_chunks` takes 16 files a call, its
 default on every device) or for the CPU (`--plan cpu`). Ops are counted with a
-TorchDispatchMode (views included) over a separate, untimed run.
+TorchDispatchMode (views included) over a separate, untimed run. glibc's malloc is set to keep
+freed memory (`CACHING_MALLOC`; `--plain-malloc` to measure without), as CUDA's caching
+allocator does: otherwise every large buffer of a call comes as fresh pages, a cost of the CPU
+standing in for the device that would count against large calls.
 
 Each checkout (`--repo PATH`, repeatable; default this one) runs in its own process with PATH
 first on `sys.path`, corpora alternated, best of `--rounds`; ratios are to the first checkout.
@@ -34,7 +37,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parents[1]
 
 # corpus name -> clip lengths in seconds (scaled by --scale); mixed: uniform 0.5-30 s, seeded
-CORPORA = {"1 s": ("fixed", 1.0, 4096), "10 s": ("fixed", 10.0, 410), "mixed 0.5-30 s": ("uniform", (0.5, 30.0), 256)}
+# (about 3 CUDA calls each: the calls overlap the writing in a steady state)
+CORPORA = {"1 s": ("fixed", 1.0, 12288), "10 s": ("fixed", 10.0, 1230), "mixed 0.5-30 s": ("uniform", (0.5, 30.0), 768)}
+# glibc malloc made a caching allocator, as CUDA's is: no fresh pages (page faults) for every
+# large buffer of a call, which a GPU's memory does not pay and which would penalise large calls.
+CACHING_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40), "MALLOC_TOP_PAD_": str(2**30)}
 
 CHILD = r'''
 import dataclasses, inspect, json, os, sys, tempfile, time
@@ -140,7 +147,8 @@ def corpora(scale: float) -> dict:
 
 def measure(repo: Path, settings: dict) -> dict:
     done = subprocess.run([sys.executable, "-c", CHILD, str(repo), json.dumps(settings)], capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=str(repo)), timeout=3600)  # fmt: skip
+                          text=True, timeout=3600,
+                          env=dict(os.environ, PYTHONPATH=str(repo), **({} if settings["plain_malloc"] else CACHING_MALLOC)))
     line = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
     if settings.get("profile"):
         print(done.stdout[-12000:])
@@ -156,17 +164,18 @@ def main() -> None:
     parser.add_argument("--plan", choices=("cuda", "cpu"), default="cuda", help="the device whose chunks are planned")
     parser.add_argument("--timestamps", action="store_true", help="also frame embeddings and timestamps")
     parser.add_argument("--no-write", action="store_true", help="outputs not written (the store's write a no-op)")
+    parser.add_argument("--plain-malloc", action="store_true", help="glibc's malloc as it is (see CACHING_MALLOC)")
     parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the measuring process")
     args = parser.parse_args()
     repos = [r.resolve() for r in (args.repo or [HERE])]
     settings = {"corpora": corpora(args.scale), "plan": args.plan, "timestamps": args.timestamps,
                 "rounds": args.rounds, "threads": args.threads, "write": not args.no_write,
-                "profile": args.profile}  # fmt: skip
+                "profile": args.profile, "plain_malloc": args.plain_malloc}  # fmt: skip
     results = [measure(repo, settings) for repo in repos]
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"plan {args.plan}, timestamps {args.timestamps}, outputs written {not args.no_write}, {args.threads} torch thread(s), best of {args.rounds}\n")
+          f"plan {args.plan}, timestamps {args.timestamps}, outputs written {not args.no_write}, caching malloc {not args.plain_malloc}, {args.threads} torch thread(s), best of {args.rounds}\n")
     header = "| corpus | clips | " + " | ".join(f"{r.name or r}: audio-s/s, ops/clip" for r in repos)
     ratios = " | ".join(f"{r.name}/{repos[0].name}" for r in repos[1:])
     print(header + (" | " + ratios if ratios else "") + " |")
