@@ -172,3 +172,21 @@ def test_pieces_decoded_apart_are_embedded_in_one_call(tmp_path, monkeypatch):
     assert _embed(inp, tmp_path / "o") == 0
     assert pieces == [[[0, 1], [2, 3], [4, 5]]]
     assert log == [("queue", ("1",) * 6), ("read", ("1",) * 6)]
+
+
+def test_a_deferred_check_reads_and_raises_only_when_asked():
+    """`finite_checks.deferred_checks`: the call returns without its check's read; the check
+    raises as the call would have when its result is asked for (`embed`'s late read)."""
+    from hear_matpac.api import embed_packed
+    from hear_matpac.finite_checks import deferred_checks
+
+    model = hear_matpac.load_model(str(TINY_FLAT))
+    audio = torch.zeros(16000 + 8000)
+    audio[20000] = float("nan")
+    with deferred_checks() as checks:
+        results = embed_packed(audio, [16000, 8000], model)
+    assert len(results) == 2 and len(checks) == 1
+    with pytest.raises(ValueError, match=r"audio contains NaN or Inf in clip\(s\) 1"):
+        checks[0].result()
+    with pytest.raises(ValueError, match=r"clip\(s\) 1"):  # outside the block: at once, as before
+        embed_packed(audio, [16000, 8000], model)
