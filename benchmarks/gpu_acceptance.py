@@ -25,7 +25,8 @@ Checks, each against the CPU or the published code's reference outputs (tests/fi
 Throughput: a ViT-Base-shaped encoder with random weights (benchmarks/throughput.py), per
 precision and case (clips x seconds): audio seconds per second, encoder TFLOP/s (multiply-adds
 of the windows encoded), the fraction of the best dense matmul rate measured here (bf16 or
-fp32), and peak memory (CUDA: max allocated; CPU: peak RSS of the process).
+fp32), and peak memory (CUDA: max allocated; CPU: peak RSS of the process). Then the `embed`
+row: `hear-matpac embed` on WAV files end to end against the encoder's rate on the same audio.
 """
 from __future__ import annotations
 
@@ -435,8 +436,44 @@ def throughput(device: torch.device, quick: bool) -> list[str]:
     return rows
 
 
+EMBED_CASES = {"cuda": (1000, 5.0), "cpu": (16, 1.0)}  # files x seconds of `embed_rate`
+
+
+def embed_rate(device: torch.device, quick: bool) -> list[str]:
+    """`hear-matpac embed` end to end (decoding, calls planned by audio, read-back, writing; the
+    model's load included) against the encoder's own rate (one HEAR call on clips of the same
+    length in memory), in the fast precision the device runs (bf16, else fp32), default options."""
+    import soundfile
+
+    from hear_matpac.cli import main as cli_main
+
+    files, seconds = EMBED_CASES["cuda" if device.type == "cuda" else "cpu"]
+    precision = "bf16" if "bf16" in low_precisions(device) else "fp32"
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "vit_base_random.pt"
+        write_random_checkpoint(checkpoint)
+        rng = np.random.default_rng(0)
+        paths = []
+        for i in range(files):
+            paths.append(str(Path(tmp) / f"{i:05d}.wav"))
+            soundfile.write(paths[-1], 0.1 * rng.standard_normal(round(16000 * seconds)), 16000, subtype="PCM_16")
+        model = hear_matpac.load_model(str(checkpoint), precision=precision).to(device)
+        audio = tp.noise(min(files, 256), seconds, device)
+        tp.time_call(model, audio)  # warm-up
+        encoder = audio.shape[0] * seconds / min(tp.time_call(model, audio) for _ in range(2))
+        del model, audio
+        began = time.perf_counter()
+        code = cli_main(["embed", *paths, "--out", str(Path(tmp) / "out"), "--weights", str(checkpoint), "--device",
+                         str(device), "--quiet", "--precision", precision])  # fmt: skip
+        embed = files * seconds / (time.perf_counter() - began)
+    return ["", f"embed, {precision}: {files} WAV files x {seconds:g} s, 16 kHz int16 (exit {code})",
+            "| embed audio-s/s (end to end) | encoder alone audio-s/s | embed / encoder |",
+            "| ---: | ---: | ---: |", f"| {embed:.1f} | {encoder:.1f} | {embed / encoder:.1%} |"]  # fmt: skip
+
+
 def compile_ratio(device: torch.device, precision: str, clips: int = 16, seconds: int = 10) -> str:
-    """Eager / `torch.compile`d encoder time for one case (compiled once per shape first)."""
+    """Eager / compiled encoder time for one case: the `compile` option (torch.compile with
+    dynamic shapes), compiled by a first call."""
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "vit_base_random.pt"
         write_random_checkpoint(checkpoint)
@@ -445,12 +482,12 @@ def compile_ratio(device: torch.device, precision: str, clips: int = 16, seconds
         tp.time_call(model, audio)
         eager = min(tp.time_call(model, audio) for _ in range(3))
         began = time.perf_counter()
-        model.encoder.forward = torch.compile(model.encoder.forward, dynamic=False)
-        tp.time_call(model, audio)  # compiles for each window length met
+        model = hear_matpac.load_model(str(checkpoint), precision=precision, compile=True).to(device)  # the option
+        tp.time_call(model, audio)  # compiles (dynamic shapes)
         compile_s = time.perf_counter() - began
         compiled = min(tp.time_call(model, audio) for _ in range(3))
     return (f"INFO torch.compile ({precision}, {clips} x {seconds} s): eager {eager * 1e3:.0f} ms, compiled "
-            f"{compiled * 1e3:.0f} ms ({eager / compiled:.2f}x), compile time {compile_s:.0f} s (again per new shape)")
+            f"{compiled * 1e3:.0f} ms ({eager / compiled:.2f}x), compile time {compile_s:.0f} s (dynamic shapes)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -472,7 +509,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         check(report, device, args.quick)
         print(f"  ({check.__name__}: {time.perf_counter() - began:.1f} s)")
     began = time.perf_counter()
-    rows = throughput(device, args.quick)
+    rows = throughput(device, args.quick) + embed_rate(device, args.quick)
     rows.append(f"({time.perf_counter() - began:.1f} s)")
     print("\n## Throughput (ViT-Base-shaped encoder, random weights, last layer, timestamp embeddings)")
     print("\n".join(rows))

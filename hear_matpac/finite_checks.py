@@ -6,15 +6,18 @@ takes it (float32: a float64 1e300 is infinite there), embeddings as they are re
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
 import weakref
-from typing import NamedTuple, Sequence, Union
+from typing import Iterator, List, NamedTuple, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 # Models already warned about audio louder than [-1, 1]: the warning is given once per model.
 _WARNED_LOUD: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+_DEFERRED = threading.local()  # .checks: the list `deferred_checks` collects into, this thread
 
 
 def verify_call(model: nn.Module, audio: Tensor, *outputs: Tensor) -> None:
@@ -71,8 +74,50 @@ def _verify(model: nn.Module, finite_audio: Tensor, audio: Tensor, outputs: Sequ
     finite_out = torch.stack([_finite_clips(o) for o in outputs]).all(dim=0)
     low, high = torch.aminmax(audio)
     summary = torch.cat([finite_audio.float(), finite_out.float(), torch.maximum(-low, high).view(1)])
-    values = summary.tolist()  # the call's only device read
-    n_clips = finite_audio.shape[0]
+    check = PendingCheck(model, summary, finite_audio.shape[0])
+    deferred = getattr(_DEFERRED, "checks", None)
+    if deferred is None:
+        check.result(stacklevel=6)  # the warning points at the caller of the HEAR function
+    else:
+        deferred.append(check)
+
+
+class PendingCheck:
+    """A call's check with its one device read still to come: the summary is copied to the host
+    without waiting (into pinned memory, an event recorded, on CUDA); `result()` waits for it and
+    raises or warns as the call would have."""
+
+    def __init__(self, model: nn.Module, summary: Tensor, n_clips: int) -> None:
+        self.model, self.n_clips, self.event = model, n_clips, None
+        if summary.device.type == "cuda":
+            self.summary = torch.empty(summary.shape, dtype=summary.dtype, pin_memory=True)
+            self.summary.copy_(summary, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record(torch.cuda.current_stream(summary.device))  # the summary's device, not the current one
+        else:
+            self.summary = summary
+
+    def result(self, stacklevel: int = 3) -> None:
+        """Wait for the summary (the call's only device read) and judge it."""
+        if self.event is not None:
+            self.event.synchronize()
+        _judge(self.model, self.summary.tolist(), self.n_clips, stacklevel)
+
+
+@contextlib.contextmanager
+def deferred_checks() -> Iterator[List[PendingCheck]]:
+    """Within the block (this thread), a call does not read its check back: it appends a
+    `PendingCheck` to the list yielded, so the caller can queue more work on the device before
+    it waits (`files/embed.py`: chunk N is read back after chunk N+1 is queued)."""
+    before = getattr(_DEFERRED, "checks", None)
+    _DEFERRED.checks = checks = []
+    try:
+        yield checks
+    finally:
+        _DEFERRED.checks = before
+
+
+def _judge(model: nn.Module, values: List[float], n_clips: int, stacklevel: int) -> None:
     bad_audio = [i for i, ok in enumerate(values[:n_clips]) if not ok]
     if bad_audio:
         raise ValueError(
@@ -92,7 +137,7 @@ def _verify(model: nn.Module, finite_audio: Tensor, audio: Tensor, outputs: Sequ
             f"audio peak amplitude is {peak:.3g}, above 1: HEAR audio is float in [-1, 1]; "
             "scale integer PCM values first (int16: / 32768). Said once per model.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
 
 

@@ -36,12 +36,16 @@ class MatpacModel(nn.Module):
         self.encoder = encoder
         self.options = options
         store_for_autocast(self.encoder, options.precision)
-        set_weight_packing(self.encoder, options.cpu_packed_weights)
+        # a compiled encoder multiplies as Inductor plans it (MKL's packed GEMM does not compile)
+        set_weight_packing(self.encoder, options.cpu_packed_weights and not options.compile)
         self.scene_embedding_size = encoder.config.feature_dim
         self.timestamp_embedding_size = encoder.config.feature_dim
         self._learnt_budget: Optional[int] = None  # frames per encoder call after running out of memory
         self._warned_oom = False
         self._warned_device = False
+        # options.compile: the encoder's forward through torch.compile (a function, not a
+        # submodule: the state dict keeps its keys); compiled at the first call of each shape family
+        self._compiled = torch.compile(encoder.forward, dynamic=True) if options.compile else None
 
     @property
     def device(self) -> torch.device:
@@ -142,7 +146,7 @@ class MatpacModel(nn.Module):
             windows = cut_windows(padded, group, lo, hi).to(self.encoder.cls_token.dtype)  # model.half()
             try:
                 with autocast:
-                    features = self.encoder(windows, self.options.layer)
+                    features = (self._compiled or self.encoder)(windows, self.options.layer)
             except torch.cuda.OutOfMemoryError:
                 if hi - lo == 1:
                     raise

@@ -50,6 +50,10 @@ class ModelOptions:
     cpu_packed_weights: bool = _option(True, """for float32 on CPU, multiply by a copy of the linear
         weights kept in MKL's packed GEMM layout (faster, same numbers, one more copy of those
         weights in memory; docs/performance.md); False saves that memory.""", False)
+    compile: bool = _option(False, """run the encoder through torch.compile with dynamic shapes (window
+        count and length vary without recompiling each); the first calls are slower while it
+        compiles; same numbers within float tolerance. Needs a C compiler on CPU, where it
+        replaces cpu_packed_weights.""", False)
 
     @classmethod
     def parse(cls, options: Mapping[str, Any], config: EncoderConfig) -> "ParsedOptions":
@@ -80,6 +84,7 @@ class ModelOptions:
             window_seconds=window_frames / FRAMES_PER_SECOND,
             precision=check_precision_name(parsed.precision),
             cpu_packed_weights=_bool_option("cpu_packed_weights", parsed.cpu_packed_weights),
+            compile=_bool_option("compile", parsed.compile),
             passes=COLUMN_HOP_MS // hop_ms,
             hop_samples=hop_ms * SAMPLE_RATE // 1000,
             window_frames=window_frames,

@@ -419,10 +419,10 @@ def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
 
 def test_progress_off_a_terminal_is_plain_lines_in_audio_seconds(tmp_path: Path, monkeypatch, capsys) -> None:
     inp = tmp_path / "in"
-    _tone(inp / "a.wav", 300, 2.0)
-    _tone(inp / "b.wav", 600, 0.5, rate=8000)
+    _tone(inp / "a.wav", 300, 5.2)  # with --batch-size 1, a call each (6.08 s of audio a call)
+    _tone(inp / "b.wav", 600, 1.3, rate=8000)
     monkeypatch.setattr(progress, "PLAIN_EVERY_S", 1e9)  # no ticker line: only the one at the end
     assert main(["embed", str(inp), "--out", str(tmp_path / "o"), "--weights", TINY, "--device", "cpu",
                  "--batch-size", "1"]) == 0  # fmt: skip
     lines = capsys.readouterr().err.splitlines()  # capsys's stderr is not a terminal
-    assert lines == ["hear-matpac embed: 2.5 of 2.5 s of audio (100%), 2 of 2 files"]  # the ticker: test_progress.py
+    assert lines == ["hear-matpac embed: 6.5 of 6.5 s of audio (100%), 2 of 2 files"]  # the ticker: test_progress.py

@@ -222,7 +222,7 @@ def test_outputs_are_written_off_the_main_thread(tmp_path, monkeypatch):
     inp = tmp_path / "in"
     inp.mkdir()
     for i in range(3):
-        _wav(inp / f"{i}.wav", 0.5 + i, freq=300 + 100 * i)
+        _wav(inp / f"{i}.wav", 3.5 + i, freq=300 + 100 * i)  # with --batch-size 1, a call each (6.08 s a call)
     threads = []
     real = output_store.OutputStore.write
     monkeypatch.setattr(output_store.OutputStore, "write",

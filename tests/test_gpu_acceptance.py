@@ -23,6 +23,9 @@ def test_gpu_acceptance_passes_on_cpu_quick():
                   "tf32 getters fp32", "tf32 getters tf32", "retry frees encoder", "retry frees embed"):
         assert f"PASS {check}" in passed, check
     assert any(line.startswith("| fp32 | 4 x 1 s |") for line in lines)  # the throughput table
+    embed = lines[lines.index("| embed audio-s/s (end to end) | encoder alone audio-s/s | embed / encoder |") + 2]
+    assert float(embed.split("|")[1]) > 0 and float(embed.split("|")[2]) > 0  # the embed row
+    assert any(line.startswith("embed, ") and "16 WAV files x 1 s" in line and "(exit 0)" in line for line in lines)
     assert lines[-1].startswith("PASS: 0 check(s) failed")
 
 

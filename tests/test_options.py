@@ -11,7 +11,7 @@ from conftest import TINY_FLAT
 @pytest.mark.parametrize(
     "options, error, message",
     [
-        ({"layers": 2}, TypeError, r"unknown option\(s\) layers; valid options: cpu_packed_weights, layer, max_windows"),
+        ({"layers": 2}, TypeError, r"unknown option\(s\) layers; valid options: compile, cpu_packed_weights, layer, max_windows"),
         ({"layer": 3}, ValueError, r"layer=3 is out of range .* depth 3: use 0..2"),
         ({"layer": -4}, ValueError, "out of range"),
         ({"layer": "last"}, TypeError, "layer must be an integer"),

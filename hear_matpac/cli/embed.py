@@ -54,9 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device(parser)
     parser.add_argument(
         "--batch-size", type=int, metavar="N",
-        help=f"at most N 6.08 s windows per encoder pass (the max_windows option), and N files "
-        f"decoded and embedded in one call; bounds memory, does not change results (default: the "
-        f"model's, {DEFAULT_MAX_WINDOWS} windows on CPU and sized by free memory on CUDA; {DEFAULT_MAX_WINDOWS} files)",
+        help=f"at most N 6.08 s windows (or as many frames of shorter windows) per encoder pass: the "
+        f"max_windows option; bounds memory, does not change results (default: {DEFAULT_MAX_WINDOWS} on CPU, "
+        "sized by free memory on CUDA). Files are grouped into calls by their audio, not counted: "
+        "about N windows' worth of audio a call on CPU, thousands of seconds on CUDA",
     )  # fmt: skip
     parser.add_argument(
         "--decode-workers", type=int, metavar="N",
@@ -189,7 +190,7 @@ def _embed(args: argparse.Namespace, model, device: torch.device, store: OutputS
     try:
         for what, problem in share.failures:
             embedder.fail(what, problem)
-        return embedder.run(share.jobs, args.batch_size or DEFAULT_MAX_WINDOWS)
+        return embedder.run(share.jobs)
     finally:
         progress.close()
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -95,11 +95,14 @@ def device_cores(env: Optional[Mapping[str, str]] = None) -> int:
     return cpus
 
 
-def decoded_chunks(sources: Sequence[Source], chunk_size: int, workers: int, pin_memory: bool) -> Iterable[DecodedChunk]:
-    """The files of `sources` decoded `chunk_size` at a time, in order, by `workers` processes
-    (0: in this process, when iterated)."""
+def decoded_chunks(sources: Sequence[Source], chunks: Union[int, Sequence[Sequence[int]]], workers: int,
+                   pin_memory: bool) -> Iterable[DecodedChunk]:  # fmt: skip
+    """The files of `sources` decoded in order, by `workers` processes (0: in this process, when
+    iterated), `chunks` files at a time, or in the given chunks (positions, as
+    `batching.plan_chunks` plans them)."""
+    sized = {"batch_size": chunks, "shuffle": False} if isinstance(chunks, int) else {"batch_sampler": chunks}
     return DataLoader(
-        _Files(list(sources)), batch_size=chunk_size, shuffle=False, collate_fn=_pack, num_workers=workers,
+        _Files(list(sources)), **sized, collate_fn=_pack, num_workers=workers,
         pin_memory=pin_memory, prefetch_factor=PREFETCH if workers else None,
         worker_init_fn=_worker_started if workers else None,
     )  # fmt: skip

@@ -1,7 +1,10 @@
 """Embed audio files into an output folder, keeping the device busy: worker processes decode
 the next chunk of files while this one is embedded (`decode`), the clips of a chunk are embedded
 in one call whatever their lengths (`api.embed_packed`: windows of one length share encoder
-micro-batches), and one background thread writes the outputs while the next chunk is embedded.
+micro-batches), chunks are sized by their audio (`batching.plan_chunks`: thousands of
+audio-seconds a call on CUDA), a call's outputs are read back (pinned copies and an event, its
+check's one device read) only after the next call is queued, so the device never waits for the
+host's bookkeeping, and one background thread writes the outputs while the next chunk is embedded.
 When a chunk's call fails, each of its files is tried alone to find the culprit; the tally is
 kept.
 
@@ -29,8 +32,10 @@ from torch import Tensor
 
 from ..version import __version__
 from ..api import embed_packed
+from ..batching import frame_budget, plan_chunks
+from ..finite_checks import PendingCheck, deferred_checks
 from ..io import first_line
-from ..config import SAMPLE_RATE
+from ..config import FRAMES_PER_SECOND, SAMPLE_RATE
 from .decode import DecodedChunk, decoded_chunks, default_workers
 from .inputs import InputFile
 from ..model import MatpacModel
@@ -46,6 +51,8 @@ from ..weights.integrity import weights_sha256
 _FILE_ERRORS = (ValueError, TypeError, RuntimeError)
 # ModelOptions fields that change the numbers (max_windows and cpu_packed_weights do not).
 _DEVICE_ERRORS = ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "device-side assert")
+# Audio decoded by one worker at a time (a piece of a call): the calls are much longer on CUDA.
+DECODE_SECONDS = 256.0
 
 
 def device_failure(err: BaseException, files: int) -> Optional[str]:
@@ -113,54 +120,111 @@ class FileEmbedder:
             self.progress.write(f"{self.prefix}: failed: {what}: {problem}")
             self.progress.advance(seconds)
 
-    def run(self, jobs: Sequence[Job], batch_size: int) -> Tally:
-        """Embed `jobs`, `batch_size` files decoded and embedded at a time."""
+    def run(self, jobs: Sequence[Job]) -> Tally:
+        """Embed `jobs`, in calls planned by their audio (`batching.plan_chunks`); each call's
+        outputs are read back after the next call is queued."""
         if not jobs:
             return self.tally
-        workers = default_workers(len(jobs), batch_size, self.device.type == "cuda") if self.workers is None else self.workers
-        chunks = decoded_chunks([job.source for job in jobs], batch_size, workers, self.device.type == "cuda")
+        seconds = [job.seconds or audio_seconds(job.item.path) for job in jobs]
+        calls = plan_chunks(seconds, self.device.type, self._budget_seconds())
+        pieces, call_of = decode_pieces(calls, seconds)
+        cuda = self.device.type == "cuda"
+        workers = min(default_workers(len(jobs), 1, cuda), len(pieces)) if self.workers is None else self.workers
+        chunks = decoded_chunks([job.source for job in jobs], pieces, workers, cuda)
         with BackgroundWriter() as writer:
-            for chunk in _loaded(chunks, workers):
-                self._chunk(jobs, chunk, writer)
+            pending: Optional[_Queued] = None
+            for call in _calls(_loaded(chunks, workers), call_of):
+                pending = self._chunk(jobs, call, pending, writer)
+            self._finish(pending, writer)
         return self.tally
 
-    def _chunk(self, jobs: Sequence[Job], chunk: DecodedChunk, writer: "BackgroundWriter") -> None:
-        """Embed `chunk`'s decoded files in one call; when it fails, each file alone."""
-        for index, problem in chunk.failed:
-            self.fail(str(jobs[index].item.path), problem, jobs[index].seconds)
-        if not chunk.indices:
-            return
-        group = [(jobs[i], clip) for i, clip in zip(chunk.indices, chunk.audio.split(chunk.lengths))]
-        problem = None
+    def _budget_seconds(self) -> float:
+        """The audio of one encoder batch budget on this device (`batching.frame_budget`)."""
+        options = self.model.options
+        budget = frame_budget(self.model.encoder.config, options.max_windows, options.precision, self.device)
+        return budget / FRAMES_PER_SECOND
+
+    def _chunk(self, jobs: Sequence[Job], pieces: list[DecodedChunk], pending: Optional["_Queued"],
+               writer: "BackgroundWriter") -> Optional["_Queued"]:  # fmt: skip
+        """Queue the decoded files of one call's `pieces` in one call, then read back `pending`
+        (the call before); return this call, to be read back after the next one is queued. When
+        queueing fails, `pending` is read back first (its memory freed), then each file is tried
+        alone."""
+        for piece in pieces:
+            for index, problem in piece.failed:
+                self.fail(str(jobs[index].item.path), problem, jobs[index].seconds)
+        pieces = [piece for piece in pieces if piece.indices]
+        if not pieces:
+            return pending
+        group = [(jobs[i], clip) for p in pieces for i, clip in zip(p.indices, p.audio.split(p.lengths))]
+        lengths = [n for p in pieces for n in p.lengths]
+        problem = queued = None
         try:
-            outputs = self._compute(chunk.audio, chunk.lengths, group)
+            # each piece to the device (from pinned memory, without waiting), joined there
+            on_device = [p.audio.to(self.device, non_blocking=True) for p in pieces]
+            audio = on_device[0] if len(on_device) == 1 else torch.cat(on_device)
+            del on_device
+            queued = self._queue(audio, lengths, group)
         except _FILE_ERRORS as err:
             _stop_on_device_failure(err, group)
             problem = first_line(err)
+        audio = None
+        self._finish(pending, writer)
+        if problem is not None:  # outside the handler: the failed call's frames and memory are gone
+            self._retry(group, problem, writer)
+        return queued
+
+    def _finish(self, queued: Optional["_Queued"], writer: "BackgroundWriter") -> None:
+        """Read back `queued` and hand its outputs to the writer; when its call failed late
+        (non-finite embeddings found by its check, an error the device reports at the read),
+        its own files are tried alone."""
+        if queued is None:
+            return
+        group, problem = queued.group, None
+        try:
+            outputs = queued.read()
+        except _FILE_ERRORS as err:
+            _stop_on_device_failure(err, group)
+            problem = first_line(err)
+        queued.release()
         if problem is None:
             writer.submit(self._write, group, outputs)
-        elif len(group) == 1:
+        else:
+            self._retry(group, problem, writer)
+
+    def _retry(self, group: list[tuple[Job, Tensor]], problem: str, writer: "BackgroundWriter") -> None:
+        """After `group`'s call failed with `problem`: each file alone, to find the culprit."""
+        if len(group) == 1:
             self.fail(str(group[0][0].item.path), problem, group[0][0].seconds)
-        else:  # find the culprit: one file at a time, outside the handler, so that the failed
-            for member in group:  # call's traceback, and the device memory its frames hold, is gone
-                self._one(member, writer)
+            return
+        for member in group:
+            self._one(member, writer)
 
     def _one(self, member: tuple[Job, Tensor], writer: "BackgroundWriter") -> None:
         try:
-            outputs = self._compute(member[1], [len(member[1])], [member])
+            outputs = self._queue(member[1], [len(member[1])], [member]).read()
         except _FILE_ERRORS as err:
             _stop_on_device_failure(err, [member])
             self.fail(str(member[0].item.path), first_line(err), member[0].seconds)
             return
         writer.submit(self._write, [member], outputs)
 
-    def _compute(self, audio: Tensor, lengths: Sequence[int], group: list[tuple[Job, Tensor]]) -> list[Output]:
-        """Embed the clips of `group`, end to end in `audio`, in one call; each one's scene and
-        (when any needs them) frames, on the CPU. The API raises ValueError for non-finite
-        audio or embeddings."""
+    def _queue(self, audio: Tensor, lengths: Sequence[int], group: list[tuple[Job, Tensor]]) -> "_Queued":
+        """Queue the embedding of `group`'s clips, end to end in `audio`, in one call, with the
+        copies of its outputs to the host; nothing waits for the device (on CUDA). The API's
+        `ValueError` for non-finite audio or embeddings comes at `_Queued.read`."""
         frames = any(job.need.frames for job, _ in group)
-        results = embed_packed(audio, lengths, self.model, timestamps=frames)
-        return [(r.scene.numpy(), (r.embeddings.numpy(), r.timestamps.numpy()) if frames else None) for r in results]
+        on_device = audio.to(self.device, non_blocking=True)  # from pinned memory on CUDA
+        with deferred_checks() as checks:
+            results = embed_packed(on_device, lengths, self.model, timestamps=frames)
+        check, = checks
+        scene = _to_host(torch.stack([r.scene for r in results]))
+        if not frames:
+            return _Queued(group, check, scene, None, None, [], _event(self.device))
+        embeddings = _to_host(torch.cat([r.embeddings for r in results]))
+        times = _to_host(torch.cat([r.timestamps for r in results]))
+        rows = [len(r.timestamps) for r in results]
+        return _Queued(group, check, scene, embeddings, times, rows, _event(self.device))
 
     def _write(self, group: list[tuple[Job, Tensor]], outputs: list[Output]) -> None:
         """On the writer thread: write and record `group`'s outputs, then count them."""
@@ -170,6 +234,54 @@ class FileEmbedder:
         with self._lock:
             self.tally.embedded += len(group)
             self.progress.advance(sum(job.seconds for job, _ in group), len(group))
+
+
+@dataclass
+class _Queued:
+    """One call queued on the device: its files, its pending check and its outputs being copied
+    to the host (complete once `event` has passed; None on the CPU)."""
+
+    group: list[tuple[Job, Tensor]]
+    check: PendingCheck
+    scene: Optional[Tensor]
+    embeddings: Optional[Tensor]
+    timestamps: Optional[Tensor]
+    rows: list[int]
+    event: Optional[Any]
+
+    def read(self) -> list[Output]:
+        """Wait for the call (its one device read) and raise as the API would; each clip's
+        scene and (when computed) frames as NumPy arrays."""
+        self.check.result()
+        if self.event is not None:
+            self.event.synchronize()
+        scene = self.scene.numpy()
+        if self.embeddings is None:
+            return [(row, None) for row in scene]
+        embeddings = np.split(self.embeddings.numpy(), np.cumsum(self.rows)[:-1])
+        times = np.split(self.timestamps.numpy(), np.cumsum(self.rows)[:-1])
+        return [(row, (e, t)) for row, e, t in zip(scene, embeddings, times)]
+
+    def release(self) -> None:
+        """Let go of the call's tensors (before its files are retried one at a time)."""
+        self.scene = self.embeddings = self.timestamps = None
+
+
+def _to_host(tensor: Tensor) -> Tensor:
+    """`tensor` on the CPU: as it is there, else copied into pinned memory without waiting."""
+    if tensor.device.type == "cpu":
+        return tensor
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return host.copy_(tensor, non_blocking=True)
+
+
+def _event(device: torch.device) -> Optional[Any]:
+    """An event recorded on `device`'s current stream (None on the CPU: nothing to wait for)."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event
 
 
 class BackgroundWriter:
@@ -210,6 +322,32 @@ class BackgroundWriter:
         if kind is None:
             for future in pending:
                 future.result()
+
+
+def decode_pieces(calls: Sequence[Sequence[int]], seconds: Sequence[float]) -> Tuple[List[List[int]], List[int]]:
+    """Each call's files cut into consecutive pieces of about `DECODE_SECONDS` of audio, decoded
+    one piece per worker at a time (a call of thousands of seconds keeps every worker busy and
+    its first piece ready early); and the call each piece belongs to."""
+    pieces, call_of = [], []
+    for number, call in enumerate(calls):
+        for part in plan_chunks([seconds[i] for i in call], "cpu", DECODE_SECONDS):
+            pieces.append([call[j] for j in part])
+            call_of.append(number)
+    return pieces, call_of
+
+
+def _calls(pieces: Iterable[DecodedChunk], call_of: Sequence[int]) -> Iterator[list[DecodedChunk]]:
+    """The decoded `pieces`, in order, gathered into their calls (`call_of[k]`: piece k's)."""
+    current: list[DecodedChunk] = []
+    number = None
+    for k, piece in enumerate(pieces):
+        if current and call_of[k] != number:
+            yield current
+            current = []
+        number = call_of[k]
+        current.append(piece)
+    if current:
+        yield current
 
 
 def _loaded(chunks: Iterable[DecodedChunk], workers: int) -> Iterator[DecodedChunk]:
