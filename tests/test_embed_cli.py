@@ -13,10 +13,10 @@ import soundfile
 import torch
 
 import hear_matpac
-from hear_matpac.io import atomic_write
+from hear_matpac.io import InputTypeError, atomic_write
 from hear_matpac.files.audio import AudioFileError, read_audio
 from hear_matpac.files import embed as embed_files
-from hear_matpac.cli import embed as embed_cli
+from hear_matpac.files import job as embed_job
 from hear_matpac.cli import main
 from hear_matpac.files.inputs import collect_inputs
 from hear_matpac.weights.locate import TINY_UNTRAINED
@@ -147,9 +147,9 @@ def test_model_options_pass_through_only_when_given(audio_dir: Path, tmp_path: P
 
     def fake_load_model(path, **options):
         seen.append(options)
-        raise TypeError("unknown option(s) precision; valid options: layer, max_windows")
+        raise InputTypeError("unknown option(s) precision; valid options: layer, max_windows")  # as options.py does
 
-    monkeypatch.setattr(embed_cli, "load_model", fake_load_model)
+    monkeypatch.setattr(embed_job, "load_model", fake_load_model)
     wav = str(audio_dir / "stereo.wav")
     assert _embed(wav, "--out", str(tmp_path / "o")) == 2
     assert _embed(wav, "--out", str(tmp_path / "o"), "--timestamp-hop-ms", "25", "--precision", "bf16",

@@ -14,6 +14,7 @@ from typing import Any, Collection, Dict, List
 
 import torch
 
+from ..io import InputError
 from ..hear_tools.pipeline import GRIDS
 from ..hear_tools.slots import check_jobs, parse_devices
 from ..hear_tools.slurm import CLUSTERS, ENGINES, SlurmOptions, parse_extra
@@ -93,9 +94,9 @@ def model_options(args: argparse.Namespace) -> Dict[str, Any]:
     try:
         options = json.loads(args.model_options)
     except json.JSONDecodeError as err:
-        raise ValueError(f"--model-options must be a JSON object: {err}") from None
+        raise InputError(f"--model-options must be a JSON object: {err}") from None
     if not isinstance(options, dict):
-        raise ValueError(f"--model-options must be a JSON object, got {args.model_options!r}")
+        raise InputError(f"--model-options must be a JSON object, got {args.model_options!r}")
     options.update({n: getattr(args, n) for n in args.model_option_flags if getattr(args, n) is not None})
     return options
 
@@ -143,9 +144,9 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError as err:
         problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"--device {name!r} is not a torch device ({problem}); use e.g. cpu or cuda") from None
+        raise InputError(f"--device {name!r} is not a torch device ({problem}); use e.g. cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
+        raise InputError(f"--device {name}: CUDA is not available here; use --device cpu")
     return device
 
 
@@ -184,9 +185,9 @@ def engine_options(args: argparse.Namespace) -> tuple:
     given = {k: v for k, v in given.items() if v is not None}
     if args.engine != "slurm":
         if given or args.slurm_extra:
-            raise ValueError("the --slurm-* options need --engine slurm")
+            raise InputError("the --slurm-* options need --engine slurm")
         return args.engine, None
     if getattr(args, "devices", "") or getattr(args, "jobs", 1) != 1:
-        raise ValueError("--devices and --jobs spread the stages over this node; with --engine slurm each "
+        raise InputError("--devices and --jobs spread the stages over this node; with --engine slurm each "
                          "stage asks Slurm for its own GPU (--slurm-gpus-per-stage): drop them")  # fmt: skip
     return args.engine, SlurmOptions(**given, extra=parse_extra(args.slurm_extra or []))

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..version import __version__
 from ..api import embed_packed
-from ..io import first_line
+from ..io import first_line, InputError
 from ..config import SAMPLE_RATE
 from .decode import DecodedChunk, decoded_chunks, default_workers
 from .inputs import InputFile
@@ -224,7 +224,7 @@ def _loaded(chunks: Iterable[DecodedChunk], workers: int) -> Iterator[DecodedChu
         except RuntimeError as err:
             if not workers or "DataLoader worker" not in str(err):
                 raise
-            raise ValueError(f"a decoding process died ({first_line(err)}); rerun with --decode-workers 0 to decode "
+            raise InputError(f"a decoding process died ({first_line(err)}); rerun with --decode-workers 0 to decode "
                              "in the main process") from err  # fmt: skip
         yield chunk
 
@@ -233,7 +233,7 @@ def _stop_on_device_failure(err: BaseException, group: Sequence[tuple[Job, torch
     """End the run (a one-line `ValueError` naming the file) when `err` is `device_failure`'s."""
     problem = device_failure(err, len(group))
     if problem is not None:
-        raise ValueError(f"stopped at {group[0][0].item.path}: {problem}") from err
+        raise InputError(f"stopped at {group[0][0].item.path}: {problem}") from err
 
 
 def plan_jobs(files: Sequence[InputFile], store: OutputStore, timestamps: bool, overwrite: bool,
@@ -258,7 +258,7 @@ def plan_jobs(files: Sequence[InputFile], store: OutputStore, timestamps: bool, 
             skipped += 1
     if collisions:
         more = f" ({len(collisions) - 1} more name(s) like it)" if len(collisions) > 1 else ""
-        raise ValueError(
+        raise InputError(
             f"{collisions[0]}{more}: use another --out, embed the inputs from a folder holding both "
             "(names then keep their subfolders), or --overwrite to replace the older outputs"
         )
