@@ -6,8 +6,6 @@ import sys
 from pathlib import Path
 
 from ..batching import DEFAULT_MAX_WINDOWS
-from ..files.decode import MAX_DEFAULT_WORKERS
-from ..files.outputs import FRAMES_SUFFIX, SCENE_SUFFIX
 from ..io import InputError, is_user_error, one_line
 from .flags import add_device, add_model_options, add_overwrite, add_weights, model_options, resolve_device
 
@@ -15,6 +13,9 @@ _PREFIX = "hear-matpac embed"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..files.decode import MAX_DEFAULT_WORKERS
+    from ..files.outputs import FRAMES_SUFFIX, SCENE_SUFFIX
+
     parser = subparsers.add_parser(
         "embed",
         help="embed audio files (wav, flac, ogg, mp3, ...) into .npy/.npz files",

@@ -2,7 +2,8 @@
 `--devices`/`--jobs` (a command that spreads work over a node), the model options (one flag
 per `ModelOptions` field, plus `--model-options JSON`), `--tensorflow`, `--overwrite` (with
 its old spelling `--force` kept as a hidden alias), `--grid`, `--engine` and the `--slurm-*`
-options."""
+options. It imports the tools' modules only in the function that needs them, so that importing
+a subcommand's module stays cheap."""
 from __future__ import annotations
 
 import argparse
@@ -15,10 +16,6 @@ from typing import Any, Collection, Dict, List
 import torch
 
 from ..io import InputError
-from ..hear_tools.pipeline import GRIDS
-from ..hear_tools.slots import check_jobs, parse_devices
-from ..hear_tools.slurm import CLUSTERS, ENGINES, SlurmOptions, parse_extra
-from ..hear_tools.tensorflow_standin import MODES
 from ..options import ModelOptions, option_help
 from ..weights.locate import weights_help
 
@@ -52,16 +49,22 @@ def add_devices(parser: argparse.ArgumentParser) -> None:
 
 def devices(args: argparse.Namespace) -> List[str]:
     """The `--devices` names, checked (`hear_tools.slots.parse_devices`), and `--jobs` checked."""
+    from ..hear_tools.slots import check_jobs, parse_devices
+
     check_jobs(args.jobs)
     return parse_devices(args.devices)
 
 
 def add_tensorflow(parser: argparse.ArgumentParser) -> None:
+    from ..hear_tools.tensorflow_standin import MODES
+
     parser.add_argument("--tensorflow", choices=MODES, default="auto", help=TENSORFLOW_HELP)
 
 
 def add_grid(parser: argparse.ArgumentParser) -> None:
     """heareval's `--grid` and `--grid-points` (checked in `hear_tools.pipeline.check_grid`)."""
+    from ..hear_tools.pipeline import GRIDS
+
     parser.add_argument("--grid", choices=GRIDS, default="faster", help="heareval grid (default faster)")
     parser.add_argument("--grid-points", type=int, default=8, help="grid points per task (default 8)")
 
@@ -159,6 +162,8 @@ SLURM_FLAGS = {  # flag -> SlurmOptions field
 def add_engine(parser: argparse.ArgumentParser) -> None:
     """`--engine local|slurm` and the `--slurm-*` options (`hear_tools.slurm.SlurmOptions`);
     read back with `engine_options(args)`."""
+    from ..hear_tools.slurm import CLUSTERS, ENGINES, SlurmOptions
+
     d = SlurmOptions()
     parser.add_argument("--engine", choices=ENGINES, default="local",
                         help="where the stages run: local (this process, default) or slurm (one Slurm job per "
@@ -181,6 +186,8 @@ def add_engine(parser: argparse.ArgumentParser) -> None:
 def engine_options(args: argparse.Namespace) -> tuple:
     """(`--engine`, its `SlurmOptions` or None); a `--slurm-*` option without `--engine slurm`
     is a `ValueError`."""
+    from ..hear_tools.slurm import SlurmOptions, parse_extra
+
     given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in SLURM_FLAGS.items()}
     given = {k: v for k, v in given.items() if v is not None}
     if args.engine != "slurm":
