@@ -75,9 +75,10 @@ def unwritable(err: OSError, where: Union[str, "os.PathLike[str]"], advice: str)
 
 
 # An operating-system failure the user can fix, on a path they named: a missing file, no
-# permission, a read-only or full file system, a file where a folder should be (or the reverse).
-USER_OS_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
-                            errno.EEXIST, errno.ENOTEMPTY, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP})  # fmt: skip
+# permission, a read-only or full file system (quota, `ulimit -f`), a file where a folder should
+# be (or the reverse), a name too long, a loop of links.
+USER_OS_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                            errno.ENOTEMPTY, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENAMETOOLONG, errno.ELOOP})  # fmt: skip
 
 
 def is_user_error(err: BaseException) -> bool:

@@ -93,14 +93,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"hear-matpac {args.command}: internal error (a bug; please report it with the traceback above)",
                   file=sys.stderr)  # fmt: skip
             return BUG_STATUS
-        print(error_line(args.command, err), file=sys.stderr)
+        print(f"hear-matpac {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
-
-
-def error_line(command: str, err: BaseException) -> str:
-    """How `hear-matpac COMMAND` reports a user's mistake: one line."""
-    return f"hear-matpac {command}: error: {one_line(err)}"
-
-
-if __name__ == "__main__":
-    sys.exit(main())
