@@ -66,12 +66,36 @@ def atomic_write(path: Union[str, "os.PathLike[str]"]) -> Iterator[BinaryIO]:
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST)
 
 
-def unwritable(err: OSError, where: Union[str, "os.PathLike[str]"], advice: str) -> Optional[ValueError]:
-    """A one-line `ValueError` when `err` says that `where` cannot be written (permissions, a
+def unwritable(err: OSError, where: Union[str, "os.PathLike[str]"], advice: str) -> Optional[InputError]:
+    """A one-line `InputError` (a `ValueError`) when `err` says that `where` cannot be written (permissions, a
     read-only or immutable folder, a file where a folder should be), else None."""
     if err.errno not in _NOT_WRITABLE:
         return None
-    return ValueError(f"cannot write into {where} ({err.strerror or type(err).__name__}); {advice}")
+    return InputError(f"cannot write into {where} ({err.strerror or type(err).__name__}); {advice}")
+
+
+# An operating-system failure the user can fix, on a path they named: a missing file, no
+# permission, a read-only or full file system (quota, `ulimit -f`), a file where a folder should
+# be (or the reverse), a name too long, a loop of links.
+USER_OS_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                            errno.ENOTEMPTY, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENAMETOOLONG, errno.ELOOP})  # fmt: skip
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether `err` is the user's to fix (one line, exit status 2) rather than a bug (its
+    traceback): a `UserError`, or an `OSError` with one of `USER_OS_ERRNOS`, or one that
+    hear_matpac raised with a message and no error number (`FileExistsError("OUT exists ...")`)."""
+    if isinstance(err, UserError):
+        return True
+    return isinstance(err, OSError) and (err.errno in USER_OS_ERRNOS or err.errno is None)
+
+
+def one_line(err: BaseException) -> str:
+    """`err`'s message on one line; an operating-system error as `PATH: reason`."""
+    if isinstance(err, OSError) and err.strerror:
+        where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+        return f"{where}: {err.strerror}" if where else err.strerror
+    return " ".join(line.strip() for line in str(err).strip().splitlines()) or type(err).__name__
 
 
 def write_json(path: PathLike, data: Any, sort_keys: bool = False) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from .batching import DEFAULT_MAX_WINDOWS
 from .config import COLUMN_HOP_MS, FRAMES_PER_SECOND, PATCH, SAMPLE_RATE, EncoderConfig
+from .io import InputError, InputTypeError
 from .precision import DEFAULT_PRECISION, check_precision_name
 
 __all__ = ["DEFAULT_MAX_WINDOWS", "ModelOptions", "ParsedOptions", "TIMESTAMP_HOPS_MS", "option_help", "result_options"]
@@ -62,17 +63,17 @@ class ModelOptions:
         known = {f.name for f in fields(ModelOptions)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise TypeError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(known))}")
+            raise InputTypeError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(known))}")
         parsed = ModelOptions(**options)
         layer = _int_option("layer", parsed.layer)
         if not -config.depth <= layer < config.depth:
-            raise ValueError(
+            raise InputError(
                 f"layer={layer} is out of range for an encoder of depth {config.depth}: "
                 f"use 0..{config.depth - 1}, or -1 for the last"
             )
         max_windows = None if parsed.max_windows is None else _int_option("max_windows", parsed.max_windows)
         if max_windows is not None and max_windows < 1:
-            raise ValueError(f"max_windows must be at least 1, got {max_windows}")
+            raise InputError(f"max_windows must be at least 1, got {max_windows}")
         hop_ms = _hop_option(parsed.timestamp_hop_ms)
         window_columns = _window_columns_option(parsed.window_seconds, config)
         window_frames = window_columns * PATCH
@@ -119,28 +120,28 @@ def result_options(options: ModelOptions) -> Dict[str, Any]:
 
 def _int_option(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"option {name} must be an integer, got {value!r}")
+        raise InputTypeError(f"option {name} must be an integer, got {value!r}")
     return value
 
 
 def _bool_option(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"option {name} must be true or false, got {value!r}")
+        raise InputTypeError(f"option {name} must be true or false, got {value!r}")
     return value
 
 
 def _number_option(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"option {name} must be a number, got {value!r}")
+        raise InputTypeError(f"option {name} must be a number, got {value!r}")
     if not math.isfinite(value):
-        raise ValueError(f"option {name} must be finite, got {value!r}")
+        raise InputError(f"option {name} must be finite, got {value!r}")
     return float(value)
 
 
 def _hop_option(value: Any) -> int:
     hop = _number_option("timestamp_hop_ms", value)
     if hop not in TIMESTAMP_HOPS_MS:
-        raise ValueError(
+        raise InputError(
             f"timestamp_hop_ms must be one of {', '.join(map(str, TIMESTAMP_HOPS_MS))} (ms), got {value!r}; "
             f"finer hops cost {COLUMN_HOP_MS} / hop passes of the encoder"
         )
@@ -150,7 +151,7 @@ def _hop_option(value: Any) -> int:
 def _overlap_option(value: Any) -> float:
     overlap = _number_option("window_overlap", value)
     if not 0.0 <= overlap < 1.0:
-        raise ValueError(
+        raise InputError(
             f"window_overlap must be a fraction in [0, 1), e.g. 0 (no overlap) or 0.5, got {value!r}"
         )
     return overlap
@@ -164,12 +165,12 @@ def _window_columns_option(value: Any, config: EncoderConfig) -> int:
     seconds = _number_option("window_seconds", value)
     columns = seconds / COLUMN_SECONDS
     if seconds <= 0 or abs(columns - round(columns)) > 1e-6:
-        raise ValueError(
+        raise InputError(
             f"window_seconds must be a positive multiple of {COLUMN_SECONDS:g} s (one 16-frame "
             f"column), e.g. 0.96, 1.92, 3.04 or {longest:g}; got {value!r}"
         )
     if round(columns) > config.max_columns:
-        raise ValueError(
+        raise InputError(
             f"window_seconds={value!r} is longer than this checkpoint's window of {longest:g} s "
             f"({config.n_frames} frames); use at most {longest:g}"
         )

@@ -12,6 +12,8 @@ from typing import ContextManager, Optional
 import torch
 from torch import nn
 
+from .io import InputError, InputTypeError
+
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 DEFAULT_PRECISION = "fp32"
 _AUTOCAST_DTYPES: dict[str, Optional[torch.dtype]] = {
@@ -25,9 +27,9 @@ _AUTOCAST_DTYPES: dict[str, Optional[torch.dtype]] = {
 def check_precision_name(precision: object) -> str:
     """`precision` if it names a known precision, else a `TypeError` / `ValueError`."""
     if not isinstance(precision, str):
-        raise TypeError(f"option precision must be a string, one of {', '.join(PRECISIONS)}; got {precision!r}")
+        raise InputTypeError(f"option precision must be a string, one of {', '.join(PRECISIONS)}; got {precision!r}")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not supported: use one of {', '.join(PRECISIONS)}")
+        raise InputError(f"precision={precision!r} is not supported: use one of {', '.join(PRECISIONS)}")
     return precision
 
 
@@ -36,14 +38,14 @@ def check_precision_device(precision: str, device: torch.device) -> None:
     if precision in ("fp32", "tf32"):
         return
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"precision={precision!r} runs on cpu or cuda only, the model is on {device}; use precision='fp32'")
+        raise InputError(f"precision={precision!r} runs on cpu or cuda only, the model is on {device}; use precision='fp32'")
     if precision == "fp16" and device.type == "cpu":
-        raise ValueError(
+        raise InputError(
             "precision='fp16' needs a CUDA device and the model is on cpu: move it with model.to('cuda'), "
             "or use precision='bf16' (or 'fp32') on CPU"
         )
     if precision == "bf16" and device.type == "cuda" and not cuda_bf16_native(device):
-        raise ValueError(f"precision='bf16' is not supported natively by {torch.cuda.get_device_name(device)}; use 'fp16' or 'fp32'")
+        raise InputError(f"precision='bf16' is not supported natively by {torch.cuda.get_device_name(device)}; use 'fp16' or 'fp32'")
 
 
 def cuda_bf16_native(device: torch.device) -> bool:

@@ -2,6 +2,7 @@
 the path and the reason, exit status 2; folders are made with the umask like other tools."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import stat
@@ -128,3 +129,113 @@ def test_tensorflow_that_fails_to_import_falls_back_to_the_standin(broken_tensor
 def test_tensorflow_real_that_fails_to_import_is_one_line(broken_tensorflow) -> None:
     with pytest.raises(ValueError, match="fails to import .*use --tensorflow stand-in"):
         tensorflow_standin.select_tensorflow("real")
+
+
+def test_a_bug_keeps_its_traceback_and_its_own_status(monkeypatch, capsys) -> None:
+    """Not every TypeError is the user's: one raised by a bug deep in the library (here a
+    wrong-signature call, injected) keeps its traceback and exits with BUG_STATUS, not 2."""
+    from hear_matpac.cli import BUG_STATUS
+    from hear_matpac.weights import info
+
+    def broken(*args, **kwargs):
+        raise TypeError("boom")
+
+    monkeypatch.setattr(info, "describe", broken)
+    assert BUG_STATUS not in (0, 1, 2)
+    assert main(["info", TINY]) == BUG_STATUS
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "TypeError: boom" in err
+    assert "hear-matpac info: internal error" in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (PermissionError(13, "Permission denied", "/data/model.pt"), 2),  # the user's path: one line
+        (IsADirectoryError(21, "Is a directory", "/data"), 2),
+        (OSError(5, "Input/output error"), "bug"),  # not one the user can fix by a flag: its traceback
+    ],
+    ids=["permission", "a-folder", "io-error"],
+)
+def test_which_os_errors_are_the_users(error, status, monkeypatch, capsys) -> None:
+    from hear_matpac.cli import BUG_STATUS
+    from hear_matpac.weights import info
+
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(info, "describe", failing)
+    assert main(["info", TINY]) == (BUG_STATUS if status == "bug" else status)
+    if status == 2:
+        assert _one_line_error(capsys, "info") == f"hear-matpac info: error: {error.filename}: {error.strerror}"
+    else:
+        assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_bug_on_a_rank_is_not_gathered_as_a_users_mistake() -> None:
+    """On a torchrun rank a user's mistake is exchanged (the lowest failing rank says it, the
+    others stop quietly); a bug is not: it ends its rank at once with its traceback."""
+    from hear_matpac.files.ranks import RankGroup, Ranks
+    from hear_matpac.io import InputError
+
+    exchanged = []
+    group = RankGroup(Ranks(rank=0, world=2, local_rank=0))
+    group.all_gather = lambda value: exchanged.append(value) or [value, False]  # the other rank: no problem
+
+    def bug():
+        raise TypeError("boom")
+
+    def mistake():
+        raise InputError("--layer 7 is out of range")
+
+    with pytest.raises(TypeError, match="boom"):
+        group.agree(bug)
+    assert exchanged == []
+    with pytest.raises(InputError, match="out of range"):
+        group.agree(mistake)
+    assert exchanged == [True]
+
+
+def test_version(capsys) -> None:
+    from hear_matpac.version import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"hear-matpac {__version__}\n"
+
+
+_LOADED = """
+import sys
+from hear_matpac.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+heavy = ("hear_matpac.hear_tools", "hear_matpac.files", "hear_matpac.reports", "hear_matpac.weights.download",
+         "matplotlib", "soundfile", "submitit", "heareval")
+loaded = [m for m in sys.modules if m.startswith(heavy)]
+loaded += [m for m in sys.modules if m.startswith("hear_matpac.cli.") and m != "hear_matpac.cli." + sys.argv[1]]
+print(sorted(loaded))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["info", TINY, "--json"]], ids=["help", "info"])
+def test_subcommands_are_imported_only_when_they_run(argv, tmp_path: Path) -> None:
+    """`hear-matpac --help` and `info` import no tool, files or reports module, and no other
+    subcommand's module (each is imported when its subcommand runs)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", _LOADED, *argv], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-2000:]
+
+
+def test_the_registry_lists_each_subcommand_with_its_own_help() -> None:
+    """The lazy registry's one-line helps are the ones the subcommand modules register."""
+    from hear_matpac.cli import SUBCOMMANDS, build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    registered = {action.dest: action.help for action in subparsers._choices_actions}
+    assert registered == {name: help for name, _, help in SUBCOMMANDS}

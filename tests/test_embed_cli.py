@@ -13,10 +13,10 @@ import soundfile
 import torch
 
 import hear_matpac
-from hear_matpac.io import atomic_write
+from hear_matpac.io import InputTypeError, atomic_write
 from hear_matpac.files.audio import AudioFileError, read_audio
 from hear_matpac.files import embed as embed_files
-from hear_matpac.cli import embed as embed_cli
+from hear_matpac.files import job as embed_job
 from hear_matpac.cli import main
 from hear_matpac.files.inputs import collect_inputs
 from hear_matpac.weights.locate import TINY_UNTRAINED
@@ -147,9 +147,9 @@ def test_model_options_pass_through_only_when_given(audio_dir: Path, tmp_path: P
 
     def fake_load_model(path, **options):
         seen.append(options)
-        raise TypeError("unknown option(s) precision; valid options: layer, max_windows")
+        raise InputTypeError("unknown option(s) precision; valid options: layer, max_windows")  # as options.py does
 
-    monkeypatch.setattr(embed_cli, "load_model", fake_load_model)
+    monkeypatch.setattr(embed_job, "load_model", fake_load_model)
     wav = str(audio_dir / "stereo.wav")
     assert _embed(wav, "--out", str(tmp_path / "o")) == 2
     assert _embed(wav, "--out", str(tmp_path / "o"), "--timestamp-hop-ms", "25", "--precision", "bf16",
@@ -279,6 +279,8 @@ def test_cuda_requested_without_cuda_is_one_line(audio_dir: Path, tmp_path: Path
         (["embed"], "hear-matpac embed: error: the following arguments are required: PATH, --out (see hear-matpac embed --help)"),
         (["embed", "a.wav", "--out", "o", "--batch-size", "x"], "hear-matpac embed: error: argument --batch-size: invalid int value: 'x' (see hear-matpac embed --help)"),
         ([], "hear-matpac: error: the following arguments are required: COMMAND (see hear-matpac --help)"),
+        (["embed", "a.wav", "--out", "o", "--bogus", "4"],
+         "hear-matpac embed: error: unrecognized arguments: --bogus 4 (see hear-matpac embed --help)"),
     ],
 )
 def test_argparse_errors_are_one_line_too(capsys, argv, line) -> None:
@@ -286,3 +288,30 @@ def test_argparse_errors_are_one_line_too(capsys, argv, line) -> None:
         main(argv)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == line + "\n"
+
+
+def test_every_load_model_option_is_a_flag_of_embed(audio_dir: Path, tmp_path: Path) -> None:
+    """README: every load_model option is a flag of `embed`; --max-windows is one (it bounds
+    memory and changes no number beyond float tolerance)."""
+    wav = str(audio_dir / "stereo.wav")
+    assert _embed(wav, "--out", str(tmp_path / "w1"), "--max-windows", "1") == 0
+    assert _embed(wav, "--out", str(tmp_path / "w16"), "--max-windows", "16") == 0
+    np.testing.assert_allclose(np.load(tmp_path / "w1" / "stereo.wav.scene.npy"),
+                               np.load(tmp_path / "w16" / "stereo.wav.scene.npy"), atol=1e-5)  # fmt: skip
+
+
+def test_embed_files_from_python_without_argparse(audio_dir: Path, tmp_path: Path, capsys) -> None:
+    """The library entry the CLI calls: a folder embedded from Python, then skipped as up to date;
+    the outputs are the CLI's."""
+    from hear_matpac.files.job import Totals, embed_files
+
+    done = embed_files([audio_dir], tmp_path / "lib", TINY, device="cpu")  # a corrupt and an empty file fail
+    names = sorted(p.relative_to(tmp_path / "lib").as_posix() for p in (tmp_path / "lib").rglob("*.scene.npy"))
+    assert names == ["stereo.wav.scene.npy", "sub/tone8k.flac.scene.npy"]
+    assert done == Totals(embedded=2, skipped=0, failed=2)
+    assert embed_files([audio_dir], tmp_path / "lib", TINY, device="cpu") == Totals(embedded=0, skipped=2, failed=2)
+    assert _embed(str(audio_dir), "--out", str(tmp_path / "cli")) == 1
+    for name in names:
+        np.testing.assert_array_equal(np.load(tmp_path / "lib" / name), np.load(tmp_path / "cli" / name))
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        embed_files([audio_dir], tmp_path / "x", TINY, batch_size=0)

@@ -1,19 +1,40 @@
-"""`hear-matpac` command line: one module per subcommand, each with `register(subparsers)`."""
+"""`hear-matpac` command line: one module per subcommand, each with `register(subparsers)`,
+imported only when its subcommand runs (`--help` and `info` import no tools, files or reports).
+
+A user's mistake (`hear_matpac.io.is_user_error`: a `UserError`, or an operating-system error
+on a path they named) is one line on stderr and exit status 2; any other exception is a bug and
+keeps its traceback, exit status `BUG_STATUS`."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+import traceback
 from typing import NoReturn, Optional, Sequence
 
-from . import (compare, demo, embed, evaluate, heareval, info, install_hear_tools, make_tasks, model_env, sweep, validate,
-               weights)
+from ..io import is_user_error, one_line
+from ..version import __version__
 
-# Each module adds its subcommand and sets `func(args) -> int` as the parser default. A
-# subcommand that also sets `passthrough=True` gets every argument it does not know, in order,
-# as `args.upstream` (for the HEAR tools' own command lines).
-SUBCOMMANDS = (demo, evaluate, sweep, validate, heareval, make_tasks, install_hear_tools, model_env, embed, compare, weights,
-               info)
+BUG_STATUS = 70  # EX_SOFTWARE (sysexits.h): an internal error; neither 1 (a stage or file failed) nor 2 (usage)
+
+# (name, module under hear_matpac.cli, one-line help), in the order `--help` lists them. The
+# module adds its subcommand and sets `func(args) -> int` as the parser default; one that also
+# sets `passthrough=True` gets every argument it does not know, in order, as `args.upstream`.
+SUBCOMMANDS = (
+    ("demo", "demo", "embed a synthetic clip with the best weights available and print the result"),
+    ("evaluate", "evaluate", "validator + heareval (embed, predict) per model and task, resumable; comparison table"),
+    ("sweep", "sweep", "heareval (embed, predict) once per window_seconds; table + plot of scores and cost"),
+    ("validate", "validate", "run hear-validator on hear_matpac (no TensorFlow needed)"),
+    ("heareval", "heareval", "run heareval's embedding or predictions runner (no TensorFlow needed)"),
+    ("make-tasks", "make_tasks", "write the small synthetic HEAR task suite (16 kHz, hear-preprocess format)"),
+    ("install-hear-tools", "install_hear_tools", "pip-install heareval + hear-validator (pinned) into this environment"),
+    ("model-env", "model_env", "make a venv for a HEAR plugin (its requirements + the HEAR tools' embedding side, pinned)"),
+    ("embed", "embed", "embed audio files (wav, flac, ogg, mp3, ...) into .npy/.npz files"),
+    ("compare", "compare", "compare heareval results across models: markdown/CSV table and PNG chart"),
+    ("weights", "weights", "list, download and convert the published MATPAC checkpoints"),
+    ("info", "info", "describe a checkpoint: inferred encoder shape, parameters, ignored keys, head"),
+)  # fmt: skip
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -25,27 +46,33 @@ class OneLineErrorParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
-        prog="hear-matpac",
-        description="MATPAC audio embeddings through the HEAR 2021 API.",
-    )
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser, with `command`'s module imported and registered (every subcommand when None);
+    the others are listed by name and help only."""
+    parser = OneLineErrorParser(prog="hear-matpac", description="MATPAC audio embeddings through the HEAR 2021 API.")
+    parser.add_argument("--version", action="version", version=f"hear-matpac {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in SUBCOMMANDS:
-        module.register(subparsers)
+    for name, module, help in SUBCOMMANDS:
+        if command is None or name == command:
+            importlib.import_module(f"{__name__}.{module}").register(subparsers)
+            subparsers.choices[name].set_defaults(parser=subparsers.choices[name])  # its own usage errors
+        else:
+            subparsers.add_parser(name, help=help)
     return parser
 
 
 def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse `argv`; unknown arguments are an error except for pass-through subcommands."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), "")  # the top level takes no option with a value
+    parser = build_parser(command if command in {name for name, _, _ in SUBCOMMANDS} else "")
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "passthrough", False):
         if "--" in extra:
             extra.remove("--")
         args.upstream = extra
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
 
 
@@ -60,23 +87,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: the command has stopped its workers and tools on the way out
         print(f"hear-matpac {args.command}: interrupted", file=sys.stderr)
         return 130  # 128 + SIGINT, as a shell reports a tool Ctrl-C ended
-    except (ValueError, TypeError, OSError) as err:
-        print(error_line(args.command, err), file=sys.stderr)
+    except Exception as err:
+        if not is_user_error(err):
+            traceback.print_exc()
+            print(f"hear-matpac {args.command}: internal error (a bug; please report it with the traceback above)",
+                  file=sys.stderr)  # fmt: skip
+            return BUG_STATUS
+        print(f"hear-matpac {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
-
-
-def error_line(command: str, err: BaseException) -> str:
-    """How `hear-matpac COMMAND` reports a user's mistake: one line."""
-    return f"hear-matpac {command}: error: {_one_line(err)}"
-
-
-def _one_line(err: BaseException) -> str:
-    """`err` on one line; an operating-system error as `PATH: reason`."""
-    if isinstance(err, OSError) and err.strerror:
-        where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
-        return f"{where}: {err.strerror}" if where else err.strerror
-    return " ".join(line.strip() for line in str(err).strip().splitlines()) or type(err).__name__
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..io import MissingFile
 from ..reports.chart import require_matplotlib, save_chart
 from ..reports.comparison import build_comparison, to_csv, to_markdown
 from ..files.folders import ensure_folder
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"hear-matpac compare: warning: {warning}", file=sys.stderr)
     if not scores:
-        raise FileNotFoundError(
+        raise MissingFile(
             f"no readable {SCORES_FILE} under {', '.join(map(str, args.runs))}; "
             "run heareval.predictions.runner first"
         )

@@ -7,6 +7,7 @@ import time
 
 import torch
 
+from ..io import InputError
 from ..api import get_scene_and_timestamp_embeddings, load_model
 from ..config import SAMPLE_RATE
 from ..weights.locate import announce_stand_in, best_available_weights, weights_help
@@ -49,7 +50,7 @@ def passes_said(passes: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if not 0 < args.seconds <= MAX_SECONDS:  # also refuses nan and inf
-        raise ValueError(f"--seconds must be a number of seconds in (0, {MAX_SECONDS:g}], got {args.seconds}")
+        raise InputError(f"--seconds must be a number of seconds in (0, {MAX_SECONDS:g}], got {args.seconds}")
     device = resolve_device(args.device)
     options = model_options(args)
     path = best_available_weights(args.weights, announce=False)

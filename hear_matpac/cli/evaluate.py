@@ -13,7 +13,7 @@ from typing import Dict, List, Tuple
 from ..hear_tools.launch import PLUGIN_MODULE, exit_on_sigterm
 from ..hear_tools.models import check_models, parse_pythons, read_spec_file, split_python_lines
 from ..hear_tools.pipeline import evaluate, summary
-from ..io import write_json
+from ..io import InputError, write_json
 from ..hear_tools.taskdirs import parse_task_names
 from ..reports.chart import require_matplotlib, save_chart
 from ..reports.comparison import build_comparison, to_csv, to_markdown
@@ -72,7 +72,7 @@ def _specs(args: argparse.Namespace) -> Tuple[List[str], Dict[str, str]]:
     specs = list(args.model) + from_file
     options = model_options(args)
     if specs and (args.weights or options):
-        raise ValueError("--weights and model option flags describe the one default model; with --model, "
+        raise InputError("--weights and model option flags describe the one default model; with --model, "
                          "put them in each SPEC (MODULE:WEIGHTS:OPTIONS_JSON)")  # fmt: skip
     return specs or [f"{PLUGIN_MODULE}:{args.weights}:{json.dumps(options)}"], parse_pythons(list(args.python) + pythons)
 

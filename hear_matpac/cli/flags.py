@@ -2,7 +2,8 @@
 `--devices`/`--jobs` (a command that spreads work over a node), the model options (one flag
 per `ModelOptions` field, plus `--model-options JSON`), `--tensorflow`, `--overwrite` (with
 its old spelling `--force` kept as a hidden alias), `--grid`, `--engine` and the `--slurm-*`
-options."""
+options. It imports the tools' modules only in the function that needs them, so that importing
+a subcommand's module stays cheap."""
 from __future__ import annotations
 
 import argparse
@@ -15,10 +16,7 @@ from typing import Any, Collection, Dict, List
 
 import torch
 
-from ..hear_tools.pipeline import GRIDS
-from ..hear_tools.slots import check_jobs, parse_devices
-from ..hear_tools.slurm import CLUSTERS, ENGINES, SlurmOptions, parse_extra
-from ..hear_tools.tensorflow_standin import MODES
+from ..io import InputError
 from ..options import ModelOptions, option_help
 from ..weights.locate import weights_help
 
@@ -52,16 +50,22 @@ def add_devices(parser: argparse.ArgumentParser) -> None:
 
 def devices(args: argparse.Namespace) -> List[str]:
     """The `--devices` names, checked (`hear_tools.slots.parse_devices`), and `--jobs` checked."""
+    from ..hear_tools.slots import check_jobs, parse_devices
+
     check_jobs(args.jobs)
     return parse_devices(args.devices)
 
 
 def add_tensorflow(parser: argparse.ArgumentParser) -> None:
+    from ..hear_tools.tensorflow_standin import MODES
+
     parser.add_argument("--tensorflow", choices=MODES, default="auto", help=TENSORFLOW_HELP)
 
 
 def add_grid(parser: argparse.ArgumentParser) -> None:
     """heareval's `--grid` and `--grid-points` (checked in `hear_tools.pipeline.check_grid`)."""
+    from ..hear_tools.pipeline import GRIDS
+
     parser.add_argument("--grid", choices=GRIDS, default="faster", help="heareval grid (default faster)")
     parser.add_argument("--grid-points", type=int, default=8, help="grid points per task (default 8)")
 
@@ -104,9 +108,9 @@ def model_options(args: argparse.Namespace) -> Dict[str, Any]:
     try:
         options = json.loads(args.model_options)
     except json.JSONDecodeError as err:
-        raise ValueError(f"--model-options must be a JSON object: {err}") from None
+        raise InputError(f"--model-options must be a JSON object: {err}") from None
     if not isinstance(options, dict):
-        raise ValueError(f"--model-options must be a JSON object, got {args.model_options!r}")
+        raise InputError(f"--model-options must be a JSON object, got {args.model_options!r}")
     options.update({n: getattr(args, n) for n in args.model_option_flags if getattr(args, n) is not None})
     return options
 
@@ -154,9 +158,9 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError as err:
         problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"--device {name!r} is not a torch device ({problem}); use e.g. cpu or cuda") from None
+        raise InputError(f"--device {name!r} is not a torch device ({problem}); use e.g. cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
+        raise InputError(f"--device {name}: CUDA is not available here; use --device cpu")
     return device
 
 
@@ -169,6 +173,8 @@ SLURM_FLAGS = {  # flag -> SlurmOptions field
 def add_engine(parser: argparse.ArgumentParser) -> None:
     """`--engine local|slurm` and the `--slurm-*` options (`hear_tools.slurm.SlurmOptions`);
     read back with `engine_options(args)`."""
+    from ..hear_tools.slurm import CLUSTERS, ENGINES, SlurmOptions
+
     d = SlurmOptions()
     parser.add_argument("--engine", choices=ENGINES, default="local",
                         help="where the stages run: local (this process, default) or slurm (one Slurm job per "
@@ -191,13 +197,15 @@ def add_engine(parser: argparse.ArgumentParser) -> None:
 def engine_options(args: argparse.Namespace) -> tuple:
     """(`--engine`, its `SlurmOptions` or None); a `--slurm-*` option without `--engine slurm`
     is a `ValueError`."""
+    from ..hear_tools.slurm import SlurmOptions, parse_extra
+
     given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in SLURM_FLAGS.items()}
     given = {k: v for k, v in given.items() if v is not None}
     if args.engine != "slurm":
         if given or args.slurm_extra:
-            raise ValueError("the --slurm-* options need --engine slurm")
+            raise InputError("the --slurm-* options need --engine slurm")
         return args.engine, None
     if getattr(args, "devices", "") or getattr(args, "jobs", 1) != 1:
-        raise ValueError("--devices and --jobs spread the stages over this node; with --engine slurm each "
+        raise InputError("--devices and --jobs spread the stages over this node; with --engine slurm each "
                          "stage asks Slurm for its own GPU (--slurm-gpus-per-stage): drop them")  # fmt: skip
     return args.engine, SlurmOptions(**given, extra=parse_extra(args.slurm_extra or []))

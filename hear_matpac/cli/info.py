@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..weights.locate import resolve_weights_path
-from ..weights.info import describe, format_info
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -24,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..weights.info import describe, format_info
+    from ..weights.locate import resolve_weights_path
+
     info = describe(resolve_weights_path(args.ckpt))
     print(json.dumps(info.as_dict(), indent=1) if args.json else format_info(info))
     return 0

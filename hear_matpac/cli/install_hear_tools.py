@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..hear_tools.install import install
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -25,4 +23,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..hear_tools.install import install
+
     return install(args.tensorflow_cpu)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..hear_tools.tasks import suite, write_suite
-from ..hear_tools.taskdirs import parse_task_names
 from .flags import add_overwrite, add_tasks
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..hear_tools.tasks import suite
+
     names = ", ".join(spec.name for spec in suite())
     parser = subparsers.add_parser(
         "make-tasks",
@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..hear_tools.taskdirs import parse_task_names
+    from ..hear_tools.tasks import write_suite
+
     for path in write_suite(args.out, args.seed, args.scale, args.overwrite, parse_task_names(args.tasks)):
         print(path)
     return 0

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..hear_tools.model_env import guess_module, make_model_env
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -34,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..hear_tools.model_env import guess_module, make_model_env
+
     try:
         env = make_model_env(args.dir, args.requirements, args.python, args.module, args.share, args.no_deps)
     except RuntimeError as err:

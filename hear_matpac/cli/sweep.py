@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..io import InputError
 from ..hear_tools.pipeline import StageFailed
 from ..hear_tools.sweep import parse_window_seconds, run_sweep, write_outputs
 from ..reports.chart import require_matplotlib
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"weights: {weights}")
     base = model_options(args)
     if "window_seconds" in base:
-        raise ValueError("--model-options: window_seconds is what sweep varies; give the lengths with --window-seconds")
+        raise InputError("--model-options: window_seconds is what sweep varies; give the lengths with --window-seconds")
     settings = [(f"{w:g}", {**base, "window_seconds": w}) for w in windows]
     tasks = parse_task_names(args.tasks)
     try:

@@ -18,6 +18,7 @@ import soxr
 import torch
 from torch import Tensor
 
+from ..io import InputError, MissingFile
 from ..config import SAMPLE_RATE
 
 RESAMPLE_QUALITY = "VHQ"  # soxr's very-high-quality recipe (28-bit)
@@ -29,7 +30,7 @@ AUDIO_EXTENSIONS = frozenset(
 )  # fmt: skip
 
 
-class AudioFileError(ValueError):
+class AudioFileError(InputError):
     """A file that cannot be turned into a clip: unreadable, unsupported, empty or not finite."""
 
     def __init__(self, path: Union[str, "os.PathLike[str]"], problem: str) -> None:
@@ -54,7 +55,7 @@ def read_audio(path: Union[str, "os.PathLike[str]"]) -> Clip:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingFile(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise AudioFileError(path, "empty file (0 bytes)")
     try:

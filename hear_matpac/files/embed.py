@@ -34,7 +34,7 @@ from ..version import __version__
 from ..api import embed_packed
 from ..batching import frame_budget, plan_chunks
 from ..finite_checks import PendingCheck, deferred_checks
-from ..io import first_line
+from ..io import first_line, InputError
 from ..config import FRAMES_PER_SECOND, SAMPLE_RATE
 from .decode import DecodedChunk, decoded_chunks, default_workers
 from .inputs import InputFile
@@ -362,7 +362,7 @@ def _loaded(chunks: Iterable[DecodedChunk], workers: int) -> Iterator[DecodedChu
         except RuntimeError as err:
             if not workers or "DataLoader worker" not in str(err):
                 raise
-            raise ValueError(f"a decoding process died ({first_line(err)}); rerun with --decode-workers 0 to decode "
+            raise InputError(f"a decoding process died ({first_line(err)}); rerun with --decode-workers 0 to decode "
                              "in the main process") from err  # fmt: skip
         yield chunk
 
@@ -371,7 +371,7 @@ def _stop_on_device_failure(err: BaseException, group: Sequence[tuple[Job, torch
     """End the run (a one-line `ValueError` naming the file) when `err` is `device_failure`'s."""
     problem = device_failure(err, len(group))
     if problem is not None:
-        raise ValueError(f"stopped at {group[0][0].item.path}: {problem}") from err
+        raise InputError(f"stopped at {group[0][0].item.path}: {problem}") from err
 
 
 def plan_jobs(files: Sequence[InputFile], store: OutputStore, timestamps: bool, overwrite: bool,
@@ -396,7 +396,7 @@ def plan_jobs(files: Sequence[InputFile], store: OutputStore, timestamps: bool, 
             skipped += 1
     if collisions:
         more = f" ({len(collisions) - 1} more name(s) like it)" if len(collisions) > 1 else ""
-        raise ValueError(
+        raise InputError(
             f"{collisions[0]}{more}: use another --out, embed the inputs from a folder holding both "
             "(names then keep their subfolders), or --overwrite to replace the older outputs"
         )

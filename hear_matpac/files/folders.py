@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 from typing import Union
 
+from ..io import InputError
+
 
 def ensure_folder(path: Union[str, "os.PathLike[str]"], what: str = "--out") -> Path:
     """`path` as a folder, created with its parents when missing. A file in the way (at `path`
@@ -13,6 +15,6 @@ def ensure_folder(path: Union[str, "os.PathLike[str]"], what: str = "--out") -> 
     for place in (path, *path.parents):
         if os.path.lexists(place) and not place.is_dir():
             where = "" if place == path else f": {place} is not a folder"
-            raise ValueError(f"{what} {path} is not a folder{where}; choose a folder")
+            raise InputError(f"{what} {path} is not a folder{where}; choose a folder")
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -3,9 +3,10 @@ messages they exchange (torch.distributed with the gloo backend, on CPU or GPU m
 
 Outside torchrun (or in a job of one process) there is one rank, `SOLO`, and every exchange is
 the identity, so a single process runs the very same code. A user's mistake found on one rank
-(`ValueError`, `TypeError`, `OSError`) is raised there and makes the others raise
+(`hear_matpac.io.is_user_error`) is raised there and makes the others raise
 `OtherRankFailed`, so that it is said once and every rank stops with the same status instead
-of waiting for a rank that has gone.
+of waiting for a rank that has gone. Any other exception is a bug: it ends its rank with its
+traceback, and the others stop when its connections close.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, T
 
 import torch
 
+from ..io import InputError, is_user_error
+
 T = TypeVar("T")
-USER_ERRORS = (ValueError, TypeError, OSError)
 # How long a rank waits for the others at an exchange: rank 0 may wait for another run's lock
 # on the output folder (hours) while the others wait for its plan. A rank that dies closes its
 # connections, which ends the others' wait at once, and torchrun stops a job whose rank failed.
@@ -47,7 +49,7 @@ def torchrun_ranks(env: Mapping[str, str] = os.environ) -> Optional[Ranks]:
             return None
         return Ranks(int(env["RANK"]), world, int(env.get("LOCAL_RANK", "0")))
     except (KeyError, ValueError):
-        raise ValueError("WORLD_SIZE, RANK and LOCAL_RANK in the environment are not a torchrun job's "
+        raise InputError("WORLD_SIZE, RANK and LOCAL_RANK in the environment are not a torchrun job's "
                          f"({', '.join(f'{k}={env.get(k)!r}' for k in ('WORLD_SIZE', 'RANK', 'LOCAL_RANK'))}); "
                          "start it with torchrun, or unset them") from None  # fmt: skip
 
@@ -60,12 +62,12 @@ def rank_device(device: torch.device, ranks: Optional[Ranks]) -> torch.device:
     if ranks is None or device.type != "cuda":
         return device
     if device.index is not None:
-        raise ValueError(f"--device {device} under torchrun would put every rank on that one GPU; use --device cuda "
+        raise InputError(f"--device {device} under torchrun would put every rank on that one GPU; use --device cuda "
                          "(each rank takes GPU LOCAL_RANK, or the only GPU it sees)")  # fmt: skip
     count = torch.cuda.device_count()
     index = 0 if count == 1 else ranks.local_rank
     if index >= count:
-        raise ValueError(f"local rank {ranks.local_rank} has no GPU of its own (this process sees {count}); start "
+        raise InputError(f"local rank {ranks.local_rank} has no GPU of its own (this process sees {count}); start "
                          "at most that many processes per node, or give each one GPU (CUDA_VISIBLE_DEVICES)")  # fmt: skip
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
@@ -86,7 +88,9 @@ class RankGroup:
             return step()
         try:
             value, problem = step(), None
-        except USER_ERRORS as err:
+        except Exception as err:
+            if not is_user_error(err):
+                raise  # a bug: this rank ends with its traceback
             value, problem = None, err
         failed = self.all_gather(problem is not None)
         if any(failed):
@@ -135,7 +139,7 @@ class RankGroup:
             collective(*args, **kwargs)
         except RuntimeError as err:  # a rank died: its connections closed
             problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ValueError(f"another rank of this torchrun job stopped ({problem})") from None
+            raise InputError(f"another rank of this torchrun job stopped ({problem})") from None
 
 
 SOLO = RankGroup(None)

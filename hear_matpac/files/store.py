@@ -75,7 +75,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
-from ..io import atomic_write, current_umask, first_line, write_json
+from ..io import atomic_write, current_umask, first_line, InputError, InputTypeError, MissingFile, write_json
 from .outputs import FRAMES_SUFFIX, INFO_FILE, SCENE_SUFFIX, output_paths, save_frames, save_scene
 from .folders import ensure_folder
 
@@ -319,7 +319,7 @@ class OutputStore:
         present = self._present
         if present:
             if not overwrite:
-                raise ValueError(f"{self.out} holds embeddings made with other settings "
+                raise InputError(f"{self.out} holds embeddings made with other settings "
                                  f"({_difference(previous, settings)}; {len(present)} file(s)); use another "
                                  "--out, or --overwrite to delete them all and embed these inputs with the "
                                  "new settings")  # fmt: skip
@@ -344,7 +344,7 @@ class OutputStore:
             return
         if not overwrite:
             lost = "" if (self.out / MANIFEST_FILE).exists() else f"; {MANIFEST_FILE} is missing"
-            raise ValueError(f"{self.out} holds {len(unknown)} output file(s) that {MANIFEST_FILE} does not record "
+            raise InputError(f"{self.out} holds {len(unknown)} output file(s) that {MANIFEST_FILE} does not record "
                              f"(such as {self.out / unknown[0]}{lost}): embed cannot tell which file they came from, "
                              "so it neither keeps nor deletes them; move them out of the folder, use --overwrite to "
                              "delete them and embed again, or use another --out")  # fmt: skip
@@ -357,7 +357,7 @@ class OutputStore:
         parents = PurePosixPath(name).parents
         for folder in self.nested:
             if PurePosixPath(folder) in parents:
-                raise ValueError(f"{output_paths(self.out, name).scene} would be written inside {self.out / folder}, "
+                raise InputError(f"{output_paths(self.out, name).scene} would be written inside {self.out / folder}, "
                                  "another embed output folder (it holds its own embed-info.json); use another "
                                  f"--out, or move that folder out of {self.out}")  # fmt: skip
 
@@ -530,14 +530,14 @@ def _check_job_folder(out: Path, rank: int, token: str) -> None:
     where = f"--out {out} on rank {rank} (working directory {os.getcwd()})"
     fix = "give --out as an absolute path on a file system that every rank of the job sees"
     if not out.is_dir():
-        raise FileNotFoundError(f"{where}: no such folder; {fix}")
+        raise MissingFile(f"{where}: no such folder; {fix}")
     try:
         found = (out / JOB_FILE).read_bytes().decode("ascii", errors="replace")
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         found = None
     if found != token:
         why = f"no {JOB_FILE} there" if found is None else f"its {JOB_FILE} is another job's"
-        raise FileNotFoundError(f"{where} is not the folder rank 0 writes to ({why}); {fix}")
+        raise MissingFile(f"{where} is not the folder rank 0 writes to ({why}); {fix}")
 
 
 def _wait_for_ranks(out: Path, report: Callable[[str], None]) -> None:
@@ -563,7 +563,7 @@ def _scan(out: Path) -> tuple[list[Path], set[str], list[str]]:
         base = Path(root)
         for name in dirs:  # not followed by the walk: outputs there would be neither seen nor cleaned
             if (base / name).is_symlink():
-                raise ValueError(f"{base / name} is a symbolic link to a folder inside the output folder; embed "
+                raise InputError(f"{base / name} is a symbolic link to a folder inside the output folder; embed "
                                  f"keeps every output in {out} itself: replace the link by a real folder, or "
                                  "use another --out")  # fmt: skip
         for name in list(dirs):  # another run's folder: its outputs and temporary files are its own
@@ -587,11 +587,11 @@ def _read_info(path: Path) -> Optional[dict[str, Any]]:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not an embed-info record (not UTF-8 text: {err.reason})") from None
+        raise InputError(f"{path}: not an embed-info record (not UTF-8 text: {err.reason})") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not an embed-info record (not JSON: {err})") from None
+        raise InputError(f"{path}: not an embed-info record (not JSON: {err})") from None
     if not isinstance(info, dict) or not isinstance(info.get("model_options", {}), dict):
-        raise ValueError(
+        raise InputError(
             f"{path}: not an embed-info record (expected a JSON object with the weights and model "
             f"options, found {type(info).__name__}); delete it and the folder's outputs, or use another --out"
         )
@@ -626,7 +626,7 @@ def _read_manifest(path: Path, records: Optional[dict[str, Record]] = None,
         except (ValueError, KeyError, TypeError, AttributeError, OverflowError, binascii.Error) as err:
             if number == len(lines):  # no newline after it: cut short by a kill
                 continue
-            raise ValueError(f"{path}:{number}: not a manifest line ({type(err).__name__}: {err}); "
+            raise InputError(f"{path}:{number}: not a manifest line ({type(err).__name__}: {err}); "
                              "delete the folder's outputs and this file, or use another --out") from None  # fmt: skip
     return records
 
@@ -660,7 +660,7 @@ def _text(entry: Mapping[str, Any], key: str) -> str:
         return os.fsdecode(base64.b64decode(raw, validate=True))
     value = entry[key]
     if not isinstance(value, str):
-        raise TypeError(f"{key} is not a string")
+        raise InputTypeError(f"{key} is not a string")
     return value
 
 

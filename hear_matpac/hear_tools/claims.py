@@ -35,6 +35,8 @@ import uuid
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
+from ..io import InputError
+
 MARK = ".hear-matpac-made"
 LEASE_S = 600.0  # a claim not refreshed for this long is stale: taken over from any host
 JOB_ENV = "HEAR_MATPAC_CLAIM_JOB"  # the scheduler job running this process's stages, if any
@@ -242,5 +244,5 @@ def describe_mark(folder: Path) -> str:
 def refuse_unless_made_for(folder: Path, tool: str, purpose: str, what: str, legacy: bool = False) -> None:
     """`ValueError` when `folder` exists and `tool` did not make it for `purpose`: it is left alone."""
     if os.path.lexists(folder) and not made_for(folder, tool, purpose, legacy):
-        raise ValueError(f"{folder} exists and {describe_mark(folder)}, not by {tool} as its {what}; "
+        raise InputError(f"{folder} exists and {describe_mark(folder)}, not by {tool} as its {what}; "
                          "it is left alone: choose another --out or move it")  # fmt: skip

@@ -21,11 +21,13 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..io import InputError
+
 DECLARED_FILE = "declared.json"
 SIZES = ("scene_embedding_size", "timestamp_embedding_size")
 
 
-class BadEmbeddings(ValueError):
+class BadEmbeddings(InputError):
     """The embeddings of a task folder fail the check; the message is one line."""
 
 

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
+from ..io import MissingFile
 from .embedding_check import record_declared
 from .tensorflow_standin import select_tensorflow
 
@@ -49,8 +50,8 @@ def _import_tool(module: str):
         return importlib.import_module(module)
     except ModuleNotFoundError as err:
         if err.name and err.name.split(".")[0] in {"heareval", "hearvalidator"}:
-            raise FileNotFoundError(f"{module} is not installed; {HINT_INSTALL}") from err
-        raise FileNotFoundError(
+            raise MissingFile(f"{module} is not installed; {HINT_INSTALL}") from err
+        raise MissingFile(
             f"{module} needs {err.name!r}, which is not installed; {HINT_INSTALL}"
         ) from err
 
@@ -138,7 +139,7 @@ def link_task_dirs(task_dirs: Sequence[str], workdir: Path) -> List[str]:
     for task_dir in task_dirs:
         target = Path(task_dir).resolve()
         if not target.is_dir():
-            raise FileNotFoundError(f"{task_dir} is not a folder of task embeddings")
+            raise MissingFile(f"{task_dir} is not a folder of task embeddings")
         base = Path("embeddings") / (target.parent.name or "model")
         for n in range(1, 10_000):
             rel = base.with_name(base.name + (f"-{n}" if n > 1 else "")) / target.name

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable, List, Sequence
 
+from ..io import InputError
 from .environments import Environment, interpreter_path, probe
 from .install import NO_DEPS
 
@@ -34,7 +35,7 @@ def guess_module(requirements: Sequence[str]) -> str:
     first = str(requirements[0]).strip() if requirements else ""
     match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", first)
     if not match or "/" in first or first.endswith((".whl", ".zip", ".tar.gz")):
-        raise ValueError(f"cannot tell the module from {first!r}: name it with --module")
+        raise InputError(f"cannot tell the module from {first!r}: name it with --module")
     return re.sub(r"[-.]+", "_", match.group(0)).lower()
 
 
@@ -64,9 +65,9 @@ def our_site_dirs() -> List[str]:
 
 def _check_folder(folder: Path) -> None:
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise ValueError(f"{folder} is not a folder")
+        raise InputError(f"{folder} is not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / "pyvenv.cfg").is_file():
-        raise ValueError(f"{folder} exists and is not a venv; it is left alone: choose another DIR")
+        raise InputError(f"{folder} exists and is not a venv; it is left alone: choose another DIR")
 
 
 def make_model_env(folder: Path, requirements: Sequence[str], base: str = sys.executable, module: str = "",
@@ -76,13 +77,13 @@ def make_model_env(folder: Path, requirements: Sequence[str], base: str = sys.ex
     of `no_deps` + `requirements`) and return its probed environment. `ValueError` for bad input or an
     interpreter that then cannot import the module; `RuntimeError` when a step fails."""
     if not requirements and not no_deps:
-        raise ValueError("name the plugin's requirements (pip's syntax), e.g. hearbaseline==2021.1.1")
+        raise InputError("name the plugin's requirements (pip's syntax), e.g. hearbaseline==2021.1.1")
     module = module or guess_module([*no_deps, *requirements])
     if not re.fullmatch(r"[A-Za-z_][\w.]*", module):
-        raise ValueError(f"--module {module!r} is not a module name")
+        raise InputError(f"--module {module!r} is not a module name")
     base_path = interpreter_path(base)
     if not os.path.isfile(base_path):
-        raise ValueError(f"--python {base_path}: interpreter not found")
+        raise InputError(f"--python {base_path}: interpreter not found")
     folder = Path(folder).absolute()
     _check_folder(folder)
     make, install_plugin, install_tools = env_commands(folder, requirements, base_path, share, no_deps)
@@ -97,6 +98,6 @@ def make_model_env(folder: Path, requirements: Sequence[str], base: str = sys.ex
             version = f"python{sys.version_info.major}.{sys.version_info.minor}"
             target = folder / "lib" / version / "site-packages" / SHARE_FILE
             if not target.parent.is_dir():
-                raise ValueError(f"--share: {folder} is not a Python {version[6:]} venv, so it cannot share this one's packages")
+                raise InputError(f"--share: {folder} is not a Python {version[6:]} venv, so it cannot share this one's packages")
             target.write_text("".join(f"{p}\n" for p in our_site_dirs()))
     return probe(str(venv_python(folder)), module)

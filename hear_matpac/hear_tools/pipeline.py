@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence
 
-from ..io import write_json
+from ..io import InputError, write_json
 from ..files.folders import ensure_folder
 from ..reports.results import TaskScore, read_scores
 from .claims import (claim_token, describe_mark, holds_claim, is_marked, made_for, make_marked, owner, release_claim,
@@ -45,9 +45,9 @@ GRIDS = ("default", "fast", "faster")
 def check_grid(grid: str, grid_points: int) -> None:
     """heareval's grid name and grid points per task, checked before any stage runs."""
     if grid not in GRIDS:
-        raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
+        raise InputError(f"grid must be one of {', '.join(GRIDS)}, got {grid!r}")
     if grid_points < 1:
-        raise ValueError(f"grid_points must be at least 1, got {grid_points}")
+        raise InputError(f"grid_points must be at least 1, got {grid_points}")
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,7 @@ def synthetic_tasks(out: Path, scale: int, names: Sequence[str], overwrite: bool
     tasks = out / "tasks"
     if os.path.lexists(tasks) and not suite_matches(tasks, scale, names):
         if not overwrite or not all(is_marked(p) for p in tasks.iterdir()) or tasks.is_symlink():
-            raise ValueError(f"{tasks} exists and is not this run's synthetic suite (scale {scale}); "
+            raise InputError(f"{tasks} exists and is not this run's synthetic suite (scale {scale}); "
                              "it is left alone: choose another --out, or --overwrite if hear-matpac made it")  # fmt: skip
         report(f"replacing {tasks} (another scale or task selection)")
     if os.path.lexists(tasks) and suite_matches(tasks, scale, names):
@@ -351,10 +351,10 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
             return Outcome(info, "skipped", log=str(final / "embed.log"), scores=done)
         for earlier in _work_folders(folder, plan.task):  # left by earlier holders of the claim
             if not remove_marked(earlier, TOOL, WORK_PURPOSE, legacy=True):
-                raise ValueError(f"{earlier} is in the way and {describe_mark(earlier)}, not by evaluate "
+                raise InputError(f"{earlier} is in the way and {describe_mark(earlier)}, not by evaluate "
                                  "as a stage's work folder; move it")  # fmt: skip
         if os.path.lexists(final) and not made_for(final, TOOL, STAGE_PURPOSE, legacy=True):  # before any work
-            raise ValueError(f"{final} is in the way and {describe_mark(final)}, not by evaluate as a "
+            raise InputError(f"{final} is in the way and {describe_mark(final)}, not by evaluate as a "
                              "stage's result; move it")  # fmt: skip
         work = make_marked(folder / f".work-{plan.task}.{claim_token(claim)[:12]}", TOOL, WORK_PURPOSE)
         if os.path.lexists(final):
@@ -394,7 +394,7 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
             return Outcome(info, "claimed", seconds, message=f"claim taken over by {who} while it ran; result discarded")
         if os.path.lexists(final):
             if not remove_marked(final, TOOL, STAGE_PURPOSE, legacy=True):
-                raise ValueError(f"{final} is in the way and {describe_mark(final)}, not by evaluate as a "
+                raise InputError(f"{final} is in the way and {describe_mark(final)}, not by evaluate as a "
                                  "stage's result; move it")  # fmt: skip
         os.rename(result, final)
         remove_marked(work, TOOL, WORK_PURPOSE)
@@ -463,24 +463,24 @@ def evaluate(
     check_grid(grid, grid_points)
     slots = make_slots(default_devices() if devices is None else devices, jobs)
     if engine not in ("local", "slurm"):
-        raise ValueError(f"engine must be local or slurm, got {engine!r}")
+        raise InputError(f"engine must be local or slurm, got {engine!r}")
     if engine == "slurm":
         from .slurm import SlurmOptions, check_engine
 
         slurm = slurm or SlurmOptions()
         check_engine(slurm)
     if not models:
-        raise ValueError("no model to evaluate")
+        raise InputError("no model to evaluate")
     folders = [m.folder for m in models]
     if len(set(folders)) != len(folders):
-        raise ValueError("the same model is given twice (same module, weights bytes and options)")
+        raise InputError("the same model is given twice (same module, weights bytes and options)")
     task_dirs = find_tasks(Path(tasks_dir), tasks) if tasks_dir is not None else None
     out = ensure_folder(out_dir)
     if task_dirs is None:
         task_dirs = find_tasks(synthetic_tasks(out, scale, tasks, overwrite, report))
     runs = out / "runs"
     if os.path.lexists(runs) and not made_for(Path(os.path.realpath(runs)), TOOL, RUNS_PURPOSE, legacy=True):
-        raise ValueError(f"{runs} exists and {describe_mark(Path(os.path.realpath(runs)))}, not by evaluate as its "
+        raise InputError(f"{runs} exists and {describe_mark(Path(os.path.realpath(runs)))}, not by evaluate as its "
                          "runs folder; it is left alone: choose another --out")  # fmt: skip
     if not runs.is_dir():
         try:

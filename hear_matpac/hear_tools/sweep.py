@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..io import InputError
 from ..files.folders import ensure_folder
 from ..options import ModelOptions
 from ..reports.comparison import format_value
@@ -59,19 +60,19 @@ def parse_window_seconds(text: str, weights: Path) -> List[float]:
         try:
             value = float(item)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"--window-seconds: {item!r} is not a number; give seconds separated by commas, "
                 "e.g. 0.96,1.92,3.04,6.08"
             ) from None
         if value in values:
-            raise ValueError(f"--window-seconds: {item} is given twice; give each length once")
+            raise InputError(f"--window-seconds: {item} is given twice; give each length once")
         values.append(value)
     config = read_config(weights)  # shapes only: the weights are read and checked when used
     for value in values:
         try:
             ModelOptions.parse({"window_seconds": value}, config)
         except ValueError as err:
-            raise ValueError(f"--window-seconds: {err}") from None
+            raise InputError(f"--window-seconds: {err}") from None
     return values
 
 
@@ -116,7 +117,7 @@ def run_sweep(
     runs = Path(out_dir) / FOLDER
     refuse_unless_made_for(runs, TOOL, PURPOSE, "results folder")
     if tasks_dir is not None and Path(os.path.realpath(runs)) in Path(os.path.realpath(tasks_dir)).parents:
-        raise ValueError(f"--tasks-dir {tasks_dir} lies inside {runs}, which this sweep replaces; "
+        raise InputError(f"--tasks-dir {tasks_dir} lies inside {runs}, which this sweep replaces; "
                          "copy the tasks elsewhere first")  # fmt: skip
     ensure_folder(out_dir)
     remove_marked(runs, TOOL, PURPOSE)  # the previous sweep's results, and nothing else

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
-from ..io import current_umask
+from ..io import current_umask, InputError
 from ..config import SAMPLE_RATE
 from ..files.folders import ensure_folder
 from .claims import MARK, is_marked, owner_gone
@@ -124,7 +124,7 @@ def _pitch(i: int, n: int, rng: np.random.Generator) -> Tuple[np.ndarray, Label]
 def suite(scale: int = 1) -> Tuple[TaskSpec, ...]:
     """The four task specs; `scale` multiplies the clips per split (1: 126 clips, 150 s)."""
     if not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        raise InputError(f"scale must be a positive integer, got {scale!r}")
     tvt = ("train", "valid", "test")
     return (
         TaskSpec("synth_scene_multiclass", "scene", "multiclass", "trainvaltest", tvt,
@@ -217,17 +217,17 @@ def write_suite(
     known = [s.name for s in specs]
     unknown = sorted(set(tasks) - set(known))
     if unknown:
-        raise ValueError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+        raise InputError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if os.path.lexists(out) and not overwrite:
-        raise ValueError(f"{out} already exists; choose a new folder or pass overwrite (--overwrite)")
+        raise InputError(f"{out} already exists; choose a new folder or pass overwrite (--overwrite)")
     if out.is_symlink():  # replace the folder it points to; the link stays
         out = Path(os.path.realpath(out))
     if os.path.lexists(out) and not out.is_dir():
-        raise ValueError(f"{out} is a file, not a folder of tasks; remove it or choose a folder")
+        raise InputError(f"{out} is a file, not a folder of tasks; remove it or choose a folder")
     replaced = None
     if out.is_dir():
         if not _made_by_us(out):
-            raise ValueError(f"{out} holds files hear-matpac did not make; it is left alone: choose a new folder")
+            raise InputError(f"{out} holds files hear-matpac did not make; it is left alone: choose a new folder")
         replaced = os.stat(out).st_ino
     ensure_folder(out.parent, f"cannot create {out_dir}:")
     remove_stale_partials(out.parent, out.name)

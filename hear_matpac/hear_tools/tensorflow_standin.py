@@ -17,6 +17,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from ..io import InputError
+
 MODES = ("auto", "real", "stand-in")
 STANDIN_FLAG = "__hear_matpac_standin__"
 
@@ -106,11 +108,11 @@ def select_tensorflow(mode: str = "auto") -> str:
     imported.
     """
     if mode not in MODES:
-        raise ValueError(f"TensorFlow mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise InputError(f"TensorFlow mode must be one of {', '.join(MODES)}, got {mode!r}")
     installed = tensorflow_installed()
     if mode == "real" or (mode == "auto" and installed):
         if not installed:
-            raise ValueError(
+            raise InputError(
                 "TensorFlow is not installed, so it cannot be used: install it "
                 "(pip install tensorflow-cpu) or use the stand-in (--tensorflow stand-in)"
             )
@@ -119,13 +121,13 @@ def select_tensorflow(mode: str = "auto") -> str:
             if problem is None:
                 return "real"
             if mode == "real":
-                raise ValueError(f"TensorFlow is installed but fails to import ({problem}); "
+                raise InputError(f"TensorFlow is installed but fails to import ({problem}); "
                                  "repair it, or use --tensorflow stand-in")  # fmt: skip
             print(f"hear-matpac: TensorFlow is installed but fails to import ({problem}); using "
                   "hear_matpac's stand-in instead (--tensorflow stand-in skips the attempt)", file=sys.stderr)  # fmt: skip
     loaded = sys.modules.get("tensorflow")
     if loaded is not None and not getattr(loaded, STANDIN_FLAG, False):
-        raise ValueError(
+        raise InputError(
             "the real TensorFlow is already imported in this process, so the stand-in cannot "
             "replace it: run the HEAR tool in a fresh process"
         )

@@ -9,6 +9,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+from ..io import InputError
 from .comparison import Comparison
 from .tables import save_png
 
@@ -16,7 +17,7 @@ from .tables import save_png
 def require_matplotlib() -> None:
     """Fail early, in one line, when matplotlib is missing."""
     if importlib.util.find_spec("matplotlib") is None:
-        raise ValueError("the PNG chart needs matplotlib: pip install 'hear-matpac[compare]', or pass --no-chart")
+        raise InputError("the PNG chart needs matplotlib: pip install 'hear-matpac[compare]', or pass --no-chart")
 
 
 MAX_BAR_TASKS = 40  # beyond this, one bar group per task is unreadable: the chart summarises

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..io import unwritable
+from ..io import InputError, unwritable
 from .read import CheckpointError, PathLike, extract_encoder, read_checkpoint_digest
 from .head import find_head
 from .http_transfer import DownloadError, Interrupted, Progress, RejectedDownload, discard, transfer
@@ -59,11 +59,11 @@ def fetch(
     Fetches into one folder from several processes (or threads) run one at a time.
     """
     if retries < 0:
-        raise ValueError(f"retries must be 0 or more, got {retries}")
+        raise InputError(f"retries must be 0 or more, got {retries}")
     folder = Path(dest_dir).expanduser() if dest_dir is not None else default_fetch_dir()
     advice = "choose another folder (--dir) or fix its permissions"
     if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder; choose another folder (--dir) for the weights")
+        raise InputError(f"{folder} is not a folder; choose another folder (--dir) for the weights")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with _folder_lock(folder, progress):

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..version import __version__
-from ..io import atomic_path, unwritable
+from ..io import atomic_path, InputError, MissingFile, unwritable
 from .read import PathLike, extract_encoder, published_layout, read_checkpoint, read_checkpoint_digest
 from ..config import EncoderConfig
 from .head import find_head
@@ -42,13 +42,13 @@ def export_safetensors(
     """
     src, out = Path(src), Path(out).expanduser()
     if out.suffix != ".safetensors":
-        raise ValueError(f"{out}: the output name must end in .safetensors")
+        raise InputError(f"{out}: the output name must end in .safetensors")
     if out.is_dir():
-        raise ValueError(f"{out} is a folder; give the output file's name (ending in .safetensors)")
+        raise InputError(f"{out} is a folder; give the output file's name (ending in .safetensors)")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another name or pass --overwrite to replace it")
     if not out.parent.is_dir():
-        raise FileNotFoundError(f"{out.parent}: no such folder for the output")
+        raise MissingFile(f"{out.parent}: no such folder for the output")
     raw, src_sha256 = read_checkpoint_digest(src)
     weights = extract_encoder(raw, src)
     head = find_head(raw, src, weights.config.embed_dim) if include_head else None

@@ -23,7 +23,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 
 from ..version import __version__
-from ..io import atomic_write
+from ..io import atomic_write, InputError, UserError
 from .registry import BASE_URL_ENV
 
 CHUNK_BYTES = 1 << 20
@@ -36,11 +36,11 @@ MIN_RATE_BYTES_S = 1000  # slower than this over a whole `timeout` window: stall
 _SNIFF_BYTES = 512
 
 
-class DownloadError(OSError):
+class DownloadError(UserError, OSError):
     """The transfer failed (network, HTTP status, disk); any partial file is kept for a resume."""
 
 
-class RejectedDownload(ValueError):
+class RejectedDownload(InputError):
     """What came back is not the registered checkpoint (an HTML page, a truncated or foreign
     file, a checksum mismatch); it was deleted."""
 

@@ -15,14 +15,14 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from ..io import atomic_write
+from ..io import atomic_write, InputError
 
 _CHUNK = 1 << 20
 _MAX_RECORD_BYTES = 4096
 _RECORD = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
 
 
-class ChecksumError(ValueError):
+class ChecksumError(InputError):
     """A file whose sha256 differs from the one recorded or published for it, or whose record
     is not a well-formed sha256 record of it."""
 

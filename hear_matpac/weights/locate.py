@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Union
 
+from ..io import MissingFile
 from .registry import DEFAULT_NAME, REGISTRY, WeightsEntry, get_entry
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -70,7 +71,7 @@ def locate(name: str, source: str = "") -> Path:
     if found is None:
         looked = ", ".join(str(d / entry.file) for d in search_dirs())
         origin = f" (named by {source})" if source else ""
-        raise FileNotFoundError(
+        raise MissingFile(
             f"checkpoint {name!r}{origin} is not downloaded (looked at {looked}); "
             f"fetch it with: hear-matpac weights fetch {name}"
         )
@@ -96,7 +97,7 @@ def resolve_weights_path(path: PathLike = "") -> Path:
         if given in REGISTRY:
             return locate(given, source)
         origin = f" (named by {source})" if source else ""
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{given}{origin}: no such checkpoint file, nor a published checkpoint's name "
             f"({', '.join(REGISTRY)}; see `hear-matpac weights list`)"
         )
@@ -105,7 +106,7 @@ def resolve_weights_path(path: PathLike = "") -> Path:
     if found is not None:
         return found
     looked = " / ".join(str(d / entry.file) for d in search_dirs())
-    raise FileNotFoundError(
+    raise MissingFile(
         f"No MATPAC weights given and none found: ${WEIGHTS_ENV} is not set and {looked} do not "
         f"exist. Fetch the published checkpoint with `hear-matpac weights fetch {DEFAULT_NAME}` "
         f"(from {entry.url()}), or pass a file or a name from `hear-matpac weights list`."

@@ -29,7 +29,7 @@ from safetensors.torch import load_file as load_safetensors
 from torch import Tensor
 
 from ..encoder import MatpacEncoder
-from ..io import first_line
+from ..io import first_line, InputError, MissingFile
 from ..config import (
     HEAD_DIM,
     N_MELS,
@@ -49,7 +49,7 @@ _ZIP_MAGIC = b"PK\x03\x04"  # torch.save since 1.6
 _PICKLE_PROTO = b"\x80"  # legacy torch.save: a bare pickle stream
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file that is not a usable MATPAC encoder."""
 
     def __init__(self, path: PathLike, problem: str) -> None:
@@ -84,7 +84,7 @@ def read_checkpoint_digest(path: PathLike, *, mmap: bool = False) -> tuple[Mappi
     to the file, so rewriting it changes them and truncating it kills the process (SIGBUS)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{path}: no such checkpoint file (nor a published checkpoint's name: see `hear-matpac weights list`)"
         )
     if mmap and is_safetensors(path):

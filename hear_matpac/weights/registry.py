@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote
 
+from ..io import InputError
+
 
 DOWNLOAD_BASE_URL = "https://github.com/aurianworld/matpac/releases/download/"
 BASE_URL_ENV = "HEAR_MATPAC_WEIGHTS_BASE_URL"  # a mirror, or a local server in tests
@@ -82,7 +84,7 @@ def download_base_url() -> str:
 def get_entry(name: str) -> WeightsEntry:
     """The entry called `name`; `ValueError` listing the known names otherwise."""
     if name not in REGISTRY:
-        raise ValueError(f"no published checkpoint named {name!r}; known names: {', '.join(REGISTRY)}")
+        raise InputError(f"no published checkpoint named {name!r}; known names: {', '.join(REGISTRY)}")
     return REGISTRY[name]
 
 
