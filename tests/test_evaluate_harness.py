@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from hear_matpac.cli import main
-from hear_matpac.hear_tools import claims, pipeline
-from hear_matpac.hear_tools.models import check_model, plan_stages, split_spec
-from hear_matpac.hear_tools.taskdirs import find_tasks, parse_task_names
+from hear_matpac import marks
+from hear_matpac.evaluate import claims, run as pipeline, stages, tools
+from hear_matpac.evaluate.specs import check_model, plan_stages, split_spec
+from hear_matpac.evaluate.task_folders import find_tasks, parse_task_names
 from hear_matpac.hear_tools.tasks import write_suite
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
@@ -120,7 +121,7 @@ def test_evaluate_refuses_a_malformed_task_folder_before_writing(tmp_path, capsy
 def _heareval_workspace(root: Path) -> list:
     """A user's heareval workspace: heareval's default ./tasks and ./embeddings, plus logs/."""
     write_suite(root / "tasks", tasks=["synth_scene_multiclass"])
-    for marked in (root / "tasks").rglob(claims.MARK):
+    for marked in (root / "tasks").rglob(marks.MARK):
         marked.unlink()  # downloaded by the user, not made by hear-matpac
     (root / "embeddings" / "hearbaseline" / "task").mkdir(parents=True)
     (root / "embeddings" / "hearbaseline" / "task" / "test.embeddings.npy").write_bytes(b"computed for hours")
@@ -167,10 +168,10 @@ def test_tool_children_get_sigterm_when_the_run_dies(tmp_path):
     # run_tool runs `python -m hear_matpac.hear_tools ARGS`: the parent below makes it `python ARGS`
     code = "\n".join([
         f"import sys, pathlib, subprocess; sys.path.insert(0, {str(Path(__file__).parents[1])!r})",
-        "from hear_matpac.hear_tools import pipeline",
+        "from hear_matpac.evaluate import tools",
         "real = subprocess.Popen",
         "subprocess.Popen = lambda cmd, **kw: real([cmd[0], *cmd[3:]], **kw)",
-        f"pipeline.run_tool('sleep', [{str(sleeper)!r}], pathlib.Path({str(tmp_path / 'log')!r}))",
+        f"tools.Tools().run('sleep', [{str(sleeper)!r}], pathlib.Path({str(tmp_path / 'log')!r}))",
     ])  # fmt: skip
     parent = subprocess.Popen([sys.executable, "-c", code])
     for _ in range(200):
@@ -227,7 +228,7 @@ def test_an_infinite_score_is_a_result_not_a_failure(tmp_path, monkeypatch, caps
     scores = read_scores(task)
     assert scores[0].value == math.inf
     monkeypatch.setattr("hear_matpac.cli.evaluate.evaluate",
-                        lambda *a, **k: pipeline.RunResult([], [pipeline.Outcome({"task": "t"}, "ran")], scores, task))
+                        lambda *a, **k: pipeline.RunResult([], [stages.Outcome("m", "t", "ran")], scores, task))
     assert main(["evaluate", "--out", str(tmp_path / "out"), "--weights", str(TINY_UNTRAINED), "--no-chart"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["scores"][0]["value"] == "inf"
@@ -277,14 +278,14 @@ def test_sigkill_of_the_process_group_then_resume_gives_the_same_scores(tmp_path
     assert 1 <= again.stdout.count("complete; skipped") < 4, again.stdout  # resumed: kept the done, redid the rest
     assert _scores(tmp_path / "killed") == _scores(tmp_path / "whole")
     third = ok(hear_matpac_cli("evaluate", "--out", str(tmp_path / "killed"), *args[:-2], cwd=tmp_path))
-    assert third.stdout.count("complete; skipped") == 4 and "stages: 6 skipped" in third.stdout
+    assert third.stdout.count("complete; skipped") == 4 and "stages: 4 skipped; hear-validator: 2 skipped" in third.stdout
     leftovers = [p for p in (tmp_path / "killed" / "runs").rglob("*") if p.name.startswith(".work-") or p.suffix == ".claim"]
     assert leftovers == []
     assert (tmp_path / "killed" / "comparison.md").read_text().count("| synth_scene_") == 2
 
 
 def test_a_models_file_lists_specs_one_a_line(tmp_path):
-    from hear_matpac.hear_tools.models import read_spec_file
+    from hear_matpac.evaluate.specs import read_spec_file
 
     listing = tmp_path / "models.txt"
     listing.write_text('# my comparison\nhear_matpac\n\n  hear_matpac::{"layer": 1}  \nhearbaseline\n')

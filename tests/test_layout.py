@@ -2,13 +2,16 @@
 
 Layers, lowest first; a module imports only from its own layer or lower ones:
   0 core       config options batching tf32 precision frontend windows timestamps encoder
-               packed_linear model finite_checks io version
+               packed_linear model finite_checks io marks version
   1 weights/   locate, read, integrity, registry, transfer, download, export, info, head, synthetic
   2 api        the HEAR surface (load_model reads weights/)
   3 files/     audio decoding, input paths, the output-folder store, embedding many files
-  4 reports/   heareval results, comparison tables, charts
-  5 hear_tools/  the HEAR team's tools, the task suite, pipeline, sweep
-  6 cli/       the command line; nothing else imports or spawns it
+  4 reports/   heareval results, comparison tables, charts, the run summary, the sweep table
+  5 hear_tools/  the HEAR team's tools (install, launch), the TensorFlow stand-in, the synthetic
+               task suite, model environments
+  6 evaluate/  model specs and task folders, stages under claims, the tools as processes, the
+               engines (local slots, Slurm), evaluate(), sweep
+  7 cli/       the command line; nothing else imports or spawns it
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import pytest
 import hear_matpac
 
 PACKAGE = Path(hear_matpac.__file__).resolve().parent
-LAYERS = {"weights": 1, "api": 2, "files": 3, "reports": 4, "hear_tools": 5, "cli": 6}
+LAYERS = {"weights": 1, "api": 2, "files": 3, "reports": 4, "hear_tools": 5, "evaluate": 6, "cli": 7}
 
 
 def _modules() -> list[str]:
@@ -67,7 +70,7 @@ def test_the_layout_is_the_documented_one():
     for package in LAYERS:
         assert f"hear_matpac.{package}" in names
     core = {"config", "options", "batching", "tf32", "precision", "frontend", "windows", "timestamps", "encoder", "packed_linear",
-            "model", "finite_checks", "io", "version", "api"}  # fmt: skip
+            "model", "finite_checks", "io", "marks", "version", "api"}  # fmt: skip
     top_level = {n.split(".")[1] for n in names if n.count(".") == 1} - (set(LAYERS) - {"api"})
     assert top_level == core, "a new top-level module belongs in a folder by its job (docs/architecture.md)"
     assert "architecture" in (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8").lower()

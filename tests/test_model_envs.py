@@ -23,7 +23,7 @@ import pytest
 
 from hear_matpac.cli import main
 from hear_matpac.hear_tools import environments, foreign_launcher, model_env
-from hear_matpac.hear_tools.models import check_model
+from hear_matpac.evaluate.specs import check_model
 from hear_matpac.weights.integrity import sha256_file
 from hear_matpac.weights.locate import TINY_UNTRAINED
 

@@ -14,9 +14,9 @@ from typing import Any, Collection, Dict, List
 
 import torch
 
-from ..hear_tools.pipeline import GRIDS
-from ..hear_tools.slots import check_jobs, parse_devices
-from ..hear_tools.slurm import CLUSTERS, ENGINES, SlurmOptions, parse_extra
+from ..evaluate.stages import GRIDS
+from ..evaluate.engines.local import check_jobs, parse_devices
+from ..evaluate.engines.slurm import CLUSTERS, ENGINES, SlurmOptions, parse_extra
 from ..hear_tools.tensorflow_standin import MODES
 from ..options import ModelOptions, option_help
 from ..weights.locate import weights_help

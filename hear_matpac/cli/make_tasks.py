@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..hear_tools.tasks import suite, write_suite
-from ..hear_tools.taskdirs import parse_task_names
+from ..evaluate.task_folders import parse_task_names
 from .flags import add_overwrite, add_tasks
 
 

@@ -26,9 +26,9 @@ from ..options import ModelOptions
 from ..weights.integrity import sha256_file
 from ..weights.locate import best_available_weights
 from ..weights.read import read_config
-from .environments import Environment, probe
-from .launch import PLUGIN_MODULE
-from .taskdirs import task_fingerprint
+from ..hear_tools.environments import Environment, probe
+from ..hear_tools.launch import PLUGIN_MODULE
+from .task_folders import task_fingerprint
 
 PYTHON_LINE = "--python "
 
@@ -52,6 +52,12 @@ class ModelSpec:
     @property
     def options_json(self) -> str:
         return json.dumps(self.options, sort_keys=True)
+
+    def record(self) -> Dict[str, object]:
+        """What `summary.json` says of the model."""
+        return {"spec": self.spec, "folder": self.folder, "module": self.module, "weights": self.weights,
+                "weights_sha256": self.weights_sha256, "options": self.options, "key": self.key,
+                "python": self.python, "packages": self.packages}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,48 @@
+"""What `evaluate` writes at the end of a run, beside `runs/`: `summary.json` (the models, every
+stage's outcome, the scores; strict JSON) and the comparison of this run's complete stages
+(`comparison.md`, `.csv`, `.png`). Only this run's stages: never other files under `runs/`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Mapping, Sequence
+
+from ..io import write_json
+from .chart import save_chart
+from .comparison import build_comparison, to_csv, to_markdown
+from .results import NON_FINITE, TaskScore, score_json
+from .tables import write_text
+
+NO_SCORES = "No stage of this run is complete: no scores.\n"
+
+
+def run_summary(models: Sequence[Mapping[str, object]], stages: Sequence[Mapping[str, object]],
+                scores: Sequence[TaskScore]) -> Dict[str, object]:  # fmt: skip
+    """`summary.json`'s content: the models, every stage's outcome, the scores (strict JSON)."""
+    return {"non_finite": NON_FINITE, "models": [dict(m) for m in models], "stages": [dict(s) for s in stages],
+            "scores": [score_json(s) for s in scores]}  # fmt: skip
+
+
+def primary_scores(scores: Sequence[TaskScore]) -> List[TaskScore]:
+    """The primary score of each (model, task): the first of its metrics (`read_scores` puts the
+    task's primary metric first)."""
+    seen, primary = set(), []
+    for s in scores:
+        if (s.model, s.task) not in seen:
+            seen.add((s.model, s.task))
+            primary.append(s)
+    return primary
+
+
+def write_run_report(out: Path, models: Sequence[Mapping[str, object]], stages: Sequence[Mapping[str, object]],
+                     scores: Sequence[TaskScore], chart: bool = True) -> str:  # fmt: skip
+    """Write `summary.json` and `comparison.{md,csv}` (and `.png` with `chart`) into `out`;
+    return the markdown table (or the line saying there are no scores)."""
+    write_json(Path(out) / "summary.json", run_summary(models, stages, scores))
+    comparison = build_comparison(primary_scores(scores))
+    markdown = to_markdown(comparison) if scores else NO_SCORES
+    write_text(Path(out) / "comparison.md", markdown)
+    write_text(Path(out) / "comparison.csv", to_csv(comparison))
+    if chart:
+        save_chart(comparison, Path(out) / "comparison.png")
+    return markdown
