@@ -292,3 +292,36 @@ def test_a_models_file_lists_specs_one_a_line(tmp_path):
     assert read_spec_file(listing) == ["hear_matpac", 'hear_matpac::{"layer": 1}', "hearbaseline"]
     with pytest.raises(FileNotFoundError, match="--models-file"):
         read_spec_file(tmp_path / "absent.txt")
+
+
+# --- one key scheme --------------------------------------------------------------------------
+
+def test_equal_meaning_options_are_one_model_key_and_folder():
+    """`{"layer": -1}` is the tiny model's last layer, its default; `max_windows` changes no
+    number: one key (and one folder) for all of them."""
+    plain = check_model(f"hear_matpac:{TINY_UNTRAINED}")
+    for options in ('{"layer": -1}', '{"max_windows": 3}', '{"layer": 2, "max_windows": 7}'):
+        same = check_model(f"hear_matpac:{TINY_UNTRAINED}:{options}")
+        assert (same.key, same.folder) == (plain.key, plain.folder), options
+    assert check_model(f'hear_matpac:{TINY_UNTRAINED}:{{"layer": 0}}').key != plain.key
+
+
+def test_a_changed_weight_byte_or_interpreter_is_another_model_key(tmp_path):
+    import torch
+
+    from hear_matpac.evaluate.specs import model_key
+    from hear_matpac.hear_tools.environments import Environment
+
+    state = torch.load(TINY_UNTRAINED, weights_only=True, map_location="cpu")
+    name = next(k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point())
+    torch.save(state, tmp_path / "a.pt")
+    state[name].view(-1)[0] += 1.0
+    torch.save(state, tmp_path / "b.pt")
+    a, b = check_model(f"hear_matpac:{tmp_path / 'a.pt'}"), check_model(f"hear_matpac:{tmp_path / 'b.pt'}")
+    assert a.key != b.key and a.weights_sha256 != b.weights_sha256
+    here = Environment("/envs/a/bin/python", "3.11.7", {"numpy": "1.26.4"})
+    keys = {model_key("plug", "", {}, env) for env in (None, here, Environment("/envs/b/bin/python", "3.11.7", here.packages),
+                                                       Environment(here.python, "3.12.1", here.packages),
+                                                       Environment(here.python, here.version, {"numpy": "2.0.0"}))}
+    assert len(keys) == 5
+    assert model_key("plug", "", {"b": 1, "a": 2}) == model_key("plug", "", {"a": 2, "b": 1})  # a foreign module's options, sorted

@@ -20,9 +20,10 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..options import ModelOptions
+from ..io import InputError, MissingFile
+from ..options import ModelOptions, result_options
 from ..weights.integrity import sha256_file
 from ..weights.locate import best_available_weights
 from ..weights.read import read_config
@@ -92,41 +93,56 @@ def _readable(module: str, weights: str, options: Dict[str, object]) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", "-".join(words))[:100]
 
 
+def model_key(module: str, weights_sha256: str, options: Mapping[str, object],
+              environment: Optional[Environment] = None) -> str:
+    """The model's identity, shared by every stage of it: the module, the weights' bytes
+    (sha256), the options that change its numbers (for hear_matpac its parsed
+    `options.result_options`, so equal settings spelt differently are one model; for another
+    plugin its options as given, keys sorted) and, for a `--python` interpreter, its
+    environment (interpreter, version, packages)."""
+    identity: Dict[str, object] = {"scheme": 2, "module": module, "weights_sha256": weights_sha256,
+                                   "options": dict(options)}  # fmt: skip
+    if environment is not None:  # absent for our own interpreter
+        identity["environment"] = environment.identity()
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
 def check_model(spec: str, python: str = "", environment: Optional[Environment] = None) -> ModelSpec:
     """Parse and check one SPEC (`ValueError`/`FileNotFoundError` naming it) without writing.
     `python`: another environment's interpreter for its validation and embedding, probed here
     (it must import the module and the HEAR tools) unless its `environment` is given."""
     module, weights, options_text = split_spec(spec)
     if not module or not re.fullmatch(r"[A-Za-z_][\w.]*", module):
-        raise ValueError(f"--model {spec!r}: {module!r} is not a module name (SPEC is MODULE[:WEIGHTS[:OPTIONS_JSON]])")
+        raise InputError(f"--model {spec!r}: {module!r} is not a module name (SPEC is MODULE[:WEIGHTS[:OPTIONS_JSON]])")
     try:
         options = json.loads(options_text) if options_text else {}
     except json.JSONDecodeError as err:
-        raise ValueError(f"--model {spec!r}: options are not JSON ({err})") from None
+        raise InputError(f"--model {spec!r}: options are not JSON ({err})") from None
     if not isinstance(options, dict):
-        raise ValueError(f"--model {spec!r}: options must be a JSON object, got {options_text!r}")
+        raise InputError(f"--model {spec!r}: options must be a JSON object, got {options_text!r}")
     if python and environment is None:
         try:
             environment = probe(python, module)
         except ValueError as err:
-            raise ValueError(f"--model {spec!r}: {err}") from None
+            raise InputError(f"--model {spec!r}: {err}") from None
     if not python and importlib.util.find_spec(module) is None:
-        raise ValueError(f"--model {spec!r}: module {module} is not installed")
+        raise InputError(f"--model {spec!r}: module {module} is not installed")
+    named = options  # what the folder name shows: the options given
     if module == PLUGIN_MODULE:
         path = best_available_weights(weights)
         try:
-            ModelOptions.parse(options, read_config(path))
+            config = read_config(path)
+            numbers = result_options(ModelOptions.parse(options, config))
         except (ValueError, TypeError) as err:
-            raise ValueError(f"--model {spec!r}: {err}") from None
+            raise InputError(f"--model {spec!r}: {err}") from None
+        defaults = result_options(ModelOptions.parse({}, config))
+        named = {k: v for k, v in numbers.items() if v != defaults[k]}
         weights = str(path)
     elif weights and not Path(weights).is_file():
-        raise FileNotFoundError(f"--model {spec!r}: weights file {weights} not found")
+        raise MissingFile(f"--model {spec!r}: weights file {weights} not found")
     digest = sha256_file(Path(weights)) if weights else ""
-    identity: Dict[str, object] = {"module": module, "weights_sha256": digest, "options": options}
-    if environment is not None:  # absent for our own interpreter: keys of earlier runs stay valid
-        identity["environment"] = environment.identity()
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    folder = f"{_readable(module, weights, options)}-{key[:8]}"
+    key = model_key(module, digest, numbers if module == PLUGIN_MODULE else options, environment)
+    folder = f"{_readable(module, weights, named)}-{key[:8]}"
     if environment is None:
         return ModelSpec(spec, module, weights, digest, options, key, folder)
     return ModelSpec(spec, module, weights, digest, options, key, folder, environment.python, environment.packages)
@@ -140,9 +156,9 @@ def parse_pythons(values: Sequence[str]) -> Dict[str, str]:
         module, sep, path = str(value).partition("=")
         module, path = module.strip(), path.strip()
         if not sep or not path or not re.fullmatch(r"[A-Za-z_][\w.]*", module):
-            raise ValueError(f"--python {value!r}: expected MODULE=PATH, e.g. hearbaseline=envs/hearbaseline/bin/python")
+            raise InputError(f"--python {value!r}: expected MODULE=PATH, e.g. hearbaseline=envs/hearbaseline/bin/python")
         if found.get(module, path) != path:
-            raise ValueError(f"--python: module {module} is given two interpreters ({found[module]} and {path})")
+            raise InputError(f"--python: module {module} is given two interpreters ({found[module]} and {path})")
         found[module] = path
     return found
 
@@ -161,7 +177,7 @@ def check_models(specs: Sequence[str], pythons: Dict[str, str]) -> List[ModelSpe
     unused = set(pythons) - {split_spec(spec)[0] for spec in specs}
     if unused:
         name = sorted(unused)[0]
-        raise ValueError(f"--python {name}={pythons[name]}: no --model uses module {name}")
+        raise InputError(f"--python {name}={pythons[name]}: no --model uses module {name}")
     environments: Dict[str, Environment] = {}
     models = []
     for spec in specs:
@@ -171,7 +187,7 @@ def check_models(specs: Sequence[str], pythons: Dict[str, str]) -> List[ModelSpe
             try:
                 environments[module] = probe(python, module)
             except ValueError as err:
-                raise ValueError(f"--model {spec!r}: {err}") from None
+                raise InputError(f"--model {spec!r}: {err}") from None
         models.append(check_model(spec, python, environments.get(module)))
     return models
 
@@ -181,7 +197,7 @@ def read_spec_file(path: Path) -> List[str]:
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as err:
-        raise FileNotFoundError(f"--models-file {path}: {err.strerror}") from None
+        raise MissingFile(f"--models-file {path}: {err.strerror}") from None
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 

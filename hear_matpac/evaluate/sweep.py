@@ -29,6 +29,7 @@ from .run import synthetic_tasks
 from .stages import check_grid
 from .task_folders import find_tasks, task_audio_seconds
 from .tools import Stage, Tools
+from ..io import InputError
 
 Setting = Tuple[str, Dict[str, object]]  # (label, model options)
 TOOL, PURPOSE = "sweep", "results"  # the ownership mark of OUT/sweep/
@@ -61,19 +62,19 @@ def parse_window_seconds(text: str, weights: Path) -> List[float]:
         try:
             value = float(item)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"--window-seconds: {item!r} is not a number; give seconds separated by commas, "
                 "e.g. 0.96,1.92,3.04,6.08"
             ) from None
         if value in values:
-            raise ValueError(f"--window-seconds: {item} is given twice; give each length once")
+            raise InputError(f"--window-seconds: {item} is given twice; give each length once")
         values.append(value)
     config = read_config(weights)  # shapes only: the weights are read and checked when used
     for value in values:
         try:
             ModelOptions.parse({"window_seconds": value}, config)
         except ValueError as err:
-            raise ValueError(f"--window-seconds: {err}") from None
+            raise InputError(f"--window-seconds: {err}") from None
     return values
 
 
@@ -112,13 +113,13 @@ def run_sweep(
     check_grid(grid, grid_points)
     labels = [label for label, _ in settings]
     if not labels or len(set(labels)) != len(labels):
-        raise ValueError(f"settings need distinct labels, got {labels}")
+        raise InputError(f"settings need distinct labels, got {labels}")
     if tasks_dir is not None:
         find_tasks(Path(tasks_dir), tasks)  # checked before anything is written
     runs = Path(out_dir) / FOLDER
     refuse_unless_made_for(runs, TOOL, PURPOSE, "results folder")
     if tasks_dir is not None and Path(os.path.realpath(runs)) in Path(os.path.realpath(tasks_dir)).parents:
-        raise ValueError(f"--tasks-dir {tasks_dir} lies inside {runs}, which this sweep replaces; "
+        raise InputError(f"--tasks-dir {tasks_dir} lies inside {runs}, which this sweep replaces; "
                          "copy the tasks elsewhere first")  # fmt: skip
     ensure_folder(out_dir)
     remove_marked(runs, TOOL, PURPOSE)  # the previous sweep's results, and nothing else

@@ -11,6 +11,7 @@ from typing import Iterable, List, Sequence
 import soundfile as sf
 
 from ..config import SAMPLE_RATE
+from ..io import InputError, MissingFile
 
 REQUIRED_KEYS = ("task_name", "embedding_type", "prediction_type", "split_mode", "evaluation")
 
@@ -30,7 +31,7 @@ def _splits(task: Path, meta: dict) -> List[str]:
     if splits is None:  # hear-preprocess writes splits for k-fold; trainvaltest tasks may omit it
         splits = ["train", "valid", "test"] if meta.get("split_mode") == "trainvaltest" else None
     if not isinstance(splits, list) or not splits or not all(isinstance(s, str) for s in splits):
-        raise ValueError(f"{task / 'task_metadata.json'}: no list of split names ('splits')")
+        raise InputError(f"{task / 'task_metadata.json'}: no list of split names ('splits')")
     return splits
 
 
@@ -39,11 +40,11 @@ def _json_object(path: Path, missing_means: str, expected: str) -> dict:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path}: missing ({missing_means})") from None
+        raise InputError(f"{path}: missing ({missing_means})") from None
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not readable JSON ({err})") from None
+        raise InputError(f"{path}: not readable JSON ({err})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: not {expected}")
+        raise InputError(f"{path}: not {expected}")
     return data
 
 
@@ -53,22 +54,22 @@ def check_task(task: Path) -> None:
     meta = _json_object(meta_path, "not a hear-preprocess task folder", "a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
-        raise ValueError(f"{meta_path}: missing {', '.join(missing)}")
+        raise InputError(f"{meta_path}: missing {', '.join(missing)}")
     vocab = task / "labelvocabulary.csv"
     if not vocab.is_file():
-        raise ValueError(f"{vocab}: missing")
+        raise InputError(f"{vocab}: missing")
     with open(vocab) as f:
         if f.readline().strip().split(",")[:2] != ["idx", "label"]:
-            raise ValueError(f"{vocab}: first line must be idx,label")
+            raise InputError(f"{vocab}: first line must be idx,label")
     for split in _splits(task, meta):
         labels = task / f"{split}.json"
         data = _json_object(labels, f"split {split!r} of task_metadata.json", "a JSON object of file -> labels")
         audio = task / str(SAMPLE_RATE) / split
         if not audio.is_dir():
-            raise ValueError(f"{audio}: missing (audio at {SAMPLE_RATE} Hz for split {split!r})")
+            raise InputError(f"{audio}: missing (audio at {SAMPLE_RATE} Hz for split {split!r})")
         absent = [name for name in data if not (audio / name).is_file()]
         if absent:
-            raise ValueError(f"{audio / absent[0]}: missing ({len(absent)} file(s) of {labels.name} absent)")
+            raise InputError(f"{audio / absent[0]}: missing ({len(absent)} file(s) of {labels.name} absent)")
 
 
 def find_tasks(tasks_dir: Path, names: Sequence[str] = ()) -> List[Path]:
@@ -76,17 +77,17 @@ def find_tasks(tasks_dir: Path, names: Sequence[str] = ()) -> List[Path]:
     lacks one: it is then reported as malformed), only `names` when given, each checked."""
     root = Path(tasks_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"--tasks-dir {root} is not a folder of HEAR tasks")
+        raise MissingFile(f"--tasks-dir {root} is not a folder of HEAR tasks")
     found = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if names:
         known = {p.name for p in found}
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(f"--tasks: no task {', '.join(unknown)} in {root}; it holds "
+            raise InputError(f"--tasks: no task {', '.join(unknown)} in {root}; it holds "
                              f"{', '.join(sorted(known)) or 'no task'}")  # fmt: skip
         found = [p for p in found if p.name in names]
     if not found:
-        raise FileNotFoundError(f"{root} holds no task (no */task_metadata.json)")
+        raise MissingFile(f"{root} holds no task (no */task_metadata.json)")
     for task in found:
         check_task(task)
     return found

@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
+from ..io import InputError
 
 LAUNCHER = Path(__file__).resolve().with_name("foreign_launcher.py")
 NOT_PASSED_ON = ("PYTHONPATH", "PYTHONHOME")
@@ -56,14 +57,14 @@ def probe(python: str, module: str) -> Environment:
     `ValueError` in one line (the interpreter and the error) when it cannot."""
     path = interpreter_path(python)
     if not os.path.isfile(path):
-        raise ValueError(f"interpreter {path} not found")
+        raise InputError(f"interpreter {path} not found")
     try:
         done = subprocess.run([*launcher_command(path), "probe", module], capture_output=True, text=True,
                               env=launcher_env(), timeout=PROBE_SECONDS, stdin=subprocess.DEVNULL)  # fmt: skip
     except OSError as err:
-        raise ValueError(f"interpreter {path} cannot be run ({err.strerror})") from None
+        raise InputError(f"interpreter {path} cannot be run ({err.strerror})") from None
     except subprocess.TimeoutExpired:
-        raise ValueError(f"interpreter {path} did not import {module} within {PROBE_SECONDS} s") from None
+        raise InputError(f"interpreter {path} did not import {module} within {PROBE_SECONDS} s") from None
     lines = done.stdout.strip().splitlines()
     try:
         report = json.loads(lines[-1]) if lines else None
@@ -71,7 +72,7 @@ def probe(python: str, module: str) -> Environment:
         report = None
     if not isinstance(report, dict):
         why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        raise ValueError(f"interpreter {path} cannot run the launcher: {why}")
+        raise InputError(f"interpreter {path} cannot run the launcher: {why}")
     if report.get("error") or done.returncode:
-        raise ValueError(f"interpreter {path} cannot import {module}: {report.get('error') or done.returncode}")
+        raise InputError(f"interpreter {path} cannot import {module}: {report.get('error') or done.returncode}")
     return Environment(path, str(report.get("version", "")), dict(report.get("packages") or {}))

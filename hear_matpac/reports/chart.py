@@ -11,12 +11,13 @@ from pathlib import Path
 
 from .comparison import Comparison
 from .tables import save_png
+from ..io import InputError
 
 
 def require_matplotlib() -> None:
     """Fail early, in one line, when matplotlib is missing."""
     if importlib.util.find_spec("matplotlib") is None:
-        raise ValueError("the PNG chart needs matplotlib: pip install 'hear-matpac[compare]', or pass --no-chart")
+        raise InputError("the PNG chart needs matplotlib: pip install 'hear-matpac[compare]', or pass --no-chart")
 
 
 MAX_BAR_TASKS = 40  # beyond this, one bar group per task is unreadable: the chart summarises

@@ -7,6 +7,7 @@ from typing import Iterable, Mapping, Optional
 
 from .results import LOWER_IS_BETTER, TaskScore
 from .tables import csv_table, markdown_table
+from ..io import InputError
 
 MISSING_MD = "–"
 
@@ -35,7 +36,7 @@ def build_comparison(scores: Iterable[TaskScore]) -> Comparison:
     for score in scores:
         key = (score.task, score.model)
         if key in cells:
-            raise ValueError(
+            raise InputError(
                 f"two results for model {score.model} on task {score.task}: "
                 f"{cells[key].source} and {score.source}; pass only one of them"
             )

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from ..io import InputError, MissingFile
 
 SCORES_FILE = "test.predicted-scores.json"
 METADATA_FILE = "task_metadata.json"
@@ -63,7 +64,7 @@ def find_scores(runs: Sequence[Path]) -> tuple[list[TaskScore], list[str]]:
     seen: set[str] = set()
     for run in runs:
         if not run.exists():
-            raise FileNotFoundError(f"{run}: no such result directory")
+            raise MissingFile(f"{run}: no such result directory")
         found, unscored = ([run], []) if run.is_file() else _walk(run)
         for path in found:
             if os.path.realpath(path) not in seen:  # overlapping RUN arguments, links to a model twice
@@ -179,16 +180,16 @@ def _load_results(path: Path) -> Mapping[str, Any]:
     try:
         results = json.loads(path.read_text(encoding="utf-8"))  # NaN / Infinity accepted
     except (ValueError, RecursionError) as err:
-        raise ValueError(f"{path}: not valid JSON ({type(err).__name__}: {str(err)[:80]})") from None
+        raise InputError(f"{path}: not valid JSON ({type(err).__name__}: {str(err)[:80]})") from None
     if not isinstance(results, Mapping):
-        raise ValueError(f"{path}: expected a JSON object, found {type(results).__name__}")
+        raise InputError(f"{path}: expected a JSON object, found {type(results).__name__}")
     return results
 
 
 def _folds(results: Mapping[str, Any], path: Path) -> list[Mapping[str, Any]]:
     folds = [v for k, v in results.items() if k != AGGREGATE_KEY and isinstance(v, Mapping) and "test_score" in v]
     if not folds:
-        raise ValueError(f"{path}: no test split with a 'test_score' entry")
+        raise InputError(f"{path}: no test split with a 'test_score' entry")
     return folds
 
 
@@ -212,11 +213,11 @@ def _primary_candidates(fold: Mapping[str, Any]) -> list[str]:
 
 def _number(value: Any, path: Path) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{path}: score {str(value)[:40]!r} is not a number")
+        raise InputError(f"{path}: score {str(value)[:40]!r} is not a number")
     try:
         return float(value)
     except OverflowError:  # an integer of hundreds of digits
-        raise ValueError(f"{path}: score {str(value)[:20]}... ({len(str(value))} digits) is too large") from None
+        raise InputError(f"{path}: score {str(value)[:20]}... ({len(str(value))} digits) is too large") from None
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -253,7 +254,7 @@ def read_scores(task_embeddings_dir: Path) -> List[TaskScore]:
     task_dir = Path(task_embeddings_dir)
     path = task_dir / SCORES_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run the predictions runner on {task_dir}")
+        raise MissingFile(f"{path} is missing: run the predictions runner on {task_dir}")
     return read_task_scores(path)
 
 

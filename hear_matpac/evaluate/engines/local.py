@@ -22,6 +22,7 @@ from ..specs import StagePlan
 from ..stages import Outcome, run_stage
 from ..tools import Tools
 from . import StageSettings
+from ...io import InputError
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -45,7 +46,7 @@ def check_devices(devices: Sequence[str]) -> List[str]:
     one. `ValueError` (one line) otherwise."""
     names = [str(d).strip() for d in devices]
     if not names or "" in names:
-        raise ValueError(f"--devices: a list of devices is needed, e.g. cpu or cuda:0,cuda:1 (got {','.join(names)!r})")
+        raise InputError(f"--devices: a list of devices is needed, e.g. cpu or cuda:0,cuda:1 (got {','.join(names)!r})")
     count: Optional[int] = None
     for name in names:
         if name == "cpu":
@@ -53,15 +54,15 @@ def check_devices(devices: Sequence[str]) -> List[str]:
         match = re.fullmatch(r"cuda:(\d+)", name)
         if not match:
             hint = " (name each GPU: cuda:0,cuda:1,...)" if name == "cuda" else ""
-            raise ValueError(f"--devices: {name!r} is not cpu or cuda:N{hint}")
+            raise InputError(f"--devices: {name!r} is not cpu or cuda:N{hint}")
         count = gpu_count() if count is None else count
         if count == 0:
-            raise ValueError(f"--devices {name}: CUDA is not available here; use --devices cpu")
+            raise InputError(f"--devices {name}: CUDA is not available here; use --devices cpu")
         if int(match[1]) >= count:
-            raise ValueError(f"--devices {name}: this machine has {count} visible GPU(s), cuda:0 to cuda:{count - 1}")
+            raise InputError(f"--devices {name}: this machine has {count} visible GPU(s), cuda:0 to cuda:{count - 1}")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ValueError(f"--devices: {', '.join(twice)} given twice (use --jobs for several stages per device)")
+        raise InputError(f"--devices: {', '.join(twice)} given twice (use --jobs for several stages per device)")
     return names
 
 
@@ -75,7 +76,7 @@ def parse_devices(text: str) -> List[str]:
 
 def check_jobs(jobs: int) -> int:
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"--jobs must be a whole number of at least 1, got {jobs!r}")
+        raise InputError(f"--jobs must be a whole number of at least 1, got {jobs!r}")
     return jobs
 
 

@@ -30,6 +30,7 @@ from ..specs import StagePlan
 from ..stages import Outcome, print_now, run_stage
 from ..tools import STOP_GRACE_SECONDS
 from . import ENGINES, StageSettings  # noqa: F401 (ENGINES: the --engine choices)
+from ...io import InputError
 
 
 CLUSTERS = ("slurm", "local")
@@ -58,14 +59,14 @@ class SlurmOptions:
     def check(self) -> None:
         """`ValueError` for a value Slurm could not take, before anything is written."""
         if self.cluster not in CLUSTERS:
-            raise ValueError(f"--slurm-cluster must be one of {', '.join(CLUSTERS)}, got {self.cluster!r}")
+            raise InputError(f"--slurm-cluster must be one of {', '.join(CLUSTERS)}, got {self.cluster!r}")
         for name, value, low in (("--slurm-gpus-per-stage", self.gpus_per_stage, 0),
                                  ("--slurm-cpus-per-stage", self.cpus_per_stage, 1),
                                  ("--slurm-time", self.time_min, 1), ("--slurm-retries", self.retries, 0)):  # fmt: skip
             if not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be a whole number of at least {low}, got {value!r}")
+                raise InputError(f"{name} must be a whole number of at least {low}, got {value!r}")
         if self.poll_s <= 0:
-            raise ValueError(f"poll_s must be positive, got {self.poll_s}")
+            raise InputError(f"poll_s must be positive, got {self.poll_s}")
 
 
 def parse_extra(items: Sequence[str]) -> Dict[str, Any]:
@@ -75,7 +76,7 @@ def parse_extra(items: Sequence[str]) -> Dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--slurm-extra {item!r}: expected KEY=VALUE, e.g. mem_gb=64 or slurm_account=mylab")
+            raise InputError(f"--slurm-extra {item!r}: expected KEY=VALUE, e.g. mem_gb=64 or slurm_account=mylab")
         try:
             extra[key.strip()] = json.loads(value)
         except ValueError:
@@ -88,7 +89,7 @@ def require_submitit() -> Any:
     try:
         import submitit
     except ImportError:
-        raise ValueError(f"--engine slurm needs submitit, which is not installed: {INSTALL_HINT}") from None
+        raise InputError(f"--engine slurm needs submitit, which is not installed: {INSTALL_HINT}") from None
     return submitit
 
 
@@ -101,7 +102,7 @@ def check_engine(options: SlurmOptions) -> None:
     require_submitit()
     missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
     if options.cluster == "slurm" and missing:
-        raise ValueError(f"--engine slurm: no {' or '.join(missing)} here; run on a Slurm login node "
+        raise InputError(f"--engine slurm: no {' or '.join(missing)} here; run on a Slurm login node "
                          "(or --slurm-cluster local to run the jobs on this machine)")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="hear-matpac-slurm-check-") as scratch:
         make_executor(options, Path(scratch))
@@ -120,7 +121,7 @@ def make_executor(options: SlurmOptions, folder: Path) -> Any:
     try:
         executor.update_parameters(**params)
     except (NameError, AssertionError, TypeError, ValueError) as err:  # submitit's ways of refusing a parameter
-        raise ValueError(f"--slurm-extra: submitit refused the parameters: {str(err).splitlines()[0]}") from None
+        raise InputError(f"--slurm-extra: submitit refused the parameters: {str(err).splitlines()[0]}") from None
     return executor
 
 
@@ -160,7 +161,7 @@ def _submit(executor: Any, calls: Sequence[tuple]) -> List[Any]:
         with executor.batch():
             jobs = [executor.submit(*call) for call in calls]
     except (FailedJobError, FailedSubmissionError, OSError) as err:
-        raise ValueError(f"--engine slurm: submitting the stages failed: {_last_line(str(err))}") from None
+        raise InputError(f"--engine slurm: submitting the stages failed: {_last_line(str(err))}") from None
     return jobs
 
 
