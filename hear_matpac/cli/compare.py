@@ -9,7 +9,7 @@ from ..reports.chart import require_matplotlib, save_chart
 from ..reports.comparison import build_comparison, to_csv, to_markdown
 from ..files.folders import ensure_folder
 from ..reports.results import SCORES_FILE, find_scores
-from ..reports.tables import write_text
+from ..reports.tables import plural, write_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
         written.append(args.out / f"{args.name}.png")
         save_chart(comparison, written[-1])
     print(markdown, end="")
-    print(f"\n{len(comparison.tasks)} tasks x {len(comparison.models)} models; wrote {', '.join(map(str, written))}")
+    print(f"\n{plural(len(comparison.tasks), 'task')} x {plural(len(comparison.models), 'model')}; wrote {', '.join(map(str, written))}")
     return 0

@@ -16,6 +16,7 @@ from ..evaluate.task_folders import parse_task_names
 from ..hear_tools.launch import PLUGIN_MODULE, exit_on_sigterm
 from ..io import InputError
 from ..reports.chart import require_matplotlib
+from ..reports.tables import plural
 from ..weights.locate import tiny_untrained_warning, weights_help
 from .flags import (add_devices, add_engine, add_grid, add_model_options, add_overwrite, add_tasks, add_tensorflow,
                     add_weights, devices, engine_options, model_options)
@@ -94,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     markdown = write_reports(result, out, chart=not args.no_chart)
     print("\n" + stage_counts(result))
     if result.scores:
-        points = f"{args.grid_points} grid point" + ("s" if args.grid_points != 1 else "")
-        print(f"\ntest scores (heareval, grid {args.grid}, {points})\n{markdown}", end="")
+        print(f"\ntest scores (heareval, grid {args.grid}, {plural(args.grid_points, 'grid point')})\n{markdown}", end="")
     print(f"\nwrote {out / 'summary.json'}, {out / 'comparison.md'}")
     for m in models:
         if m.module == PLUGIN_MODULE:
