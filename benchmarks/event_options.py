@@ -1,6 +1,6 @@
 """Event scores and encoding cost of the timestamp options, measured through heareval.
 
-Runs heareval's embedding and predictions runners (via `hear_matpac.hear_tools.sweep`) on the
+Runs heareval's embedding and predictions runners (via `hear_matpac.evaluate.sweep`) on the
 generated event task `synth_events` once per setting of `timestamp_hop_ms`, `window_overlap`
 (and `window_seconds`: the task's 3 s clips fit in one 6.08 s window, where overlap changes
 nothing, so overlap is measured with 1.92 s windows), and prints onset F-measure at 200 ms and
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from hear_matpac.hear_tools.sweep import options_label, run_sweep, write_outputs
+from hear_matpac.evaluate.sweep import options_label, run_sweep, write_outputs
 from hear_matpac.weights.locate import TINY_UNTRAINED, best_available_weights
 
 SETTINGS = [

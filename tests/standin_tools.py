@@ -1,4 +1,4 @@
-"""Stand-ins for the HEAR tools behind `pipeline.run_tool`, for tests of `evaluate`'s and
+"""Stand-ins for the HEAR tools behind `tools.Tools.run`, for tests of `evaluate`'s and
 `sweep`'s run folders (what is reused, removed, tabulated) that need no heareval run.
 
 Each tool writes at once, in the calling process, the files that the real tool leaves and that
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import List, Mapping, Optional, Sequence
 
-from hear_matpac.hear_tools import pipeline
+from hear_matpac.evaluate import stages, tools
 
 HANG_ENV = "STANDIN_HANG_READY"
 
@@ -75,8 +75,8 @@ def _predict(args: List[str]) -> None:
 
 
 def run_tool(name: str, tool_args: Sequence[str], log: Path, env: Optional[Mapping[str, str]] = None,
-             python: str = "") -> pipeline.Stage:
-    """`pipeline.run_tool`'s stand-in: the tool's files, written here and now."""
+             python: str = "") -> tools.Stage:
+    """`tools.Tools.run`'s stand-in: the tool's files, written here and now."""
     args = list(tool_args)
     tool = args.pop(0)
     log.write_text(f"+ stand-in {tool} {' '.join(args)}\n")
@@ -84,15 +84,21 @@ def run_tool(name: str, tool_args: Sequence[str], log: Path, env: Optional[Mappi
         _embed(args[4:])  # after --tensorflow MODE --declared FILE
     elif tool == "predict":
         _predict(args)
-    return pipeline.Stage(name, 0.01, log, 100.0)
+    return tools.Stage(name, 0.01, log, 100.0)
+
+
+def tool_method(self: tools.Tools, name: str, tool_args: Sequence[str], log: Path, env: Optional[Mapping[str, str]] = None,
+                python: str = "") -> tools.Stage:
+    """`run_tool` in the place of the method `tools.Tools.run`."""
+    return run_tool(name, tool_args, log, env, python)
 
 
 def check_task_embeddings(task_embeddings: Path, declared: Path) -> None:
-    """`pipeline.check_task_embeddings`'s stand-in: the stand-in embedding runner writes no
+    """`stages.check_task_embeddings`'s stand-in: the stand-in embedding runner writes no
     embeddings to check (the check has its own tests: test_foreign_models.py)."""
 
 
 def install() -> None:
-    """Put the stand-ins in place of `pipeline.run_tool` and the embedding check in this process."""
-    pipeline.run_tool = run_tool
-    pipeline.check_task_embeddings = check_task_embeddings
+    """Put the stand-ins in place of `tools.Tools.run` and the embedding check in this process."""
+    tools.Tools.run = tool_method
+    stages.check_task_embeddings = check_task_embeddings

@@ -226,3 +226,30 @@ def test_a_chart_of_many_tasks_keeps_a_readable_size(tmp_path: Path) -> None:
     assert main(["compare", str(tmp_path / "runs"), "--out", str(tmp_path / "r")]) == 0
     width, height = struct.unpack(">II", (tmp_path / "r" / "comparison.png").read_bytes()[16:24])
     assert width <= 3000 and height <= 1000, (width, height)
+
+
+def test_chart_labels_do_not_run_together_and_stars_clear_the_error_bars():
+    """comparison.png with long task names on few tasks (unslanted before) and a large std."""
+    pytest.importorskip("matplotlib")
+    from hear_matpac.reports.chart import bar_chart
+    from hear_matpac.reports.comparison import build_comparison
+    from hear_matpac.reports.results import TaskScore
+
+    tasks = ["beijing_opera_percussion_long_name", "vocal_imitations_long_name", "dcase2016_task2_hear2021_full"]
+    scores = [TaskScore(model, Path(model), task, "test_score", value, std, 5, Path(model))
+              for task in tasks for model, value, std in (("a", 0.8, 0.15), ("b", 0.6, 0.02))]  # fmt: skip
+    figure = bar_chart(build_comparison(scores))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    axes = figure.axes[0]
+    boxes = [label.get_window_extent(renderer) for label in axes.get_xticklabels()]
+    assert len(boxes) == 3
+    for left, right in zip(boxes, boxes[1:]):  # slanted labels: their text lines never cross
+        assert not left.overlaps(right) or all(abs(a.get_rotation()) > 0 for a in axes.get_xticklabels())
+    stars = [t for t in axes.texts if t.get_text() == "★"]
+    assert len(stars) == 3
+    for star in stars:
+        assert star.xy[1] == pytest.approx(0.8 + 0.15)  # the best bar's top plus its error bar

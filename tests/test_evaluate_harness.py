@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from hear_matpac.cli import main
-from hear_matpac.hear_tools import claims, pipeline
-from hear_matpac.hear_tools.models import check_model, plan_stages, split_spec
-from hear_matpac.hear_tools.taskdirs import find_tasks, parse_task_names
+from hear_matpac import marks
+from hear_matpac.evaluate import claims, run as pipeline, stages, tools
+from hear_matpac.evaluate.specs import check_model, plan_stages, split_spec
+from hear_matpac.evaluate.task_folders import find_tasks, parse_task_names
 from hear_matpac.hear_tools.tasks import write_suite
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
@@ -120,7 +121,7 @@ def test_evaluate_refuses_a_malformed_task_folder_before_writing(tmp_path, capsy
 def _heareval_workspace(root: Path) -> list:
     """A user's heareval workspace: heareval's default ./tasks and ./embeddings, plus logs/."""
     write_suite(root / "tasks", tasks=["synth_scene_multiclass"])
-    for marked in (root / "tasks").rglob(claims.MARK):
+    for marked in (root / "tasks").rglob(marks.MARK):
         marked.unlink()  # downloaded by the user, not made by hear-matpac
     (root / "embeddings" / "hearbaseline" / "task").mkdir(parents=True)
     (root / "embeddings" / "hearbaseline" / "task" / "test.embeddings.npy").write_bytes(b"computed for hours")
@@ -167,10 +168,10 @@ def test_tool_children_get_sigterm_when_the_run_dies(tmp_path):
     # run_tool runs `python -m hear_matpac.hear_tools ARGS`: the parent below makes it `python ARGS`
     code = "\n".join([
         f"import sys, pathlib, subprocess; sys.path.insert(0, {str(Path(__file__).parents[1])!r})",
-        "from hear_matpac.hear_tools import pipeline",
+        "from hear_matpac.evaluate import tools",
         "real = subprocess.Popen",
         "subprocess.Popen = lambda cmd, **kw: real([cmd[0], *cmd[3:]], **kw)",
-        f"pipeline.run_tool('sleep', [{str(sleeper)!r}], pathlib.Path({str(tmp_path / 'log')!r}))",
+        f"tools.Tools().run('sleep', [{str(sleeper)!r}], pathlib.Path({str(tmp_path / 'log')!r}))",
     ])  # fmt: skip
     parent = subprocess.Popen([sys.executable, "-c", code])
     for _ in range(200):
@@ -227,7 +228,7 @@ def test_an_infinite_score_is_a_result_not_a_failure(tmp_path, monkeypatch, caps
     scores = read_scores(task)
     assert scores[0].value == math.inf
     monkeypatch.setattr("hear_matpac.cli.evaluate.evaluate",
-                        lambda *a, **k: pipeline.RunResult([], [pipeline.Outcome({"task": "t"}, "ran")], scores, task))
+                        lambda *a, **k: pipeline.RunResult([], [stages.Outcome("m", "t", "ran")], scores, task))
     assert main(["evaluate", "--out", str(tmp_path / "out"), "--weights", str(TINY_UNTRAINED), "--no-chart"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["scores"][0]["value"] == "inf"
@@ -277,17 +278,50 @@ def test_sigkill_of_the_process_group_then_resume_gives_the_same_scores(tmp_path
     assert 1 <= again.stdout.count("complete; skipped") < 4, again.stdout  # resumed: kept the done, redid the rest
     assert _scores(tmp_path / "killed") == _scores(tmp_path / "whole")
     third = ok(hear_matpac_cli("evaluate", "--out", str(tmp_path / "killed"), *args[:-2], cwd=tmp_path))
-    assert third.stdout.count("complete; skipped") == 4 and "stages: 6 skipped" in third.stdout
+    assert third.stdout.count("complete; skipped") == 4 and "stages: 4 skipped; hear-validator: 2 skipped" in third.stdout
     leftovers = [p for p in (tmp_path / "killed" / "runs").rglob("*") if p.name.startswith(".work-") or p.suffix == ".claim"]
     assert leftovers == []
     assert (tmp_path / "killed" / "comparison.md").read_text().count("| synth_scene_") == 2
 
 
 def test_a_models_file_lists_specs_one_a_line(tmp_path):
-    from hear_matpac.hear_tools.models import read_spec_file
+    from hear_matpac.evaluate.specs import read_spec_file
 
     listing = tmp_path / "models.txt"
     listing.write_text('# my comparison\nhear_matpac\n\n  hear_matpac::{"layer": 1}  \nhearbaseline\n')
     assert read_spec_file(listing) == ["hear_matpac", 'hear_matpac::{"layer": 1}', "hearbaseline"]
     with pytest.raises(FileNotFoundError, match="--models-file"):
         read_spec_file(tmp_path / "absent.txt")
+
+
+# --- one key scheme --------------------------------------------------------------------------
+
+def test_equal_meaning_options_are_one_model_key_and_folder():
+    """`{"layer": -1}` is the tiny model's last layer, its default; `max_windows` changes no
+    number: one key (and one folder) for all of them."""
+    plain = check_model(f"hear_matpac:{TINY_UNTRAINED}")
+    for options in ('{"layer": -1}', '{"max_windows": 3}', '{"layer": 2, "max_windows": 7}'):
+        same = check_model(f"hear_matpac:{TINY_UNTRAINED}:{options}")
+        assert (same.key, same.folder) == (plain.key, plain.folder), options
+    assert check_model(f'hear_matpac:{TINY_UNTRAINED}:{{"layer": 0}}').key != plain.key
+
+
+def test_a_changed_weight_byte_or_interpreter_is_another_model_key(tmp_path):
+    import torch
+
+    from hear_matpac.evaluate.specs import model_key
+    from hear_matpac.hear_tools.environments import Environment
+
+    state = torch.load(TINY_UNTRAINED, weights_only=True, map_location="cpu")
+    name = next(k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point())
+    torch.save(state, tmp_path / "a.pt")
+    state[name].view(-1)[0] += 1.0
+    torch.save(state, tmp_path / "b.pt")
+    a, b = check_model(f"hear_matpac:{tmp_path / 'a.pt'}"), check_model(f"hear_matpac:{tmp_path / 'b.pt'}")
+    assert a.key != b.key and a.weights_sha256 != b.weights_sha256
+    here = Environment("/envs/a/bin/python", "3.11.7", {"numpy": "1.26.4"})
+    keys = {model_key("plug", "", {}, env) for env in (None, here, Environment("/envs/b/bin/python", "3.11.7", here.packages),
+                                                       Environment(here.python, "3.12.1", here.packages),
+                                                       Environment(here.python, here.version, {"numpy": "2.0.0"}))}
+    assert len(keys) == 5
+    assert model_key("plug", "", {"b": 1, "a": 2}) == model_key("plug", "", {"a": 2, "b": 1})  # a foreign module's options, sorted

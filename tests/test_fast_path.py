@@ -11,7 +11,7 @@ import torch
 
 import hear_matpac
 from hear_matpac.api import embed_packed
-from hear_matpac.hear_tools.models import check_model, plan_stages
+from hear_matpac.evaluate.specs import check_model, plan_stages
 from hear_matpac.options import option_help, result_options
 
 from conftest import TINY_FLAT

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hear_matpac.hear_tools.embedding_check import DECLARED_FILE, BadEmbeddings, check_task_embeddings
+from hear_matpac.evaluate.embedding_check import DECLARED_FILE, BadEmbeddings, check_task_embeddings
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
 from conftest import hear_matpac_cli, need

@@ -4,13 +4,16 @@ cycles, function-level imports included; every module named in docs/architecture
 
 Layers, lowest first; a module imports only from its own layer or lower ones:
   0 core       config options batching tf32 precision frontend windows timestamps encoder
-               packed_linear model finite_checks io version
+               packed_linear model finite_checks io marks version
   1 weights/   locate, read, integrity, registry, http_transfer, download, export, info, head, synthetic
   2 api        the HEAR surface (load_model reads weights/), and the package root
   3 files/     audio decoding, input paths, the output-folder store, embedding many files (job: embed_files)
-  4 reports/   heareval results, comparison tables, charts
-  5 hear_tools/  the HEAR team's tools, the task suite, pipeline, sweep
-  6 cli/       the command line; nothing else imports or spawns it
+  4 reports/   heareval results, comparison tables, charts, the run summary, the sweep table
+  5 hear_tools/  the HEAR team's tools (install, launch), the TensorFlow stand-in, the synthetic
+               task suite, model environments
+  6 evaluate/  model specs and task folders, stages under claims, the tools as processes, the
+               engines (local slots, Slurm), evaluate(), sweep
+  7 cli/       the command line; nothing else imports or spawns it
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import pytest
 import hear_matpac
 
 PACKAGE = Path(hear_matpac.__file__).resolve().parent
-LAYERS = {"weights": 1, "api": 2, "files": 3, "reports": 4, "hear_tools": 5, "cli": 6}
+LAYERS = {"weights": 1, "api": 2, "files": 3, "reports": 4, "hear_tools": 5, "evaluate": 6, "cli": 7}
 
 
 def _modules() -> list[str]:
@@ -73,7 +76,7 @@ def test_the_layout_is_the_documented_one():
     for package in LAYERS:
         assert f"hear_matpac.{package}" in names
     core = {"config", "options", "batching", "tf32", "precision", "frontend", "windows", "timestamps", "encoder", "packed_linear",
-            "model", "finite_checks", "io", "version", "api"}  # fmt: skip
+            "model", "finite_checks", "io", "marks", "version", "api"}  # fmt: skip
     top_level = {n.split(".")[1] for n in names if n.count(".") == 1} - (set(LAYERS) - {"api"})
     assert top_level == core, "a new top-level module belongs in a folder by its job (docs/architecture.md)"
     assert "architecture" in (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8").lower()
@@ -94,12 +97,6 @@ def test_imports_point_down(module):
 def test_nothing_outside_cli_names_the_cli(module):
     text = _source(module).read_text(encoding="utf-8")
     assert "hear_matpac.cli" not in text and "hear-matpac=" not in text, module
-
-
-# Import cycles that exist today in modules being moved by the evaluate restructuring (issue 26:
-# hear_tools/pipeline <-> hear_tools/slurm); each is one cycle as `_cycles` reports it. The merge
-# of that work empties this set; nothing may be added to it.
-KNOWN_CYCLES: set[tuple[str, ...]] = {("hear_matpac.hear_tools.pipeline", "hear_matpac.hear_tools.slurm")}
 
 
 def _cycles(graph: dict[str, list[str]]) -> set[tuple[str, ...]]:
@@ -130,7 +127,7 @@ def test_no_import_cycles():
     """Written imports at any depth of the code (`_imports` walks the whole tree), so an import
     inside a function closes a cycle as a top-level one does."""
     cycles = _cycles({m: sorted(t for t in _imports(m) if t != m) for m in _modules()})
-    assert cycles - KNOWN_CYCLES == set(), "modules that import each other (directly or round a circle)"
+    assert cycles == set(), "modules that import each other (directly or round a circle)"
 
 
 def test_the_cycle_check_finds_cycles_and_function_level_imports():

@@ -23,7 +23,7 @@ import pytest
 
 from hear_matpac.cli import main
 from hear_matpac.hear_tools import environments, foreign_launcher, model_env
-from hear_matpac.hear_tools.models import check_model
+from hear_matpac.evaluate.specs import check_model
 from hear_matpac.weights.integrity import sha256_file
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
@@ -209,9 +209,15 @@ def test_the_key_covers_the_interpreter_and_its_packages(tmp_path, ours):
     assert upgraded.key != first.key and upgraded.folder != first.folder and upgraded.packages["tinydep"] == "1.1"
     twin = check_model("confplug", str(make_venv(tmp_path / "twin")))  # same packages, another interpreter
     assert twin.key not in (first.key, upgraded.key)
-    # our own interpreter: the key of earlier runs (module, weights' sha256, options), unchanged
+    # our own interpreter: no environment in the key (module, weights' sha256, the options that
+    # change results, parsed: issue 26's scheme 2)
+    from hear_matpac.options import ModelOptions, result_options
+    from hear_matpac.weights.read import read_config
+
     plain = check_model(f"hear_matpac:{TINY_UNTRAINED}")
-    text = json.dumps({"module": "hear_matpac", "weights_sha256": sha256_file(TINY_UNTRAINED), "options": {}}, sort_keys=True)
+    numbers = result_options(ModelOptions.parse({}, read_config(TINY_UNTRAINED)))
+    text = json.dumps({"scheme": 2, "module": "hear_matpac", "weights_sha256": sha256_file(TINY_UNTRAINED),
+                       "options": numbers}, sort_keys=True)
     assert plain.key == hashlib.sha256(text.encode()).hexdigest() and plain.python == ""
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from hear_matpac.cli import main
-from hear_matpac.hear_tools import pipeline, slots
-from hear_matpac.hear_tools.models import check_model
+from hear_matpac.evaluate import run as pipeline, stages
+from hear_matpac.evaluate.engines import local as slots
+from hear_matpac.evaluate.specs import check_model
 from hear_matpac.hear_tools.tasks import suite, write_suite
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
@@ -181,18 +182,18 @@ def test_stages_start_longest_task_first(tmp_path, monkeypatch):
     duration = {t.name: t.sample_duration * sum(t.clips_per_split) for t in suite()}
     assert len(set(duration.values())) == len(duration)
     models = [check_model(f"hear_matpac:{TINY_UNTRAINED}"), check_model(f'hear_matpac:{TINY_UNTRAINED}:{{"layer": 1}}')]
-    monkeypatch.setattr(pipeline, "_validate", lambda m, *a, **k: pipeline.Outcome({"model": m.folder}, "ran"))
+    monkeypatch.setattr(pipeline, "validate", lambda m, *a, **k: stages.Outcome(m.folder, stages.VALIDATE, "ran"))
     handed = []
 
-    def run_stages(order, *args, **kwargs):
+    def run_stages(engine, order, *args, **kwargs):
         handed.extend(order)
-        return [pipeline.Outcome(p.as_dict(), "ran", message=p.task) for p in order]
+        return [stages.Outcome.of(p, "ran", message=p.task) for p in order]
 
-    monkeypatch.setattr(pipeline, "run_stages", run_stages)
+    monkeypatch.setattr(slots.LocalEngine, "run", run_stages)
     result = pipeline.evaluate(models, tmp_path / "out", tmp_path / "tasks", devices=["cpu"], jobs=2, report=lambda _: None)
     by_length = sorted(names, key=lambda n: -duration[n])
     assert [(p.task, p.model_key) for p in handed] == [(t, m.key) for t in by_length for m in models]
-    assert [(o.stage["model_key"], o.message) for o in result.outcomes[2:]] == [(m.key, t) for m in models for t in sorted(names)]
+    assert [(o.plan.model_key, o.message) for o in result.outcomes[2:]] == [(m.key, t) for m in models for t in sorted(names)]
 
 
 # --- real runs -------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ import pytest
 
 import standin_tools
 from hear_matpac.cli import main
-from hear_matpac.hear_tools import claims, pipeline
-from hear_matpac.hear_tools.models import check_model
+from hear_matpac import marks
+from hear_matpac.evaluate import claims, stages, tools
+from hear_matpac.evaluate.specs import check_model
 from hear_matpac.hear_tools.tasks import write_suite
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
@@ -33,8 +34,8 @@ LEGACY = "made by hear-matpac; safe for hear-matpac to remove\n"  # the mark of 
 
 @pytest.fixture(autouse=True)
 def standin(monkeypatch):
-    monkeypatch.setattr(pipeline, "run_tool", standin_tools.run_tool)
-    monkeypatch.setattr(pipeline, "check_task_embeddings", standin_tools.check_task_embeddings)
+    monkeypatch.setattr(tools.Tools, "run", standin_tools.tool_method)
+    monkeypatch.setattr(stages, "check_task_embeddings", standin_tools.check_task_embeddings)
 
 
 def _model():
@@ -77,7 +78,7 @@ def _mark(folder: Path, tool: str, purpose: str) -> Path:
     """`folder` made (if missing) and marked as `tool`'s, for `purpose`: the mark's format as
     docs/evaluate.md states it."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / claims.MARK).write_text(json.dumps({"made_by": "hear-matpac", "tool": tool, "purpose": purpose}))
+    (folder / marks.MARK).write_text(json.dumps({"made_by": "hear-matpac", "tool": tool, "purpose": purpose}))
     return folder
 
 
@@ -120,9 +121,9 @@ def test_sweep_replaces_its_own_earlier_results_only(tmp_path, capsys):
     write_suite(tasks, tasks=[SCENE])
     out = tmp_path / "R"
     assert _sweep(out, "--tasks-dir", str(tasks), "--window-seconds", "0.96,6.08") == 0
-    assert sorted(p.name for p in (out / "sweep").iterdir()) == [claims.MARK, "00-0.96", "01-6.08"]
+    assert sorted(p.name for p in (out / "sweep").iterdir()) == [marks.MARK, "00-0.96", "01-6.08"]
     assert _sweep(out, "--tasks-dir", str(tasks)) == 0  # its own earlier sweep: replaced
-    assert sorted(p.name for p in (out / "sweep").iterdir()) == [claims.MARK, "00-0.96"]
+    assert sorted(p.name for p in (out / "sweep").iterdir()) == [marks.MARK, "00-0.96"]
     capsys.readouterr()
     # a sweep/ made by anyone else (a user, an older hear-matpac, evaluate) is refused, untouched
     for n, mark in enumerate((None, LEGACY, ("evaluate", "runs"))):
@@ -130,7 +131,7 @@ def test_sweep_replaces_its_own_earlier_results_only(tmp_path, capsys):
         (other / "sweep").mkdir(parents=True)
         (other / "sweep" / "notes.txt").write_text("mine")
         if mark == LEGACY:
-            (other / "sweep" / claims.MARK).write_text(LEGACY)
+            (other / "sweep" / marks.MARK).write_text(LEGACY)
         elif mark:
             _mark(other / "sweep", *mark)
         before = _listing(other)
@@ -171,7 +172,7 @@ def test_evaluate_removes_no_folder_another_tool_made_where_a_stage_goes(tmp_pat
     assert name in error and "hear-matpac sweep" in error and "move it" in error
     assert _listing(folder / name) == before and not list(folder.glob("*.claim"))
     # its own earlier folders, and those of older versions, it does remove
-    (folder / name / claims.MARK).write_text(LEGACY)
+    (folder / name / marks.MARK).write_text(LEGACY)
     assert _evaluate(out, "--tasks-dir", str(tasks), "--overwrite") == 0
     assert not (folder / name / "mine.txt").exists() and _statuses(out) == [(SCENE, "ran")]
 
@@ -185,7 +186,7 @@ def test_evaluate_refuses_a_runs_folder_another_tool_made(tmp_path, capsys):
     assert _evaluate(out, "--tasks-dir", str(tasks)) == 2
     assert "not by evaluate" in _one_error(capsys)
     assert _listing(out) == before
-    (out / "runs" / claims.MARK).write_text(LEGACY)  # an older hear-matpac's runs/: used, as before
+    (out / "runs" / marks.MARK).write_text(LEGACY)  # an older hear-matpac's runs/: used, as before
     assert _evaluate(out, "--tasks-dir", str(tasks)) == 0
     assert _statuses(out) == [(SCENE, "ran")]
 
@@ -297,7 +298,7 @@ def test_a_run_with_no_complete_stage_leaves_no_earlier_table(tmp_path):
 
 HOLDER = """
 import pathlib, sys
-from hear_matpac.hear_tools import claims
+from hear_matpac.evaluate import claims
 claim = pathlib.Path(sys.argv[1])
 assert claims.take_claim(claim)
 print("held", flush=True)
@@ -333,7 +334,7 @@ def test_a_stage_claimed_by_another_live_run_is_exit_1_naming_it(tmp_path, capsy
     finally:
         _release(holder)
     captured = capsys.readouterr()
-    assert "stages: 2 skipped, 1 claimed" in captured.out  # the validation and one stage skipped
+    assert "stages: 1 skipped, 1 claimed; hear-validator: 1 skipped" in captured.out
     [line] = [line for line in captured.err.splitlines() if "left undone" in line]
     assert f"{model.folder} / {PITCH}" in line and f"pid {holder.pid}" in line
     assert _statuses(out) == [(PITCH, "claimed"), (SCENE, "skipped")]

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from hear_matpac.cli import main
-from hear_matpac.hear_tools import claims, pipeline, slurm
-from hear_matpac.hear_tools.models import check_model, plan_stages
-from hear_matpac.hear_tools.slurm import SlurmOptions, make_executor, parse_extra, run_stages_submitit
+from hear_matpac import marks
+from hear_matpac.evaluate import claims, run as pipeline, stages, tools
+from hear_matpac.evaluate.engines import slurm
+from hear_matpac.evaluate.specs import check_model, plan_stages
+from hear_matpac.evaluate.engines.slurm import SlurmOptions, make_executor, parse_extra, run_stages_submitit
 from hear_matpac.hear_tools.tasks import write_suite
 from hear_matpac.weights.locate import TINY_UNTRAINED
 
@@ -65,7 +67,7 @@ def test_a_retry_of_the_same_job_takes_over_its_predecessors_claim(tmp_path, mon
 HOLDER = """
 import sys, time, pathlib
 sys.path.insert(0, {repo!r})
-from hear_matpac.hear_tools import claims
+from hear_matpac.evaluate import claims
 claim = pathlib.Path({claim!r})
 assert claims.take_claim(claim, lease_s={lease})
 print("held", flush=True)
@@ -125,21 +127,21 @@ def test_the_heartbeat_keeps_a_live_claim_and_a_stalled_holder_loses_it(tmp_path
 def _fake_tools(monkeypatch, during_predict=lambda work: None) -> None:
     """embed/predict stand-ins writing a task folder with scores, in this process (no
     embeddings in it: the embedding check is stood in for too)."""
-    def embed(weights, tasks_dir, embeddings_dir, options, tensorflow, log, module, env=None, python=""):
+    def embed(self, weights, tasks_dir, embeddings_dir, options, tensorflow, log, module, env=None, python=""):
         log.write_text("embedded\n")
         result = Path(embeddings_dir) / "model" / next(Path(tasks_dir).iterdir()).name
         result.mkdir(parents=True)
         (result / "test.predicted-scores.json").write_text(json.dumps({"test": {"test_score": 0.5}}))
-        return pipeline.Stage("embed", 0.0), [result]
+        return tools.Stage("embed", 0.0), [result]
 
-    def predict(task_dirs, grid, grid_points, log, logs_dir=None, env=None):
+    def predict(self, task_dirs, grid, grid_points, log, logs_dir=None, env=None):
         log.write_text("predicted\n")
         during_predict(log.parent)
-        return pipeline.Stage("predict", 0.0)
+        return tools.Stage("predict", 0.0)
 
-    monkeypatch.setattr(pipeline, "embed_stage", embed)
-    monkeypatch.setattr(pipeline, "check_task_embeddings", lambda task_dir, declared: None)
-    monkeypatch.setattr(pipeline, "predict_stage", predict)
+    monkeypatch.setattr(tools.Tools, "embed", embed)
+    monkeypatch.setattr(stages, "check_task_embeddings", lambda task_dir, declared: None)
+    monkeypatch.setattr(tools.Tools, "predict", predict)
 
 
 def _one_plan(tmp_path: Path):
@@ -152,7 +154,7 @@ def _one_plan(tmp_path: Path):
 
 
 def _run(plan, runs, overwrite=False):
-    return pipeline.run_stage(plan, runs, "faster", 1, "stand-in", False, overwrite, lambda _: None, "[1/1]")
+    return stages.run_stage(plan, runs, "faster", 1, "stand-in", False, overwrite, lambda _: None, "[1/1]")
 
 
 @pytest.mark.parametrize("new_holder_finished", [False, True])
@@ -167,7 +169,7 @@ def test_a_stage_whose_claim_was_taken_over_does_not_overwrite_or_count(tmp_path
             final.mkdir()
             (final / "stage.json").write_text(json.dumps({"model_key": plan.model_key, "grid": "faster:1"}))
             (final / "test.predicted-scores.json").write_text(json.dumps({"test": {"test_score": 0.9}}))
-            (final / claims.MARK).write_text("")
+            (final / marks.MARK).write_text("")
 
     _fake_tools(monkeypatch, taken_over)
     outcome = _run(plan, runs, overwrite=new_holder_finished)  # even --overwrite leaves the new holder's result
@@ -185,10 +187,10 @@ def test_a_stage_that_keeps_its_claim_is_put_in_place_once(tmp_path, monkeypatch
     plan, runs = _one_plan(tmp_path)
     final = runs / plan.model_folder / plan.task
     stale = runs / plan.model_folder / f".work-{plan.task}.0123456789ab"  # a dead holder's work folder
-    claims.make_marked(stale, "evaluate", "stage work")
+    marks.make_marked(stale, "evaluate", "stage work")
     _fake_tools(monkeypatch)
     assert _run(plan, runs).status == "ran"
-    assert pipeline.stage_done(final, plan, "faster:1")
+    assert stages.stage_done(final, plan, "faster:1")
     assert sorted(p.name for p in (runs / plan.model_folder).iterdir()) == [plan.task]
     assert _run(plan, runs).status == "skipped"
 
@@ -259,18 +261,18 @@ def test_engine_option_mistakes_are_one_line(tmp_path, capsys, argv, problem):
 def test_a_parameter_submitit_refuses_is_one_line_before_anything_is_written(tmp_path, capsys, monkeypatch):
     """`--slurm-extra foo=1` is refused with the other checks: no validation, nothing under --out."""
     need("submitit", "the Slurm engine")
-    tools: list = []
+    started: list = []
 
-    def no_tool(name, *args, **kwargs):  # hear-validator and the runners: none may start
-        tools.append(name)
-        raise pipeline.StageFailed(f"{name} started")
+    def no_tool(self, name, *args, **kwargs):  # hear-validator and the runners: none may start
+        started.append(name)
+        raise tools.StageFailed(f"{name} started")
 
-    monkeypatch.setattr(pipeline, "run_tool", no_tool)
+    monkeypatch.setattr(tools.Tools, "run", no_tool)
     out = tmp_path / "out"
     assert main(_evaluate_argv(out, "--engine", "slurm", "--slurm-cluster", "local", "--slurm-extra", "foo=1")) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "submitit refused the parameters" in err[0] and "foo" in err[0], err
-    assert tools == [] and not out.exists()
+    assert started == [] and not out.exists()
 
 
 def test_engine_slurm_off_a_slurm_machine_says_where_to_run(tmp_path, capsys, monkeypatch):
@@ -361,7 +363,7 @@ def test_a_killed_job_without_retries_is_reported_and_the_next_run_redoes_it(pla
     assert killed
     assert [o.status for o in result.outcomes] == ["ran", "failed"]
     failed = result.failed[0]
-    assert failed.stage["task"] == TASKS[0]
+    assert failed.task == TASKS[0]
     assert "ended without a result" in failed.message and "run the same command again" in failed.message
     assert Path(failed.log).parent == out / "slurm" and Path(failed.log).is_file()
     assert result.scores == []
@@ -448,7 +450,7 @@ def test_sigterm_to_a_background_driver_leaves_no_local_job_running(tmp_path):
 
 STUBBORN_JOB = """
 import os, signal, time
-from hear_matpac.hear_tools import slurm
+from hear_matpac.evaluate.engines import slurm
 
 def job(pid_file):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stage that does not stop when told

@@ -12,8 +12,8 @@ import math
 import pytest
 
 from hear_matpac.cli import main
-from hear_matpac.hear_tools.pipeline import Stage
-from hear_matpac.hear_tools.sweep import SweepRow, write_outputs
+from hear_matpac.evaluate.tools import Stage
+from hear_matpac.evaluate.sweep import SweepRow, write_outputs
 from hear_matpac.reports.results import TaskScore
 from hear_matpac.weights.locate import TINY_UNTRAINED
 from conftest import hear_matpac_cli, need, ok
@@ -90,7 +90,7 @@ def test_csv_has_numbers_only_with_fold_std_in_its_own_column(tmp_path):
 
 def test_window_seconds_are_checked_from_shapes_without_reading_the_weights(monkeypatch):
     """Checking a float must not read (and hash) the whole checkpoint: only its shapes."""
-    from hear_matpac.hear_tools import sweep
+    from hear_matpac.evaluate import sweep
     from hear_matpac.weights import read
 
     def no_full_read(*args, **kwargs):
@@ -107,7 +107,7 @@ def test_audio_seconds_count_only_the_16khz_audio_heareval_embeds(tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from hear_matpac.hear_tools.taskdirs import audio_seconds
+    from hear_matpac.evaluate.task_folders import task_audio_seconds as audio_seconds
 
     for rate, seconds in ((16000, 2.0), (48000, 2.0), (22050, 2.0)):
         (tmp_path / str(rate) / "test").mkdir(parents=True)

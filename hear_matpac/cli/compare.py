@@ -6,11 +6,9 @@ import sys
 from pathlib import Path
 
 from ..io import MissingFile
-from ..reports.chart import require_matplotlib, save_chart
-from ..reports.comparison import build_comparison, to_csv, to_markdown
-from ..files.folders import ensure_folder
+from ..reports.chart import require_matplotlib
 from ..reports.results import SCORES_FILE, find_scores
-from ..reports.tables import write_text
+from ..reports.summary import write_comparison
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,19 +41,9 @@ def run(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"hear-matpac compare: warning: {warning}", file=sys.stderr)
     if not scores:
-        raise MissingFile(
-            f"no readable {SCORES_FILE} under {', '.join(map(str, args.runs))}; "
-            "run heareval.predictions.runner first"
-        )
-    comparison = build_comparison(scores)
-    markdown = to_markdown(comparison)
-    ensure_folder(args.out)
-    written = [args.out / f"{args.name}.md", args.out / f"{args.name}.csv"]
-    for path, text in zip(written, (markdown, to_csv(comparison))):
-        write_text(path, text)
-    if not args.no_chart:
-        written.append(args.out / f"{args.name}.png")
-        save_chart(comparison, written[-1])
+        raise MissingFile(f"no readable {SCORES_FILE} under {', '.join(map(str, args.runs))}; "
+                          "run heareval.predictions.runner first")  # fmt: skip
+    markdown, written, size = write_comparison(scores, args.out, args.name, chart=not args.no_chart)
     print(markdown, end="")
-    print(f"\n{len(comparison.tasks)} tasks x {len(comparison.models)} models; wrote {', '.join(map(str, written))}")
+    print(f"\n{size}; wrote {', '.join(map(str, written))}")
     return 0

@@ -10,15 +10,13 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from ..evaluate.run import evaluate, stage_counts, write_reports
+from ..evaluate.specs import check_models, parse_pythons, read_spec_file, split_python_lines
+from ..evaluate.task_folders import parse_task_names
 from ..hear_tools.launch import PLUGIN_MODULE, exit_on_sigterm
-from ..hear_tools.models import check_models, parse_pythons, read_spec_file, split_python_lines
-from ..hear_tools.pipeline import evaluate, summary
-from ..io import InputError, write_json
-from ..hear_tools.taskdirs import parse_task_names
-from ..reports.chart import require_matplotlib, save_chart
-from ..reports.comparison import build_comparison, to_csv, to_markdown
-from ..reports.results import TaskScore
-from ..reports.tables import write_text
+from ..io import InputError
+from ..reports.chart import require_matplotlib
+from ..reports.tables import plural
 from ..weights.locate import tiny_untrained_warning, weights_help
 from .flags import (add_devices, add_engine, add_grid, add_model_options, add_overwrite, add_tasks, add_tensorflow,
                     add_weights, devices, engine_options, model_options)
@@ -77,17 +75,6 @@ def _specs(args: argparse.Namespace) -> Tuple[List[str], Dict[str, str]]:
     return specs or [f"{PLUGIN_MODULE}:{args.weights}:{json.dumps(options)}"], parse_pythons(list(args.python) + pythons)
 
 
-def primary_scores(scores: List[TaskScore]) -> List[TaskScore]:
-    """The primary score of each (model, task): the first of its metrics (`read_scores` puts the
-    task's primary metric first)."""
-    seen, primary = set(), []
-    for s in scores:
-        if (s.model, s.task) not in seen:
-            seen.add((s.model, s.task))
-            primary.append(s)
-    return primary
-
-
 def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, exit_on_sigterm)  # stages stop their tools and release claims
     if not args.no_chart:
@@ -105,28 +92,17 @@ def run(args: argparse.Namespace) -> int:
         devices=names, jobs=args.jobs, engine=engine, slurm=slurm,
     )  # fmt: skip
     out = Path(args.out)
-    write_json(out / "summary.json", summary(result))
-    counts = {s: sum(o.status == s for o in result.outcomes) for s in ("ran", "skipped", "claimed", "failed", "not run")}
-    print("\nstages: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
-    # the table is summary.json's scores: this run's complete stages, never other files under runs/
-    comparison = build_comparison(primary_scores(result.scores))
-    markdown = to_markdown(comparison) if result.scores else "No stage of this run is complete: no scores.\n"
-    write_text(out / "comparison.md", markdown)
-    write_text(out / "comparison.csv", to_csv(comparison))
-    if not args.no_chart:
-        save_chart(comparison, out / "comparison.png")
+    markdown = write_reports(result, out, chart=not args.no_chart)
+    print("\n" + stage_counts(result))
     if result.scores:
-        print(f"\ntest scores (heareval, grid {args.grid}, {args.grid_points} grid points)\n{markdown}", end="")
+        print(f"\ntest scores (heareval, grid {args.grid}, {plural(args.grid_points, 'grid point')})\n{markdown}", end="")
     print(f"\nwrote {out / 'summary.json'}, {out / 'comparison.md'}")
     for m in models:
         if m.module == PLUGIN_MODULE:
             tiny_untrained_warning(m.weights)
     for o in result.failed:
-        where = o.stage.get("task", o.stage.get("stage", ""))
-        print(f"hear-matpac evaluate: {o.stage.get('model', o.stage.get('model_folder'))} / {where} failed: "
-              f"{o.message} (log {o.log})", file=sys.stderr)  # fmt: skip
+        print(f"hear-matpac evaluate: {o.model} / {o.task} failed: {o.message} (log {o.log})", file=sys.stderr)
     for o in result.claimed:
-        print(f"hear-matpac evaluate: {o.stage.get('model_folder')} / {o.stage.get('task')} left undone: "
-              f"{o.message}; no score for it in this run (run the same command again once that run has "
-              "finished)", file=sys.stderr)  # fmt: skip
+        print(f"hear-matpac evaluate: {o.model} / {o.task} left undone: {o.message}; no score for it in this run "
+              "(run the same command again once that run has finished)", file=sys.stderr)  # fmt: skip
     return 1 if result.failed or result.claimed else 0

@@ -49,8 +49,8 @@ def add_devices(parser: argparse.ArgumentParser) -> None:
 
 
 def devices(args: argparse.Namespace) -> List[str]:
-    """The `--devices` names, checked (`hear_tools.slots.parse_devices`), and `--jobs` checked."""
-    from ..hear_tools.slots import check_jobs, parse_devices
+    """The `--devices` names, checked (`evaluate.engines.local.parse_devices`), and `--jobs` checked."""
+    from ..evaluate.engines.local import check_jobs, parse_devices
 
     check_jobs(args.jobs)
     return parse_devices(args.devices)
@@ -63,8 +63,8 @@ def add_tensorflow(parser: argparse.ArgumentParser) -> None:
 
 
 def add_grid(parser: argparse.ArgumentParser) -> None:
-    """heareval's `--grid` and `--grid-points` (checked in `hear_tools.pipeline.check_grid`)."""
-    from ..hear_tools.pipeline import GRIDS
+    """heareval's `--grid` and `--grid-points` (checked in `evaluate.stages`)."""
+    from ..evaluate.stages import GRIDS
 
     parser.add_argument("--grid", choices=GRIDS, default="faster", help="heareval grid (default faster)")
     parser.add_argument("--grid-points", type=int, default=8, help="grid points per task (default 8)")
@@ -117,7 +117,7 @@ def model_options(args: argparse.Namespace) -> Dict[str, Any]:
 
 def add_tasks(parser: argparse.ArgumentParser, old: str = "") -> None:
     """`--tasks NAME[,NAME...]` (repeatable): the one task selector of evaluate, sweep and
-    make-tasks; read back with `hear_tools.taskdirs.parse_task_names(args.tasks)`. `old`: a
+    make-tasks; read back with `evaluate.task_folders.parse_task_names(args.tasks)`. `old`: a
     former spelling kept as a hidden alias that says the new name."""
     parser.add_argument("--tasks", action="append", default=[], metavar="NAMES",
                         help="only these tasks, comma-separated or repeated (default all)")  # fmt: skip
@@ -171,9 +171,9 @@ SLURM_FLAGS = {  # flag -> SlurmOptions field
 
 
 def add_engine(parser: argparse.ArgumentParser) -> None:
-    """`--engine local|slurm` and the `--slurm-*` options (`hear_tools.slurm.SlurmOptions`);
+    """`--engine local|slurm` and the `--slurm-*` options (`evaluate.engines.slurm.SlurmOptions`);
     read back with `engine_options(args)`."""
-    from ..hear_tools.slurm import CLUSTERS, ENGINES, SlurmOptions
+    from ..evaluate.engines.slurm import CLUSTERS, ENGINES, SlurmOptions
 
     d = SlurmOptions()
     parser.add_argument("--engine", choices=ENGINES, default="local",
@@ -197,7 +197,7 @@ def add_engine(parser: argparse.ArgumentParser) -> None:
 def engine_options(args: argparse.Namespace) -> tuple:
     """(`--engine`, its `SlurmOptions` or None); a `--slurm-*` option without `--engine slurm`
     is a `ValueError`."""
-    from ..hear_tools.slurm import SlurmOptions, parse_extra
+    from ..evaluate.engines.slurm import SlurmOptions, parse_extra
 
     given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in SLURM_FLAGS.items()}
     given = {k: v for k, v in given.items() if v is not None}

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hear_tools.taskdirs import parse_task_names
+    from ..evaluate.task_folders import parse_task_names
     from ..hear_tools.tasks import write_suite
 
     for path in write_suite(args.out, args.seed, args.scale, args.overwrite, parse_task_names(args.tasks)):

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 from ..io import InputError
-from ..hear_tools.pipeline import StageFailed
-from ..hear_tools.sweep import parse_window_seconds, run_sweep, write_outputs
+from ..evaluate.stages import StageFailed
+from ..evaluate.sweep import parse_window_seconds, run_sweep, write_outputs
 from ..reports.chart import require_matplotlib
 from ..weights.locate import best_available_weights, tiny_untrained_warning
-from ..hear_tools.taskdirs import parse_task_names
+from ..evaluate.task_folders import parse_task_names
 from .flags import add_grid, add_model_options, add_tasks, add_tensorflow, add_weights, model_options
 
 DEFAULT_WINDOWS = "0.96,1.92,3.04,6.08"

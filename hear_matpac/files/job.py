@@ -13,7 +13,6 @@ import torch
 
 from ..api import load_model
 from ..io import InputError, MissingFile, first_line, is_user_error
-from ..options import DEFAULT_MAX_WINDOWS
 from ..precision import check_precision_device
 from ..weights.locate import resolve_weights_path
 from .embed import FileEmbedder, Tally, folder_settings, plan_jobs

@@ -13,11 +13,12 @@ import dataclasses
 import heapq
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Sequence, Tuple, TypeVar
 
 from .embed import Job, audio_seconds
 from .store import Record
 
+Item = TypeVar("Item")
 HEADER_READERS = 16  # header reads in flight at once
 UNKNOWN_SECONDS = 1.0  # the weight of a file whose length its header does not give
 
@@ -29,13 +30,20 @@ def measure(jobs: Sequence[Job]) -> List[Job]:
     return [dataclasses.replace(job, seconds=s) for job, s in zip(jobs, seconds)]
 
 
+def longest_first(items: Sequence[Item], cost: Callable[[Item], float]) -> List[Item]:
+    """`items` by decreasing `cost`, ties in their given order: list scheduling that starts the
+    longest work first keeps the last one to finish short (ranks' shares here, `evaluate`'s
+    stages on its slots)."""
+    return sorted(items, key=lambda item: -cost(item))
+
+
 def shard(jobs: Sequence[Job], parts: int) -> List[List[Job]]:
     """`jobs` split into `parts` lists of about equal total `seconds`, each in the input order
     (so a rank reads its files in the order a single process would)."""
     if parts < 1:
         raise ValueError(f"cannot split jobs into {parts} parts")
     weights = [job.seconds if job.seconds > 0 else UNKNOWN_SECONDS for job in jobs]
-    order = sorted(range(len(jobs)), key=lambda i: (-weights[i], i))
+    order = longest_first(range(len(jobs)), lambda i: weights[i])
     loads = [(0.0, rank) for rank in range(parts)]  # a heap: least audio first, then lowest rank
     chosen: List[List[int]] = [[] for _ in range(parts)]
     for i in order:

@@ -14,8 +14,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
-
 from ..io import InputError
+
 
 LAUNCHER = Path(__file__).resolve().with_name("foreign_launcher.py")
 NOT_PASSED_ON = ("PYTHONPATH", "PYTHONHOME")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import shutil
 import signal
@@ -27,7 +28,6 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
 from ..io import MissingFile
-from .embedding_check import record_declared
 from .tensorflow_standin import select_tensorflow
 
 PLUGIN_MODULE = "hear_matpac"
@@ -93,9 +93,24 @@ def _click_exit_code(code: object) -> int:
     return 1
 
 
+DECLARED_FILE = "declared.json"  # beside a task's embeddings: the sizes the plugin declares
+SIZES = ("scene_embedding_size", "timestamp_embedding_size")
+
+
+def record_declared(model: object, module: str, path: Path) -> None:
+    """Write what `model` (returned by `module.load_model`) declares to `path`, atomically."""
+    found = {name: getattr(model, name, None) for name in ("sample_rate", *SIZES)}
+    data = {"module": module, **{k: v if isinstance(v, (int, float, str)) else repr(v) for k, v in found.items()}}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # before the runner makes it
+    tmp = Path(f"{path}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+
 def _record_declared_sizes(runner, args: Sequence[str], declared: Path) -> None:
     """Have the plugin's `load_model` (as heareval's runner calls it) record what its model
-    declares in `declared` (`embedding_check.record_declared`). The runner is left as it is; a
+    declares in `declared` (`record_declared`). The runner is left as it is; a
     command line it refuses is left to it to say so."""
     import click
 

@@ -27,7 +27,7 @@ import soundfile as sf
 from ..io import current_umask, InputError
 from ..config import SAMPLE_RATE
 from ..files.folders import ensure_folder
-from .claims import MARK, is_marked, owner_gone
+from ..marks import MARK, is_marked, owner_gone
 from .synth_audio import SOUNDS, room_noise, sound, tone
 
 SUITE_VERSION = "hear_matpac-synthetic-1"

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..io import InputError
 from .comparison import Comparison
 from .tables import save_png
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def require_matplotlib() -> None:
@@ -22,18 +27,26 @@ def require_matplotlib() -> None:
 
 MAX_BAR_TASKS = 40  # beyond this, one bar group per task is unreadable: the chart summarises
 MAX_WIDTH_IN = 30.0
+LABEL_WIDTH = 18  # characters of a task name per line of its x label
 
 
 def save_chart(comparison: Comparison, path: Path) -> None:
     """Grouped bars of each task's primary score (error bars: std over folds); the best bar of
     each task is starred; NaN, infinite and missing scores get no bar. Over `MAX_BAR_TASKS`
     tasks, a summary instead (`_save_summary_chart`), so the PNG keeps a readable size."""
+    if len(comparison.tasks) > MAX_BAR_TASKS:
+        _save_summary_chart(comparison, path)
+        return
+    save_png(bar_chart(comparison), path, dpi=120)
+
+
+def bar_chart(comparison: Comparison) -> "Figure":
+    """The grouped bars of `save_chart` as a matplotlib `Figure`: the x labels (task, metric;
+    long names wrapped) slanted so that neighbours never run together, each star above the top
+    of its bar's error bar."""
     from matplotlib.figure import Figure
 
     n_models, n_tasks = len(comparison.models), len(comparison.tasks)
-    if n_tasks > MAX_BAR_TASKS:
-        _save_summary_chart(comparison, path)
-        return
     width = 0.8 / max(n_models, 1)
     figure = Figure(figsize=(max(6.0, 1.2 + n_tasks * (0.5 + 0.35 * n_models)), 4.8), layout="constrained")
     axes = figure.subplots()
@@ -48,21 +61,22 @@ def save_chart(comparison: Comparison, path: Path) -> None:
             errors.append(score.std if score.std is not None else math.nan)  # NaN: no error bar
             starred.append(model in comparison.best[task])
         bars = axes.bar(xs, heights, width, yerr=errors, capsize=2, label=model)
-        for bar, star in zip(bars, starred):
-            if star:
-                axes.annotate("★", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+        for bar, star, error in zip(bars, starred, errors):
+            if star:  # above the error bar's top, not on it
+                top = bar.get_height() + (abs(error) if math.isfinite(error) else 0.0)
+                axes.annotate("★", (bar.get_x() + bar.get_width() / 2, top),
                               ha="center", va="bottom", xytext=(0, 2), textcoords="offset points")  # fmt: skip
     axes.set_xticks(range(n_tasks))
     axes.set_xticklabels(
-        [f"{task}\n{_metric_label(comparison, task)}" for task in comparison.tasks],
-        rotation=30 if n_tasks > 4 else 0, ha="right" if n_tasks > 4 else "center", fontsize=8,
+        ["\n".join(textwrap.wrap(task, LABEL_WIDTH) + [_metric_label(comparison, task)]) for task in comparison.tasks],
+        rotation=35, ha="right", rotation_mode="anchor", fontsize=8,
     )  # fmt: skip
     axes.set_ylabel("primary test score")
     axes.set_title("heareval results (★ best per task)" if n_models else "no scores")
     if n_models:  # an empty comparison (no complete stage) is an empty chart, not a stale one
         axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)
-    save_png(figure, path, dpi=120)
+    return figure
 
 
 def _metric_label(comparison: Comparison, task: str) -> str:

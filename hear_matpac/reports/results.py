@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
-
 from ..io import InputError, MissingFile
+
 
 SCORES_FILE = "test.predicted-scores.json"
 METADATA_FILE = "task_metadata.json"
@@ -270,6 +270,19 @@ def format_scores(scores: Sequence[TaskScore]) -> str:
     return "\n".join(lines)
 
 
+NON_FINITE = 'scores that are NaN or infinite are the strings "nan", "inf", "-inf"'
+
+
+def json_number(value: Optional[float]) -> object:
+    """A score for strict JSON: finite numbers as they are, NaN and infinities as the strings
+    "nan", "inf", "-inf" (JSON has no such numbers), None as null."""
+    if value is None or math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
 def score_json(score: TaskScore) -> Dict[str, object]:
-    """`score` for a JSON summary: task, metric, value, std (None for one test split), folds."""
-    return {"task": score.task, "metric": score.metric, "value": score.value, "std": score.std, "folds": score.folds}
+    """`score` for strict JSON (the one serialiser of scores: `summary.json`, `sweep.json`):
+    model, task, metric, value and std (`json_number`; std None for one test split), folds."""
+    return {"model": score.model, "task": score.task, "metric": score.metric, "value": json_number(score.value),
+            "std": json_number(score.std), "folds": score.folds}

@@ -46,3 +46,8 @@ def save_png(figure: Any, path: PathLike, dpi: int) -> Path:
 
 def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
+
+
+def plural(count: int, word: str) -> str:
+    """"1 model", "2 models": a count and its noun."""
+    return f"{count} {word}" + ("" if count == 1 else "s")

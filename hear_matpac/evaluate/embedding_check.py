@@ -9,36 +9,24 @@ fails deep in pytorch-lightning or scores garbage. Here each file is checked (fl
 declared size, finite, timestamps finite and increasing) and the first problem is one line.
 
 The declared sizes are what the model that wrote the embeddings says (`load_model` with the
-stage's weights and options, in the embedding runner's process): `record_declared` writes them
-to `DECLARED_FILE`.
+stage's weights and options, in the embedding runner's process): `hear_tools.launch.record_declared`
+writes them to `DECLARED_FILE`.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..hear_tools.launch import DECLARED_FILE, SIZES  # noqa: F401 (DECLARED_FILE: where the sizes are)
 from ..io import InputError
 
-DECLARED_FILE = "declared.json"
-SIZES = ("scene_embedding_size", "timestamp_embedding_size")
 
 
 class BadEmbeddings(InputError):
     """The embeddings of a task folder fail the check; the message is one line."""
-
-
-def record_declared(model: object, module: str, path: Path) -> None:
-    """Write what `model` (returned by `module.load_model`) declares to `path`, atomically."""
-    found = {name: getattr(model, name, None) for name in ("sample_rate", *SIZES)}
-    data = {"module": module, **{k: v if isinstance(v, (int, float, str)) else repr(v) for k, v in found.items()}}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)  # before the runner makes it
-    tmp = Path(f"{path}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def read_declared(path: Path) -> Dict[str, int]:

@@ -1,7 +1,7 @@
 """`evaluate --engine slurm`: each (model, task) stage as one Slurm job, through submitit.
 
 The driver (the `hear-matpac evaluate` process, on a login node) submits the stages as one job
-array, each job asking for one GPU; each job calls `pipeline.run_stage` on its node, so the
+array, each job asking for one GPU; each job calls `stages.run_stage` on its node, so the
 claims, marks, `stage.json` and the final rename are exactly those of a local run, on the
 shared file system. The driver waits, gathers each stage's `Outcome`, submits again a job that
 ended without a result (node failure, kill; `retries` times), and cancels what is still queued
@@ -21,15 +21,18 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from dataclasses import asdict
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..io import InputError
-from .claims import JOB_ENV
-from .launch import exit_on_sigterm
-from .models import StagePlan
-from .pipeline import STOP_GRACE_SECONDS, Outcome, print_now, run_stage
+from ..claims import JOB_ENV
+from ...hear_tools.launch import exit_on_sigterm
+from ..specs import StagePlan
+from ..stages import Outcome, print_now, run_stage
+from ..tools import STOP_GRACE_SECONDS
+from . import ENGINES, StageSettings  # noqa: F401 (ENGINES: the --engine choices)
+from ...io import InputError
 
-ENGINES = ("local", "slurm")
+
 CLUSTERS = ("slurm", "local")
 INSTALL_HINT = "pip install 'hear-matpac[slurm]'"
 
@@ -123,7 +126,7 @@ def make_executor(options: SlurmOptions, folder: Path) -> Any:
 
 
 def stage_job(plan: StagePlan, stage_kwargs: Dict[str, Any], label: str, tag: str) -> Outcome:
-    """The function each Slurm job runs, on its node: `pipeline.run_stage` for one stage.
+    """The function each Slurm job runs, on its node: `stages.run_stage` for one stage.
     `tag` names the stage's submission in its claim, so a retry (or submitit's requeue after a
     preemption) takes over the claim its dead predecessor left at once. SIGTERM (scancel, the
     time limit) ends the stage the way it ends a local run: its tool is stopped, its claim
@@ -138,7 +141,7 @@ def stage_job(plan: StagePlan, stage_kwargs: Dict[str, Any], label: str, tag: st
 def _die_with_controller() -> None:
     """In a job of submitit's local executor: SIGKILL when its controller process dies (the
     driver SIGKILLs a controller that outlives its cancel), so no stage goes on as an orphan;
-    its tool then gets SIGTERM (`pipeline.run_tool`) and cleans up. A controller already gone
+    its tool then gets SIGTERM (`tools.Tools.run`) and cleans up. A controller already gone
     (its pid, `SUBMITIT_LOCAL_JOB_ID`, no longer the parent) ends the job at once."""
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -191,7 +194,7 @@ def run_stages_submitit(plans: Sequence[StagePlan], stage_kwargs: Dict[str, Any]
     report(time.strftime("%H:%M:%S ") + f"submitted {len(jobs)} stages ({options.cluster} jobs {jobs[0].job_id}"
            f"{' ...' if len(jobs) > 1 else ''}; {where}{options.gpus_per_stage} GPU, {options.cpus_per_stage} CPUs, "
            f"{options.time_min} min each); job logs in {folder}")  # fmt: skip
-    outcomes: List[Outcome] = [Outcome({}, "")] * len(plans)
+    outcomes: List[Optional[Outcome]] = [None] * len(plans)
     tries = [1] * len(plans)
     pending = dict(enumerate(jobs))
     try:
@@ -218,7 +221,7 @@ def run_stages_submitit(plans: Sequence[StagePlan], stage_kwargs: Dict[str, Any]
     except BaseException:  # interrupted (Ctrl-C, SIGTERM): no stage goes on without its driver
         cancel_jobs(list(pending.values()))
         raise
-    return outcomes
+    return [o for o in outcomes if o is not None]
 
 
 CANCEL_GRACE_S = STOP_GRACE_SECONDS + 15.0  # a stage's own tool gets STOP_GRACE_SECONDS to clean up
@@ -260,11 +263,23 @@ def _collect(job: Any, plan: StagePlan, options: SlurmOptions, tries: int) -> "O
     try:
         return job.result()
     except FailedJobError as err:  # the stage raised on its node (or hit its time limit)
-        return Outcome(plan.as_dict(), "failed", log=str(job.paths.stderr),
+        return Outcome.of(plan, "failed", log=str(job.paths.stderr),
                        message=f"job {job.job_id} failed: {_last_line(str(err))} (job logs {_job_logs(job)})")  # fmt: skip
     except UncompletedJobError:  # died without a result: node failure, killed
         if tries <= options.retries:
             return None
-        return Outcome(plan.as_dict(), "failed", log=str(job.paths.stdout),
+        return Outcome.of(plan, "failed", log=str(job.paths.stdout),
                        message=f"job {job.job_id} ended without a result (state {job.state}) after {tries} "
                                f"tries; run the same command again to redo it (job logs {_job_logs(job)})")  # fmt: skip
+
+
+class SlurmEngine:
+    """The stages as Slurm jobs (`run_stages_submitit`), one GPU each; job logs in `folder`."""
+
+    def __init__(self, options: SlurmOptions, folder: Path) -> None:
+        self.options, self.folder = options, Path(folder)
+
+    def run(self, plans: Sequence[StagePlan], settings: StageSettings, report: Callable[[str], None]) -> List[Outcome]:
+        labels = [f"[{n}/{len(plans)}]" for n in range(1, len(plans) + 1)]
+        kwargs = {**asdict(settings), "runs": Path(settings.runs).resolve()}
+        return run_stages_submitit(plans, kwargs, self.options, self.folder.resolve(), report, labels)

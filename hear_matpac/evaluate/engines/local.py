@@ -13,11 +13,17 @@ import os
 import queue
 import re
 import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
-from ..io import InputError
+from ..specs import StagePlan
+from ..stages import Outcome, run_stage
+from ..tools import Tools
+from . import StageSettings
+from ...io import InputError
+
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -118,12 +124,6 @@ def make_slots(devices: Sequence[str], jobs: int = 1, cores: Optional[int] = Non
     return slots
 
 
-def longest_first(items: Sequence[Item], cost: Callable[[Item], float]) -> List[Item]:
-    """`items` by decreasing `cost`, ties in their given order: list scheduling that starts the
-    longest work first keeps the last one to finish short."""
-    return sorted(items, key=lambda item: -cost(item))
-
-
 def run_on_slots(items: Sequence[Item], slots: Sequence[Slot], work: Callable[[Item, Slot], Result],
                  stop: Callable[[], None]) -> List[Result]:  # fmt: skip
     """`work(item, slot)` for every item, each on a free slot, started in the order given;
@@ -169,3 +169,28 @@ def run_on_slots(items: Sequence[Item], slots: Sequence[Slot], work: Callable[[I
 
 class _NotStarted(Exception):
     """An item left out because an earlier one failed."""
+
+
+class LocalEngine:
+    """The stages on this node's slots, each on the next free one, labelled `[n/N]` in the
+    order given; `tools.stop()` when the run is interrupted."""
+
+    def __init__(self, slots: Sequence[Slot], tools: Tools) -> None:
+        self.slots, self.tools = list(slots), tools
+
+    def run(self, plans: Sequence[StagePlan], settings: StageSettings, report: Callable[[str], None]) -> List[Outcome]:
+        def one(numbered: Tuple[int, StagePlan], slot: Slot) -> Outcome:
+            n, plan = numbered
+            return on_slot(slot, lambda: run_stage(plan, settings.runs, settings.grid, settings.grid_points,
+                                                   settings.tensorflow, settings.keep_logs, settings.overwrite, report,
+                                                   f"[{n}/{len(plans)}]", slot.env, self.tools))  # fmt: skip
+
+        return run_on_slots(list(enumerate(plans, 1)), self.slots, one, self.tools.stop)
+
+
+def on_slot(slot: Slot, step: Callable[[], Outcome]) -> Outcome:
+    """`step()`'s outcome, with the slot's device and the wall-clock start and end."""
+    started = time.time()
+    outcome = step()
+    outcome.device, outcome.started, outcome.finished = slot.device, started, time.time()
+    return outcome

@@ -93,7 +93,7 @@ def find_tasks(tasks_dir: Path, names: Sequence[str] = ()) -> List[Path]:
     return found
 
 
-def audio_seconds(task_dir: Path) -> float:
+def task_audio_seconds(task_dir: Path) -> float:
     """Total duration of the audio heareval embeds: the 16 kHz files of each split (not the
     other sample rates hear-preprocess writes next to them), from the files' headers."""
     return sum(sf.info(str(p)).duration for p in sorted((Path(task_dir) / str(SAMPLE_RATE)).glob("*/*.wav")))

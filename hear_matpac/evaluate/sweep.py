@@ -22,12 +22,14 @@ from ..io import InputError
 from ..files.folders import ensure_folder
 from ..options import ModelOptions
 from ..reports.comparison import format_value
-from ..reports.results import LOWER_IS_BETTER, TaskScore, read_scores, score_json
+from ..reports.results import LOWER_IS_BETTER, TaskScore, json_number, read_scores, score_json
 from ..reports.tables import csv_table, markdown_table, save_png, write_text
 from ..weights.read import read_config
-from .claims import make_marked, refuse_unless_made_for, remove_marked
-from .pipeline import Stage, check_grid, embed_stage, predict_stage, synthetic_tasks
-from .taskdirs import audio_seconds, find_tasks
+from ..marks import make_marked, refuse_unless_made_for, remove_marked
+from .run import synthetic_tasks
+from .stages import check_grid
+from .task_folders import find_tasks, task_audio_seconds
+from .tools import Stage, Tools
 
 Setting = Tuple[str, Dict[str, object]]  # (label, model options)
 TOOL, PURPOSE = "sweep", "results"  # the ownership mark of OUT/sweep/
@@ -111,7 +113,7 @@ def run_sweep(
     check_grid(grid, grid_points)
     labels = [label for label, _ in settings]
     if not labels or len(set(labels)) != len(labels):
-        raise ValueError(f"settings need distinct labels, got {labels}")
+        raise InputError(f"settings need distinct labels, got {labels}")
     if tasks_dir is not None:
         find_tasks(Path(tasks_dir), tasks)  # checked before anything is written
     runs = Path(out_dir) / FOLDER
@@ -133,17 +135,18 @@ def run_sweep(
             (chosen / task.name).symlink_to(task.resolve(), target_is_directory=True)
         tasks_dir = chosen
     task_dirs = find_tasks(tasks_dir)
-    audio = {p.name: audio_seconds(p) for p in task_dirs}
+    audio = {p.name: task_audio_seconds(p) for p in task_dirs}
+    tools = Tools()
     rows = []
     for index, (label, options) in enumerate(settings):
         run = runs / _folder_name(index, label)
         run.mkdir()
-        stage, embedded = embed_stage(weights, Path(tasks_dir), run / "embeddings", json.dumps(options),
-                                      tensorflow, run / "embed.log")  # fmt: skip
+        stage, embedded = tools.embed(weights, Path(tasks_dir), run / "embeddings", json.dumps(options),
+                                     tensorflow, run / "embed.log")  # fmt: skip
         encode = sum(_encode_seconds(d) for d in embedded)
         report(f"[{index + 1}/{len(settings)}] {label}: embedded in {stage.seconds:.1f} s "
                f"(encoding {encode:.1f} s, peak {stage.peak_rss_mib:.0f} MiB)")  # fmt: skip
-        predict_stage(embedded, grid, grid_points, run / "predict.log")
+        tools.predict(embedded, grid, grid_points, run / "predict.log")
         scores = tuple(row for d in embedded for row in read_scores(d))
         report(f"[{index + 1}/{len(settings)}] {label}: predicted; "
                + ", ".join(f"{s.task} {s.metric} {s.value:.4f}" for s in scores))  # fmt: skip
@@ -229,7 +232,7 @@ def write_outputs(rows: Sequence[SweepRow], out_dir: Path, stem: str = "sweep", 
     out = Path(out_dir)
     written = [write_text(out / f"{stem}{suffix}", text)
                for suffix, text in ((".md", markdown), (".csv", csv_text),
-                                    (".json", json.dumps([_row_json(r) for r in rows], indent=2)))]  # fmt: skip
+                                    (".json", json.dumps([_row_json(r) for r in rows], indent=2, allow_nan=False)))]  # fmt: skip
     if plot:
         save_plot(rows, out / f"{stem}.png", setting_header)
         written.append(out / f"{stem}.png")
@@ -239,5 +242,5 @@ def write_outputs(rows: Sequence[SweepRow], out_dir: Path, stem: str = "sweep", 
 def _row_json(row: SweepRow) -> Dict[str, object]:
     return {"label": row.label, "options": row.options, "embed_stage_seconds": row.embed.seconds,
             "encode_seconds": row.encode_seconds, "audio_seconds": row.audio_seconds,
-            "audio_per_second": row.audio_per_second, "peak_rss_mib": row.embed.peak_rss_mib,
+            "audio_per_second": json_number(row.audio_per_second), "peak_rss_mib": row.embed.peak_rss_mib,
             "scores": [score_json(s) for s in row.scores]}  # fmt: skip

@@ -20,16 +20,16 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..io import InputError, MissingFile
-from ..options import ModelOptions
+from ..options import ModelOptions, result_options
 from ..weights.integrity import sha256_file
 from ..weights.locate import best_available_weights
 from ..weights.read import read_config
-from .environments import Environment, probe
-from .launch import PLUGIN_MODULE
-from .taskdirs import task_fingerprint
+from ..hear_tools.environments import Environment, probe
+from ..hear_tools.launch import PLUGIN_MODULE
+from .task_folders import task_fingerprint
 
 PYTHON_LINE = "--python "
 
@@ -53,6 +53,12 @@ class ModelSpec:
     @property
     def options_json(self) -> str:
         return json.dumps(self.options, sort_keys=True)
+
+    def record(self) -> Dict[str, object]:
+        """What `summary.json` says of the model."""
+        return {"spec": self.spec, "folder": self.folder, "module": self.module, "weights": self.weights,
+                "weights_sha256": self.weights_sha256, "options": self.options, "key": self.key,
+                "python": self.python, "packages": self.packages}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,20 @@ def _readable(module: str, weights: str, options: Dict[str, object]) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", "-".join(words))[:100]
 
 
+def model_key(module: str, weights_sha256: str, options: Mapping[str, object],
+              environment: Optional[Environment] = None) -> str:
+    """The model's identity, shared by every stage of it: the module, the weights' bytes
+    (sha256), the options that change its numbers (for hear_matpac its parsed
+    `options.result_options`, so equal settings spelt differently are one model; for another
+    plugin its options as given, keys sorted) and, for a `--python` interpreter, its
+    environment (interpreter, version, packages)."""
+    identity: Dict[str, object] = {"scheme": 2, "module": module, "weights_sha256": weights_sha256,
+                                   "options": dict(options)}  # fmt: skip
+    if environment is not None:  # absent for our own interpreter
+        identity["environment"] = environment.identity()
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
 def check_model(spec: str, python: str = "", environment: Optional[Environment] = None) -> ModelSpec:
     """Parse and check one SPEC (`ValueError`/`FileNotFoundError` naming it) without writing.
     `python`: another environment's interpreter for its validation and embedding, probed here
@@ -107,21 +127,22 @@ def check_model(spec: str, python: str = "", environment: Optional[Environment] 
             raise InputError(f"--model {spec!r}: {err}") from None
     if not python and importlib.util.find_spec(module) is None:
         raise InputError(f"--model {spec!r}: module {module} is not installed")
+    named = options  # what the folder name shows: the options given
     if module == PLUGIN_MODULE:
         path = best_available_weights(weights)
         try:
-            ModelOptions.parse(options, read_config(path))
+            config = read_config(path)
+            numbers = result_options(ModelOptions.parse(options, config))
         except (ValueError, TypeError) as err:
             raise InputError(f"--model {spec!r}: {err}") from None
+        defaults = result_options(ModelOptions.parse({}, config))
+        named = {k: v for k, v in numbers.items() if v != defaults[k]}
         weights = str(path)
     elif weights and not Path(weights).is_file():
         raise MissingFile(f"--model {spec!r}: weights file {weights} not found")
     digest = sha256_file(Path(weights)) if weights else ""
-    identity: Dict[str, object] = {"module": module, "weights_sha256": digest, "options": options}
-    if environment is not None:  # absent for our own interpreter: keys of earlier runs stay valid
-        identity["environment"] = environment.identity()
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    folder = f"{_readable(module, weights, options)}-{key[:8]}"
+    key = model_key(module, digest, numbers if module == PLUGIN_MODULE else options, environment)
+    folder = f"{_readable(module, weights, named)}-{key[:8]}"
     if environment is None:
         return ModelSpec(spec, module, weights, digest, options, key, folder)
     return ModelSpec(spec, module, weights, digest, options, key, folder, environment.python, environment.packages)

@@ -1,9 +1,9 @@
-"""Per-stage claims and ownership marks, so that many processes (and hosts) can share one
-`--out` and a run only ever removes what it made.
+"""Per-stage claims, so that many processes (and hosts) can share one
+`--out` and no two of them run the same stage.
 
 A claim is a file made with `O_CREAT | O_EXCL` (atomic on local and NFSv3+ file systems)
 holding `{"host", "pid", "token", "job"}`: `token` is new for every claim taken, `job` names
-the scheduler job that runs the stage (`JOB_ENV`, set by `slurm.py`; empty otherwise). While a
+the scheduler job that runs the stage (`JOB_ENV`, set by `engines/slurm.py`; empty otherwise). While a
 process holds a claim, a heartbeat thread refreshes the file's modification time every quarter
 of the lease. A claim is taken over when its owner is gone:
 
@@ -15,19 +15,14 @@ of the lease. A claim is taken over when its owner is gone:
 
 A holder that lost its claim (its lease ran out while it was stalled, and another process took
 the stage) finds out through the token: `holds_claim` is False, and the stage discards its work
-rather than putting it in place (`pipeline.run_stage`).
+rather than putting it in place (`stages.run_stage`).
 
-A folder a tool makes gets an ownership mark (`MARK`) before anything else goes into it, saying
-which tool made it and for what (`{"made_by": "hear-matpac", "tool": ..., "purpose": ...}`). A
-tool removes a folder only when the mark names that tool and purpose (`remove_marked`); marks of
-older versions (plain text, no tool named) are accepted only where the caller says that place
-held nothing else (`legacy=True`).
+Ownership marks (which tool made a folder, and for what) are `hear_matpac.marks`.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import threading
 import time
@@ -35,25 +30,14 @@ import uuid
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
-from ..io import InputError
+from ..marks import owner_gone
 
-MARK = ".hear-matpac-made"
 LEASE_S = 600.0  # a claim not refreshed for this long is stale: taken over from any host
 JOB_ENV = "HEAR_MATPAC_CLAIM_JOB"  # the scheduler job running this process's stages, if any
 
 clock: Callable[[], float] = time.time  # what a lease's age is measured by (tests inject one)
 _held: Dict[str, Tuple[str, threading.Event]] = {}  # claim path -> (its token, heartbeat stop)
 _lock = threading.Lock()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def owner(claim: Path) -> Optional[dict]:
@@ -64,14 +48,6 @@ def owner(claim: Path) -> Optional[dict]:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def owner_gone(data: Optional[dict]) -> bool:
-    """True when the claim's owner is known dead: same host, pid not alive."""
-    if not data or data.get("host") != socket.gethostname():
-        return False
-    pid = data.get("pid")
-    return isinstance(pid, int) and not _alive(pid)
 
 
 def lease_expired(claim: Path, lease_s: float = LEASE_S) -> bool:
@@ -167,82 +143,3 @@ def release_claim(claim: Path) -> None:
             os.unlink(claim)
         except FileNotFoundError:
             pass
-
-
-LEGACY_MARK_TEXT = "made by hear-matpac; safe for hear-matpac to remove"  # versions before tool/purpose marks
-
-
-def mark_text(tool: str, purpose: str) -> str:
-    """The content of an ownership mark: which tool made the folder, and for what."""
-    return json.dumps({"made_by": "hear-matpac", "tool": tool, "purpose": purpose}) + "\n"
-
-
-def make_marked(folder: Path, tool: str, purpose: str) -> Path:
-    """Create `folder` (must not exist) with its ownership mark (`tool`, `purpose`) inside."""
-    folder = Path(folder)
-    folder.mkdir(parents=True)
-    write_mark(folder, tool, purpose)
-    return folder
-
-
-def write_mark(folder: Path, tool: str, purpose: str) -> None:
-    """Mark the existing `folder` as made by `tool` for `purpose`."""
-    (Path(folder) / MARK).write_text(mark_text(tool, purpose))
-
-
-def is_marked(folder: Path) -> bool:
-    """`folder` is a real folder (not a symlink) bearing a hear-matpac mark of any kind."""
-    return Path(folder).is_dir() and not Path(folder).is_symlink() and (Path(folder) / MARK).is_file()
-
-
-def mark_owner(folder: Path) -> Optional[Tuple[str, str]]:
-    """(tool, purpose) of `folder`'s mark; ("", "") for an older version's mark (no tool named);
-    None when `folder` is no marked folder or its mark cannot be read."""
-    if not is_marked(folder):
-        return None
-    try:
-        text = (Path(folder) / MARK).read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
-    if text.strip() in ("", LEGACY_MARK_TEXT):
-        return ("", "")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.get("made_by") != "hear-matpac":
-        return None
-    return str(data.get("tool", "")), str(data.get("purpose", ""))
-
-
-def made_for(folder: Path, tool: str, purpose: str, legacy: bool = False) -> bool:
-    """True when `folder`'s mark says `tool` made it for `purpose` (or, with `legacy`, when it
-    bears an older version's mark, which named no tool)."""
-    found = mark_owner(folder)
-    return found == (tool, purpose) or (legacy and found == ("", ""))
-
-
-def remove_marked(folder: Path, tool: str, purpose: str, legacy: bool = False) -> bool:
-    """Remove `folder` only if `made_for(folder, tool, purpose, legacy)` (never through a
-    symlink); True if removed."""
-    if not made_for(folder, tool, purpose, legacy):
-        return False
-    shutil.rmtree(folder)
-    return True
-
-
-def describe_mark(folder: Path) -> str:
-    """Who made `folder`, in words, for error messages."""
-    found = mark_owner(folder)
-    if found is None:
-        return "was not made by hear-matpac"
-    if found == ("", ""):
-        return "was made by an older hear-matpac"
-    return f"was made by hear-matpac {found[0]} ({found[1]})"
-
-
-def refuse_unless_made_for(folder: Path, tool: str, purpose: str, what: str, legacy: bool = False) -> None:
-    """`ValueError` when `folder` exists and `tool` did not make it for `purpose`: it is left alone."""
-    if os.path.lexists(folder) and not made_for(folder, tool, purpose, legacy):
-        raise InputError(f"{folder} exists and {describe_mark(folder)}, not by {tool} as its {what}; "
-                         "it is left alone: choose another --out or move it")  # fmt: skip
