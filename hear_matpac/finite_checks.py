@@ -15,6 +15,8 @@ from typing import Iterator, List, NamedTuple, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from .windows import device_event, to_host, upload
+
 # Models already warned about audio louder than [-1, 1]: the warning is given once per model.
 _WARNED_LOUD: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
 _DEFERRED = threading.local()  # .checks: the list `deferred_checks` collects into, this thread
@@ -45,7 +47,7 @@ def verify_packed(model: nn.Module, audio: Tensor, lengths: Sequence[int],
     for output in outputs:
         if isinstance(output, ClipRows):  # kept and dropped rows of each clip, alternating
             sizes += [n for k, c in zip(output.kept, output.counts) for n in (k, c - k)]
-    sizes_on_device = torch.tensor(sizes, dtype=torch.int64).to(audio.device)
+    sizes_on_device = upload(torch.tensor(sizes, dtype=torch.int64), audio.device)
     # x * 0: 0 where x is finite, NaN where it is NaN or Inf; a sum of those is NaN iff one is
     finite_audio = torch.isfinite(
         torch.segment_reduce(audio * 0, "sum", lengths=sizes_on_device[: len(lengths)], unsafe=True)
@@ -88,14 +90,9 @@ class PendingCheck:
     raises or warns as the call would have."""
 
     def __init__(self, model: nn.Module, summary: Tensor, n_clips: int) -> None:
-        self.model, self.n_clips, self.event = model, n_clips, None
-        if summary.device.type == "cuda":
-            self.summary = torch.empty(summary.shape, dtype=summary.dtype, pin_memory=True)
-            self.summary.copy_(summary, non_blocking=True)
-            self.event = torch.cuda.Event()
-            self.event.record(torch.cuda.current_stream(summary.device))  # the summary's device, not the current one
-        else:
-            self.summary = summary
+        self.model, self.n_clips = model, n_clips
+        self.summary = to_host(summary)
+        self.event = device_event(summary.device)  # the summary's device, not the current one
 
     def result(self, stacklevel: int = 3) -> None:
         """Wait for the summary (the call's only device read) and judge it."""

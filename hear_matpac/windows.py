@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -237,6 +237,24 @@ def upload(host: Tensor, device: torch.device) -> Tensor:
     if device.type == "cuda":
         return host.pin_memory().to(device, non_blocking=True)
     return host.to(device)
+
+
+def to_host(tensor: Tensor) -> Tensor:
+    """`tensor` on the CPU: as it is there, else copied into pinned memory without making the
+    host wait (complete once a `device_event` recorded after it has passed)."""
+    if tensor.device.type == "cpu":
+        return tensor
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return host.copy_(tensor, non_blocking=True)
+
+
+def device_event(device: torch.device) -> Optional[Any]:
+    """An event recorded on `device`'s current stream (None off CUDA: nothing to wait for)."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(device))
+    return event
 
 
 def frames_first(mel: Tensor, plan: WindowPlan) -> Tensor:

@@ -205,15 +205,15 @@ def test_default_workers_are_the_cores_of_each_device(monkeypatch):
     cores being the encoder's; never more than the chunks; none for one file."""
     monkeypatch.setattr(decode.os, "cpu_count", lambda: 32)
     monkeypatch.setattr(decode.os, "sched_getaffinity", lambda pid: set(range(32)))
-    assert decode.default_workers(1, 16, cuda=True, env={}) == 0
-    assert decode.default_workers(1000, 16, cuda=True, env={}) == 31
-    assert decode.default_workers(1000, 16, cuda=True, env={"LOCAL_WORLD_SIZE": "4"}) == 7  # 8 cores per GPU
-    assert decode.default_workers(40, 16, cuda=True, env={"LOCAL_WORLD_SIZE": "4"}) == 3  # 3 chunks
-    assert decode.default_workers(1000, 16, cuda=False, env={}) == decode.CPU_WORKERS == 1
+    assert decode.default_workers(1, 1, cuda=True, env={}) == 0
+    assert decode.default_workers(1000, 63, cuda=True, env={}) == 31
+    assert decode.default_workers(1000, 63, cuda=True, env={"LOCAL_WORLD_SIZE": "4"}) == 7  # 8 cores per GPU
+    assert decode.default_workers(40, 3, cuda=True, env={"LOCAL_WORLD_SIZE": "4"}) == 3  # 3 chunks
+    assert decode.default_workers(1000, 63, cuda=False, env={}) == decode.CPU_WORKERS == 1
     monkeypatch.setattr(decode.os, "sched_getaffinity", lambda pid: set(range(8)))  # bound to its own 8 cores
-    assert decode.default_workers(1000, 16, cuda=True, env={"LOCAL_WORLD_SIZE": "4"}) == 7
+    assert decode.default_workers(1000, 63, cuda=True, env={"LOCAL_WORLD_SIZE": "4"}) == 7
     monkeypatch.setattr(decode.os, "sched_getaffinity", lambda pid: {0})
-    assert decode.default_workers(1000, 16, cuda=True, env={}) == 1
+    assert decode.default_workers(1000, 63, cuda=True, env={}) == 1
 
 
 # writing --------------------------------------------------------------------------------------

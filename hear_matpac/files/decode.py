@@ -63,9 +63,9 @@ class DecodedChunk:
         self.__dict__.update(state, audio=torch.from_numpy(audio) if isinstance(audio, np.ndarray) else audio)
 
 
-def default_workers(n_files: int, chunk_size: int = 1, cuda: bool = False,
+def default_workers(n_files: int, n_chunks: int, cuda: bool = False,
                     env: Optional[Mapping[str, str]] = None) -> int:  # fmt: skip
-    """Decoding processes for `n_files` files decoded `chunk_size` at a time.
+    """Decoding processes for `n_files` files decoded in `n_chunks` chunks.
 
     None for a single file (a worker costs more than it saves); never more than there are
     chunks. On CUDA, the cores this device may use (`device_cores`) but one, kept for the process
@@ -76,7 +76,7 @@ def default_workers(n_files: int, chunk_size: int = 1, cuda: bool = False,
     if n_files <= 1:
         return 0
     workers = max(1, device_cores(env) - 1) if cuda else CPU_WORKERS
-    return min(workers, -(-n_files // max(1, chunk_size)))
+    return min(workers, n_chunks)
 
 
 def device_cores(env: Optional[Mapping[str, str]] = None) -> int:

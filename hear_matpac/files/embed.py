@@ -40,6 +40,7 @@ from .decode import DecodedChunk, decoded_chunks, default_workers
 from .inputs import InputFile
 from ..model import MatpacModel
 from ..options import result_options
+from ..windows import device_event, to_host
 from .store import Need, OutputStore, Source
 from .outputs import FRAMES_SUFFIX, SCENE_SUFFIX
 from .progress import AudioProgress
@@ -129,7 +130,7 @@ class FileEmbedder:
         calls = plan_chunks(seconds, self.device.type, self._budget_seconds())
         pieces, call_of = decode_pieces(calls, seconds)
         cuda = self.device.type == "cuda"
-        workers = min(default_workers(len(jobs), 1, cuda), len(pieces)) if self.workers is None else self.workers
+        workers = default_workers(len(jobs), len(pieces), cuda) if self.workers is None else self.workers
         chunks = decoded_chunks([job.source for job in jobs], pieces, workers, cuda)
         with BackgroundWriter() as writer:
             pending: Optional[_Queued] = None
@@ -218,13 +219,13 @@ class FileEmbedder:
         with deferred_checks() as checks:
             results = embed_packed(on_device, lengths, self.model, timestamps=frames)
         check, = checks
-        scene = _to_host(torch.stack([r.scene for r in results]))
+        scene = to_host(torch.stack([r.scene for r in results]))
         if not frames:
-            return _Queued(group, check, scene, None, None, [], _event(self.device))
-        embeddings = _to_host(torch.cat([r.embeddings for r in results]))
-        times = _to_host(torch.cat([r.timestamps for r in results]))
+            return _Queued(group, check, scene, None, None, [], device_event(self.device))
+        embeddings = to_host(torch.cat([r.embeddings for r in results]))
+        times = to_host(torch.cat([r.timestamps for r in results]))
         rows = [len(r.timestamps) for r in results]
-        return _Queued(group, check, scene, embeddings, times, rows, _event(self.device))
+        return _Queued(group, check, scene, embeddings, times, rows, device_event(self.device))
 
     def _write(self, group: list[tuple[Job, Tensor]], outputs: list[Output]) -> None:
         """On the writer thread: write and record `group`'s outputs, then count them."""
@@ -265,23 +266,6 @@ class _Queued:
     def release(self) -> None:
         """Let go of the call's tensors (before its files are retried one at a time)."""
         self.scene = self.embeddings = self.timestamps = None
-
-
-def _to_host(tensor: Tensor) -> Tensor:
-    """`tensor` on the CPU: as it is there, else copied into pinned memory without waiting."""
-    if tensor.device.type == "cpu":
-        return tensor
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    return host.copy_(tensor, non_blocking=True)
-
-
-def _event(device: torch.device) -> Optional[Any]:
-    """An event recorded on `device`'s current stream (None on the CPU: nothing to wait for)."""
-    if device.type != "cuda":
-        return None
-    event = torch.cuda.Event()
-    event.record(torch.cuda.current_stream(device))
-    return event
 
 
 class BackgroundWriter:
