@@ -39,18 +39,30 @@ class MissingFile(UserError, FileNotFoundError):
 def atomic_path(path: Union[str, "os.PathLike[str]"]) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write by any means; on a clean exit it replaces
     `path` (parents created), on an error it is removed and `path` is left as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temporary_beside(path)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
+        yield tmp
+        publish(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def temporary_beside(path: PathLike) -> Path:
+    """A new empty file beside `path` (parents created), named `.NAME.XXXXXXXX.tmp`: the name by
+    which a later run knows a killed run's leftover."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def publish(tmp: PathLike, path: PathLike) -> None:
+    """Give the written temporary file `tmp` the umask's mode and rename it to `path`."""
+    os.chmod(tmp, 0o666 & ~current_umask())
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -67,7 +67,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -75,7 +74,8 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
-from ..io import atomic_write, current_umask, first_line, InputError, InputTypeError, MissingFile, write_json
+from ..io import (atomic_write, first_line, InputError, InputTypeError, MissingFile, publish, temporary_beside,
+                  write_json)
 from .outputs import FRAMES_SUFFIX, INFO_FILE, SCENE_SUFFIX, output_paths, save_frames, save_scene
 from .folders import ensure_folder
 
@@ -264,10 +264,8 @@ class OutputStore:
         if not staged:
             return
         _sync_files([temp for temp, *_ in staged])
-        mode = 0o666 & ~current_umask()
         for temp, final, _, _ in staged:
-            os.chmod(temp, mode)
-            os.replace(temp, final)
+            publish(temp, final)
         for folder in sorted({final.parent for _, final, _, _ in staged}):
             _sync_folder(folder)
         for _, _, name, record in staged:
@@ -440,13 +438,10 @@ def _staged(save: Callable[..., None], path: Path, *data: Any) -> Path:
     cleans up: `.NAME.XXXXXXXX.tmp`), not synced. An `OSError` names `path` when it fails (a
     write into an open file, as under `ulimit -f`, names none); the temporary file is gone."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+        temp = temporary_beside(path)
     except OSError as err:
         raise OSError(err.errno, f"{err.strerror or first_line(err)} (writing an output; the outputs written "
                       "before it are recorded)", str(path)) from err  # fmt: skip
-    temp = Path(name)
     try:
         save(temp, *data)
     except BaseException as err:
