@@ -8,7 +8,10 @@ files into a temporary output folder through the real `OutputStore`. Decoding is
 decoding step is replaced by chunks made from audio already in memory (each chunk's samples
 concatenated once, before the timed run). The encoder is a stand-in returning zeros of the
 encoder's output shape (ViT-Base width: 3840 values a column), so the figures are the host's
-cost of feeding an encoder of any speed.
+cost of feeding an encoder of any speed. With `--frontend-stand-in` the front end's STFT and
+mel product (the bulk of what is left on a CPU, and device work on a GPU) are a stand-in too, of
+equal shape, so what remains is the host's own work: Python, dispatch, planning, the small
+index and reduction ops, the read-back and the writes.
 
 Chunks are those the checkout plans for a CUDA device (`--plan cuda`, the default: the host
 path that feeds a GPU; a checkout from before `batching.plan_chunks` takes 16 files a call, its
@@ -69,6 +72,13 @@ model = hear_matpac.load_model(str(weights))
 def stand_in(self, mel, layer):  # the encoder's output shape, no work
     return mel.new_zeros(mel.shape[0], mel.shape[-1] // 16, self.config.feature_dim)
 MatpacEncoder.forward = stand_in
+if args["frontend_stand_in"]:  # the STFT and mel matmul: device work on a GPU, not the host's
+    from hear_matpac import config as cfg
+    from hear_matpac.frontend import LogMel
+    def mel_stand_in(self, audio):
+        frames = (max(audio.shape[-1], cfg.WIN_LENGTH) - cfg.WIN_LENGTH) // cfg.HOP_LENGTH + 1
+        return audio.new_ones(*audio.shape[:-1], cfg.N_MELS, frames)
+    LogMel.mel_power = mel_stand_in
 
 new_api = "batch_size" not in inspect.signature(embed_files.FileEmbedder.run).parameters
 if new_api and args["plan"] == "cuda":
@@ -164,6 +174,8 @@ def main() -> None:
     parser.add_argument("--plan", choices=("cuda", "cpu"), default="cuda", help="the device whose chunks are planned")
     parser.add_argument("--timestamps", action="store_true", help="also frame embeddings and timestamps")
     parser.add_argument("--no-write", action="store_true", help="outputs not written (the store's write a no-op)")
+    parser.add_argument("--frontend-stand-in", action="store_true",
+                        help="the front end's STFT and mel products also a stand-in of equal shape (device work on a GPU)")
     parser.add_argument("--plain-malloc", action="store_true", help="glibc's malloc as it is (see CACHING_MALLOC)")
     parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=2)
@@ -172,10 +184,11 @@ def main() -> None:
     repos = [r.resolve() for r in (args.repo or [HERE])]
     settings = {"corpora": corpora(args.scale), "plan": args.plan, "timestamps": args.timestamps,
                 "rounds": args.rounds, "threads": args.threads, "write": not args.no_write,
-                "profile": args.profile, "plain_malloc": args.plain_malloc}  # fmt: skip
+                "profile": args.profile, "plain_malloc": args.plain_malloc, "frontend_stand_in": args.frontend_stand_in}  # fmt: skip
     results = [measure(repo, settings) for repo in repos]
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"plan {args.plan}, timestamps {args.timestamps}, outputs written {not args.no_write}, caching malloc {not args.plain_malloc}, {args.threads} torch thread(s), best of {args.rounds}\n")
+          f"plan {args.plan}, timestamps {args.timestamps}, outputs written {not args.no_write}, "
+          f"front end {'a stand-in' if args.frontend_stand_in else 'computed'}, caching malloc {not args.plain_malloc}, {args.threads} torch thread(s), best of {args.rounds}\n")
     header = "| corpus | clips | " + " | ".join(f"{r.name or r}: audio-s/s, ops/clip" for r in repos)
     ratios = " | ".join(f"{r.name}/{repos[0].name}" for r in repos[1:])
     print(header + (" | " + ratios if ratios else "") + " |")
