@@ -12,8 +12,7 @@ import math
 import pytest
 
 from hear_matpac.cli import main
-from hear_matpac.evaluate.tools import Stage
-from hear_matpac.evaluate.sweep import SweepRow, write_outputs
+from hear_matpac.reports.sweep import SweepRow, write_outputs
 from hear_matpac.reports.results import TaskScore
 from hear_matpac.weights.locate import TINY_UNTRAINED
 from conftest import hear_matpac_cli, need, ok
@@ -73,11 +72,10 @@ def test_csv_has_numbers_only_with_fold_std_in_its_own_column(tmp_path):
     def score(task, metric, value, std=None):
         return TaskScore("m", tmp_path, task, metric, value, std, 1 if std is None else 3, tmp_path)
 
-    stage = Stage("embed", 3.0, None, 700.0)
     rows = [
-        SweepRow("6.08", {}, stage, 0.5, 27.0, (score("pitch", "top1_acc", 0.8333333333333334, 0.16666666666666666),
-                                                 score("scene", "mAP", 0.5))),
-        SweepRow("0.96", {}, stage, 0.25, 27.0, (score("pitch", "top1_acc", 0.6666666666666666, 0.0),)),
+        SweepRow("6.08", {}, 3.0, 0.5, 27.0, 700.0, (score("pitch", "top1_acc", 0.8333333333333334, 0.16666666666666666),
+                                                      score("scene", "mAP", 0.5))),
+        SweepRow("0.96", {}, 3.0, 0.25, 27.0, 700.0, (score("pitch", "top1_acc", 0.6666666666666666, 0.0),)),
     ]  # fmt: skip
     write_outputs(rows, tmp_path, setting_header="window_seconds", plot=False)
     with open(tmp_path / "sweep.csv", newline="") as f:
