@@ -18,7 +18,7 @@ WINDOWS = "0.96,1.92,3.04,6.08"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("sweep", help="evaluate once per window_seconds, resumable; table + plot of scores and cost",
+    parser = subparsers.add_parser("sweep", help="heareval (embed, predict) once per window_seconds; table + plot of scores and cost",
         description="`evaluate` of hear_matpac once per window length in OUT/sweep/ (complete stages reused: the same command "
         "resumes, a new length runs only its stages); OUT/sweep.{md,csv,json,png}: scores and encoding cost (a reused "
         "stage's as measured when it ran). Exit codes as evaluate's. Needs `hear-matpac install-hear-tools`.")  # fmt: skip
