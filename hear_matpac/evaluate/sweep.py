@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..files.folders import ensure_folder
 from ..hear_tools.launch import PLUGIN_MODULE
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 TOOL, PURPOSE = "sweep", "results"  # the ownership mark of OUT/sweep/
 FOLDER = "sweep"  # sweep's own folder in --out: nothing of evaluate's (tasks/, runs/) is ever touched
 SWEPT = "window_seconds"
+Setting = Tuple[str, Mapping[str, object]]  # (label, model options)
 
 
 def parse_window_seconds(text: str, weights: Path) -> List[float]:
@@ -63,12 +64,17 @@ def parse_window_seconds(text: str, weights: Path) -> List[float]:
     return values
 
 
-def sweep_models(weights: Path, windows: Sequence[float], options: Mapping[str, object]) -> List[ModelSpec]:
-    """One checked hear_matpac spec per window length: `weights`, `options` and that
-    `window_seconds` (`ValueError` where `options` already set it)."""
+def options_label(options: Mapping[str, object]) -> str:
+    """`{"a": 1, "b": 2}` -> `"a=1, b=2"`; `{}` -> `"defaults"`."""
+    return ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+
+
+def window_settings(windows: Sequence[float], options: Mapping[str, object]) -> List[Setting]:
+    """A setting per window length: `options` and that `window_seconds`, labelled by the length
+    (`ValueError` where `options` already set it)."""
     if SWEPT in options:
         raise InputError("--model-options: window_seconds is what sweep varies; give the lengths with --window-seconds")
-    return [check_model(f"{PLUGIN_MODULE}:{weights}:{json.dumps({**options, SWEPT: w})}") for w in windows]
+    return [(f"{w:g}", {**options, SWEPT: w}) for w in windows]
 
 
 def _total(values: Sequence[Optional[float]], how: Callable[[Sequence[float]], float]) -> Optional[float]:
@@ -90,6 +96,51 @@ def sweep_rows(result: RunResult, labels: Sequence[str]) -> List[SweepRow]:
                              math.fsum(task_audio_seconds(Path(o.plan.task_dir)) for o in done),
                              _total(cost["peak_rss_mib"], max), tuple(s for o in done for s in o.scores)))  # fmt: skip
     return rows
+
+
+def sweep_settings(
+    weights: Path,
+    out_dir: Path,
+    settings: Sequence[Setting],
+    tasks_dir: Optional[Path] = None,
+    tasks: Sequence[str] = (),
+    scale: int = 1,
+    grid: str = "faster",
+    grid_points: int = 8,
+    tensorflow: str = "auto",
+    report: Callable[[str], None] = print_now,
+    devices: Optional[Sequence[str]] = None,
+    jobs: int = 1,
+    engine: str = "local",
+    slurm: Optional["SlurmOptions"] = None,
+) -> Tuple[RunResult, List[SweepRow]]:
+    """`evaluate()` in `out_dir/sweep/` of one hear_matpac model per setting (label, options),
+    all with `weights`; the run and a row per setting. Without `tasks_dir`, the whole synthetic
+    suite (`scale`) in `sweep/tasks/`, `tasks` picking from it (or from `tasks_dir`). Everything
+    is checked before anything is written: the options, an `out_dir/sweep` that sweep did not
+    make, a `tasks_dir` inside it."""
+    labels = [label for label, _ in settings]
+    if not labels or len(set(labels)) != len(labels):
+        raise InputError(f"settings need distinct labels, got {labels}")
+    models = [check_model(f"{PLUGIN_MODULE}:{weights}:{json.dumps(dict(options))}") for _, options in settings]
+    if tasks_dir is not None:
+        find_tasks(Path(tasks_dir), tasks)  # checked before anything is written
+    runs = Path(out_dir) / FOLDER
+    refuse_unless_made_for(runs, TOOL, PURPOSE, "results folder")
+    if tasks_dir is not None and Path(os.path.realpath(runs)) in Path(os.path.realpath(tasks_dir)).parents:
+        raise InputError(f"--tasks-dir {tasks_dir} lies inside {runs}, which holds sweep's own results; "
+                         "copy the tasks elsewhere first")  # fmt: skip
+    ensure_folder(out_dir)
+    if not runs.is_dir():
+        try:
+            make_marked(runs, TOOL, PURPOSE)
+        except FileExistsError:  # another sweep made it first
+            pass
+    if tasks_dir is None:  # the whole suite, whatever `tasks` picks: every selection reuses it
+        tasks_dir = synthetic_tasks(runs, scale, (), True, report)
+    result = evaluate(models, runs, tasks_dir, tasks, grid, grid_points, scale, tensorflow, report=report,
+                      devices=devices, jobs=jobs, engine=engine, slurm=slurm)  # fmt: skip
+    return result, sweep_rows(result, labels)
 
 
 @dataclass
@@ -120,32 +171,15 @@ def run_sweep(
     engine: str = "local",
     slurm: Optional["SlurmOptions"] = None,
 ) -> SweepResult:
-    """`evaluate()` of one model per length in `window_seconds` (text: "0.96,1.92") with the
-    checkpoint `weights` (a path, or '' for the best one available: `best_available_weights`)
-    in `out_dir/sweep/`, then `sweep.md`, `.csv`, `.json` (and `.png` with `plot`) in `out_dir`.
-    Everything is checked before anything is written; an `out_dir/sweep` that sweep did not make
-    is refused, and so is a `tasks_dir` inside it."""
+    """`sweep_settings` of one setting per length in `window_seconds` (text: "0.96,1.92"; the
+    other `options` the same), with the checkpoint `weights` (a path, or '' for the best one
+    available: `best_available_weights`); then `sweep.md`, `.csv`, `.json` (and `.png` with
+    `plot`) in `out_dir`. Everything is checked before anything is written."""
     path = best_available_weights(weights)
-    models = sweep_models(path, parse_window_seconds(window_seconds, path), options)
+    settings = window_settings(parse_window_seconds(window_seconds, path), options)
     if plot:
         require_matplotlib()
-    if tasks_dir is not None:
-        find_tasks(Path(tasks_dir), tasks)  # checked before anything is written
-    runs = Path(out_dir) / FOLDER
-    refuse_unless_made_for(runs, TOOL, PURPOSE, "results folder")
-    if tasks_dir is not None and Path(os.path.realpath(runs)) in Path(os.path.realpath(tasks_dir)).parents:
-        raise InputError(f"--tasks-dir {tasks_dir} lies inside {runs}, which holds sweep's own results; "
-                         "copy the tasks elsewhere first")  # fmt: skip
-    ensure_folder(out_dir)
-    if not runs.is_dir():
-        try:
-            make_marked(runs, TOOL, PURPOSE)
-        except FileExistsError:  # another sweep made it first
-            pass
-    if tasks_dir is None:  # the whole suite, whatever `tasks` picks: every selection reuses it
-        tasks_dir = synthetic_tasks(runs, scale, (), True, report)
     report(f"weights: {path}")
-    result = evaluate(models, runs, tasks_dir, tasks, grid, grid_points, scale, tensorflow, report=report,
-                      devices=devices, jobs=jobs, engine=engine, slurm=slurm)  # fmt: skip
-    rows = sweep_rows(result, [f"{m.options[SWEPT]:g}" for m in models])
+    result, rows = sweep_settings(path, out_dir, settings, tasks_dir, tasks, scale, grid, grid_points, tensorflow, report,
+                                  devices, jobs, engine, slurm)  # fmt: skip
     return SweepResult(path, result, rows, write_outputs(rows, Path(out_dir), setting_header=SWEPT, plot=plot))
