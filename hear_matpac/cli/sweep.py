@@ -14,15 +14,14 @@ from ..weights.locate import tiny_untrained_warning
 from .flags import (add_devices, add_engine, add_grid, add_model_options, add_tasks, add_tensorflow, add_weights,
                     devices, engine_options, model_options)
 
-WINDOWS = "0.96,1.92,3.04,6.08"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("sweep", help="heareval (embed, predict) once per window_seconds; table + plot of scores and cost",
         description="`evaluate` of hear_matpac once per window length in OUT/sweep/ (complete stages reused: the same command "
         "resumes, a new length runs only its stages); OUT/sweep.{md,csv,json,png}: scores and encoding cost (a reused "
         "stage's as measured when it ran). Exit codes as evaluate's. Needs `hear-matpac install-hear-tools`.")  # fmt: skip
-    parser.add_argument("--window-seconds", default=WINDOWS, help=f"window lengths in seconds, comma-separated (default {WINDOWS})")
+    parser.add_argument("--window-seconds", default="0.96,1.92,3.04,6.08",
+                        help="window lengths in seconds, comma-separated (default %(default)s)")  # fmt: skip
     add_weights(parser, fallback=True)
     parser.add_argument("--tasks-dir", default="", help="folder of HEAR tasks (default: the synthetic suite)")
     parser.add_argument("--out", default="sweep-runs", help="output folder (default sweep-runs)")
