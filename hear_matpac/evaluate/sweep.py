@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence, Tuple
 
 from ..files.folders import ensure_folder
 from ..hear_tools.launch import PLUGIN_MODULE
@@ -27,7 +27,7 @@ from ..reports.sweep import SweepRow, write_outputs
 from ..weights.locate import best_available_weights
 from ..weights.read import read_config
 from .run import RunResult, evaluate, synthetic_tasks
-from .specs import ModelSpec, check_model
+from .specs import check_model
 from .stages import print_now
 from .task_folders import find_tasks, task_audio_seconds
 
