@@ -1,6 +1,6 @@
 """Event scores and encoding cost of the timestamp options, measured through heareval.
 
-Runs heareval's embedding and predictions runners (via `hear_matpac.evaluate.sweep`) on the
+Runs heareval's embedding and predictions runners (via `hear_matpac.evaluate.sweep`: `evaluate` in OUT/sweep, resumable) on the
 generated event task `synth_events` once per setting of `timestamp_hop_ms`, `window_overlap`
 (and `window_seconds`: the task's 3 s clips fit in one 6.08 s window, where overlap changes
 nothing, so overlap is measured with 1.92 s windows), and prints onset F-measure at 200 ms and
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from hear_matpac.evaluate.sweep import options_label, run_sweep, write_outputs
+from hear_matpac.evaluate.sweep import options_label, sweep_settings
+from hear_matpac.reports.sweep import write_outputs
 from hear_matpac.weights.locate import TINY_UNTRAINED, best_available_weights
 
 SETTINGS = [
@@ -40,8 +41,8 @@ def main() -> None:
     args = parser.parse_args()
     weights = best_available_weights(args.weights)
     settings = [(options_label(s), s) for s in SETTINGS]
-    rows = run_sweep(weights, Path(args.out), settings, tasks=["synth_events"], scale=args.scale, grid="faster",
-                     grid_points=args.grid_points, tensorflow="stand-in")  # fmt: skip
+    _, rows = sweep_settings(weights, Path(args.out), settings, tasks=["synth_events"], scale=args.scale, grid="faster",
+                             grid_points=args.grid_points, tensorflow="stand-in")  # fmt: skip
     written = write_outputs(rows, Path(args.out), stem="event_options", setting_header="options", all_metrics=True)
     print(f"\nweights {weights}; {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}\n")  # fmt: skip

@@ -38,8 +38,13 @@ def standin(monkeypatch):
     monkeypatch.setattr(stages, "check_task_embeddings", standin_tools.check_task_embeddings)
 
 
-def _model():
-    return check_model(f"hear_matpac:{TINY_UNTRAINED}")
+def _model(options: str = ""):
+    return check_model(f"hear_matpac:{TINY_UNTRAINED}:{options}")
+
+
+def _sweep_stage(out: Path, seconds: float, task: str) -> Path:
+    """Where `sweep` puts the stage of one window length and task: evaluate's layout in OUT/sweep."""
+    return out / "sweep" / "runs" / _model(json.dumps({"window_seconds": seconds})).folder / task
 
 
 def _evaluate(out: Path, *argv: str) -> int:
@@ -88,7 +93,7 @@ def _one_error(capsys) -> str:
     return err[0]
 
 
-# --- item 1: sweep removes only its own folder; nothing of evaluate's -------------------------
+# --- item 1: sweep removes nothing of evaluate's (issue 26: nor of its own earlier runs) ------
 
 def test_sweep_into_an_evaluate_out_leaves_its_runs_and_tasks(tmp_path):
     tasks = tmp_path / "T1"
@@ -100,7 +105,7 @@ def test_sweep_into_an_evaluate_out_leaves_its_runs_and_tasks(tmp_path):
     assert (stage / "stage.json").is_file()
     assert _sweep(out, "--tasks-dir", str(tasks)) == 0
     assert _listing(out / "runs") == runs  # every finished stage and the validation are still there
-    assert (out / "sweep" / "00-0.96" / "embed.log").is_file() and (out / "sweep.md").is_file()
+    assert (_sweep_stage(out, 0.96, SCENE) / "embed.log").is_file() and (out / "sweep.md").is_file()
     # summary.json and the table still describe results that exist
     assert all(Path(s["log"]).parent == stage for s in _summary(out)["stages"] if s.get("task") == SCENE)
 
@@ -111,19 +116,23 @@ def test_sweep_without_tasks_dir_leaves_evaluate_s_synthetic_suite(tmp_path):
     suite, runs = _listing(out / "tasks"), _listing(out / "runs")
     assert _sweep(out, "--tasks", LABELS) == 0  # another task selection: its own suite, not OUT/tasks
     assert _listing(out / "tasks") == suite and _listing(out / "runs") == runs
-    assert sorted(p.name for p in (out / "sweep" / "tasks").iterdir()) == [LABELS]
+    # its own copy of the whole suite (issue 26: every later selection reuses it); only LABELS ran
+    assert LABELS in [p.name for p in (out / "sweep" / "tasks").iterdir()]
+    assert [p.name for p in _sweep_stage(out, 0.96, LABELS).parent.iterdir() if p.is_dir()] == [LABELS]
     assert _evaluate(out, "--tasks", SCENE) == 0  # evaluate's stage is still complete
     assert _statuses(out) == [(SCENE, "skipped")]
 
 
-def test_sweep_replaces_its_own_earlier_results_only(tmp_path, capsys):
+def test_sweep_keeps_its_own_earlier_results_and_refuses_a_folder_it_did_not_make(tmp_path, capsys):
+    """Issue 26 changed the first half: sweep no longer replaces its earlier results, it
+    reuses them (tests/test_sweep_resume.py)."""
     tasks = tmp_path / "T1"
     write_suite(tasks, tasks=[SCENE])
     out = tmp_path / "R"
     assert _sweep(out, "--tasks-dir", str(tasks), "--window-seconds", "0.96,6.08") == 0
-    assert sorted(p.name for p in (out / "sweep").iterdir()) == [marks.MARK, "00-0.96", "01-6.08"]
-    assert _sweep(out, "--tasks-dir", str(tasks)) == 0  # its own earlier sweep: replaced
-    assert sorted(p.name for p in (out / "sweep").iterdir()) == [marks.MARK, "00-0.96"]
+    assert _sweep(out, "--tasks-dir", str(tasks)) == 0  # a shorter list: the other length's results stay
+    assert (_sweep_stage(out, 0.96, SCENE) / "stage.json").is_file()
+    assert (_sweep_stage(out, 6.08, SCENE) / "stage.json").is_file()
     capsys.readouterr()
     # a sweep/ made by anyone else (a user, an older hear-matpac, evaluate) is refused, untouched
     for n, mark in enumerate((None, LEGACY, ("evaluate", "runs"))):

@@ -12,8 +12,7 @@ import math
 import pytest
 
 from hear_matpac.cli import main
-from hear_matpac.evaluate.tools import Stage
-from hear_matpac.evaluate.sweep import SweepRow, write_outputs
+from hear_matpac.reports.sweep import SweepRow, write_outputs
 from hear_matpac.reports.results import TaskScore
 from hear_matpac.weights.locate import TINY_UNTRAINED
 from conftest import hear_matpac_cli, need, ok
@@ -44,11 +43,10 @@ def test_sweep_writes_a_row_per_window_length_with_finite_scores(tmp_path):
     need("heareval", "the HEAR tools")
     need("pytorch_lightning", "heareval's predictions runner")
     out = tmp_path / "sweep"
-    result = ok(hear_matpac_cli(
-        "sweep", "--window-seconds", "0.96,6.08", "--weights", str(TINY_UNTRAINED), "--tasks",
-        "synth_scene_multiclass", "--grid", "faster", "--grid-points", "1", "--out", str(out),
-        "--tensorflow", "stand-in", cwd=tmp_path,
-    ))  # fmt: skip
+    argv = ("sweep", "--window-seconds", "0.96,6.08", "--weights", str(TINY_UNTRAINED), "--tasks",
+            "synth_scene_multiclass", "--grid", "faster", "--grid-points", "1", "--out", str(out),
+            "--tensorflow", "stand-in")  # fmt: skip
+    result = ok(hear_matpac_cli(*argv, cwd=tmp_path))
     assert "TINY UNTRAINED" in result.stderr
     with open(out / "sweep.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -62,22 +60,26 @@ def test_sweep_writes_a_row_per_window_length_with_finite_scores(tmp_path):
     summary = json.loads((out / "sweep.json").read_text())
     assert [s["options"] for s in summary] == [{"window_seconds": 0.96}, {"window_seconds": 6.08}]
     assert all(s["audio_seconds"] == pytest.approx(27.0) for s in summary)  # 15 + 6 + 6 clips of 1 s
-    # each window length has its own embeddings, with the option in heareval's folder name
-    folders = sorted(p.relative_to(out) for p in (out / "sweep").glob("*/embeddings/*/synth_scene_multiclass"))
-    assert [str(p.parent.parent.parent.name) for p in folders] == ["00-0.96", "01-6.08"]
-    assert [p.parent.name for p in folders] == ["hear_matpac-window-seconds=0-96", "hear_matpac-window-seconds=6-08"]
+    # each window length is its own model in evaluate's layout (issue 26), with the option in its stage's log
+    folders = sorted((out / "sweep" / "runs").glob("*/synth_scene_multiclass/stage.json"))
+    assert len(folders) == 2
+    options = sorted(json.loads(json.loads(p.read_text())["options_json"])["window_seconds"] for p in folders)
+    assert options == [0.96, 6.08]
     assert all(math.isfinite(s["value"]) for row in summary for s in row["scores"])
+    table = (out / "sweep.md").read_text()
+    again = ok(hear_matpac_cli(*argv, cwd=tmp_path))  # resumes: nothing runs again, the same table
+    assert "stages: 2 skipped; hear-validator: 2 skipped" in again.stdout
+    assert (out / "sweep.md").read_text() == table
 
 
 def test_csv_has_numbers_only_with_fold_std_in_its_own_column(tmp_path):
     def score(task, metric, value, std=None):
         return TaskScore("m", tmp_path, task, metric, value, std, 1 if std is None else 3, tmp_path)
 
-    stage = Stage("embed", 3.0, None, 700.0)
     rows = [
-        SweepRow("6.08", {}, stage, 0.5, 27.0, (score("pitch", "top1_acc", 0.8333333333333334, 0.16666666666666666),
-                                                 score("scene", "mAP", 0.5))),
-        SweepRow("0.96", {}, stage, 0.25, 27.0, (score("pitch", "top1_acc", 0.6666666666666666, 0.0),)),
+        SweepRow("6.08", {}, 3.0, 0.5, 27.0, 700.0, (score("pitch", "top1_acc", 0.8333333333333334, 0.16666666666666666),
+                                                      score("scene", "mAP", 0.5))),
+        SweepRow("0.96", {}, 3.0, 0.25, 27.0, 700.0, (score("pitch", "top1_acc", 0.6666666666666666, 0.0),)),
     ]  # fmt: skip
     write_outputs(rows, tmp_path, setting_header="window_seconds", plot=False)
     with open(tmp_path / "sweep.csv", newline="") as f:

@@ -1,69 +1,45 @@
-"""`hear-matpac sweep`: heareval's runners once per window length (temporal support); writes
-a table (markdown, CSV) and a plot of each task's primary score and the encoding cost."""
+"""`hear-matpac sweep`: `evaluate` once per window length, resumable; table and plot of scores and cost."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-from ..io import InputError
-from ..evaluate.stages import StageFailed
-from ..evaluate.sweep import parse_window_seconds, run_sweep, write_outputs
-from ..reports.chart import require_matplotlib
-from ..weights.locate import best_available_weights, tiny_untrained_warning
+from ..evaluate.run import stage_counts
+from ..evaluate.sweep import run_sweep
 from ..evaluate.task_folders import parse_task_names
-from .flags import add_grid, add_model_options, add_tasks, add_tensorflow, add_weights, model_options
-
-DEFAULT_WINDOWS = "0.96,1.92,3.04,6.08"
+from ..hear_tools.launch import exit_on_sigterm
+from ..weights.locate import tiny_untrained_warning
+from .flags import (add_devices, add_engine, add_grid, add_model_options, add_tasks, add_tensorflow, add_weights,
+                    devices, engine_options, model_options)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "sweep",
-        help="heareval (embed, predict) once per window_seconds; table + plot of scores and cost",
-        description="For each window length, run heareval's embedding runner (with "
-        '--model-options \'{"window_seconds": S}\') and its predictions runner on the same tasks, '
-        "and measure the encoding cost (audio-seconds per second, peak memory of the embedding "
-        "process). Writes sweep.md, sweep.csv, sweep.json and sweep.png to --out, and its "
-        "embeddings, logs and synthetic tasks to OUT/sweep/, which the next sweep replaces; "
-        "nothing else in --out is touched. Tasks: "
-        "--tasks-dir, else the synthetic suite; --tasks picks some. Needs "
-        "`hear-matpac install-hear-tools` first.",
-    )
-    parser.add_argument("--window-seconds", default=DEFAULT_WINDOWS,  # fmt: skip
-                        help=f"window lengths in seconds, comma-separated (default {DEFAULT_WINDOWS})")
+    parser = subparsers.add_parser("sweep", help="heareval (embed, predict) once per window_seconds; table + plot of scores and cost",
+        description="`evaluate` of hear_matpac once per window length in OUT/sweep/ (complete stages reused: the same command "
+        "resumes, a new length runs only its stages); OUT/sweep.{md,csv,json,png}: scores and encoding cost (a reused "
+        "stage's as measured when it ran). Exit codes as evaluate's. Needs `hear-matpac install-hear-tools`.")  # fmt: skip
+    parser.add_argument("--window-seconds", default="0.96,1.92,3.04,6.08",
+                        help="window lengths in seconds, comma-separated (default %(default)s)")  # fmt: skip
     add_weights(parser, fallback=True)
-    parser.add_argument("--tasks-dir", default="", help="folder of HEAR tasks (default: generate the synthetic suite)")
-    add_tasks(parser)
+    parser.add_argument("--tasks-dir", default="", help="folder of HEAR tasks (default: the synthetic suite)")
     parser.add_argument("--out", default="sweep-runs", help="output folder (default sweep-runs)")
-    add_grid(parser)
+    for add in (add_tasks, add_grid, add_tensorflow, add_devices, add_engine):
+        add(parser)
     add_model_options(parser, exclude=("window_seconds",))  # the swept option: --window-seconds LIST
-    add_tensorflow(parser)
     parser.add_argument("--no-chart", action="store_true", help="skip the PNG plot (no matplotlib needed)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    weights = best_available_weights(args.weights)
-    windows = parse_window_seconds(args.window_seconds, weights)
-    if not args.no_chart:
-        require_matplotlib()
-    print(f"weights: {weights}")
-    base = model_options(args)
-    if "window_seconds" in base:
-        raise InputError("--model-options: window_seconds is what sweep varies; give the lengths with --window-seconds")
-    settings = [(f"{w:g}", {**base, "window_seconds": w}) for w in windows]
-    tasks = parse_task_names(args.tasks)
-    try:
-        rows = run_sweep(weights, Path(args.out), settings, Path(args.tasks_dir) if args.tasks_dir else None,
-                         tasks=tasks, grid=args.grid, grid_points=args.grid_points,
-                         tensorflow=args.tensorflow)  # fmt: skip
-    except StageFailed as err:
-        print(f"hear-matpac sweep: {err}", file=sys.stderr)
-        return 1
-    written = write_outputs(rows, Path(args.out), setting_header="window_seconds", plot=not args.no_chart)
-    print()
-    print(written[0].read_text(), end="")
-    print("\nwrote " + ", ".join(map(str, written)))
-    tiny_untrained_warning(weights)
-    return 0  # every stage ran: non-finite scores (e.g. d_prime inf) are results, not failures
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # stages stop their tools and release claims
+    (engine, slurm), tasks_dir = engine_options(args), Path(args.tasks_dir) if args.tasks_dir else None
+    done = run_sweep(args.weights, Path(args.out), args.window_seconds, model_options(args), tasks_dir,
+                     parse_task_names(args.tasks), grid=args.grid, grid_points=args.grid_points, tensorflow=args.tensorflow,
+                     plot=not args.no_chart, devices=devices(args), jobs=args.jobs, engine=engine, slurm=slurm)  # fmt: skip
+    print(f"\n{stage_counts(done.result)}\n\n{done.written[0].read_text()}\nwrote " + ", ".join(map(str, done.written)))
+    tiny_untrained_warning(done.weights)
+    for o in done.result.failed + done.result.claimed:  # as evaluate: exit 1, each named; non-finite scores are results
+        print(f"hear-matpac sweep: {o.model} / {o.task} {o.status}: {o.message} (log {o.log})", file=sys.stderr)
+    return 1 if done.result.failed or done.result.claimed else 0

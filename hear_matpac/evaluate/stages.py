@@ -6,6 +6,7 @@ is called: this process, a pool thread (`engines.local`), a Slurm job (`engines.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ from ..reports.results import TaskScore, read_scores
 from .claims import claim_token, holds_claim, owner, release_claim, take_claim
 from .embedding_check import BadEmbeddings, check_task_embeddings
 from .specs import ModelSpec, StagePlan
-from .tools import StageFailed, Tools
+from .tools import Stage, StageFailed, Tools
 
 GRIDS = ("default", "fast", "faster")
 
@@ -47,7 +48,9 @@ class Outcome:
     already), `claimed` (another live process holds it; `message` names it), `failed` (with
     its log) or `not run` (its model failed validation); where it ran (`device`) and when
     (`started`, `finished`: Unix time). `scores`: a complete stage's test scores, read from
-    its folder when this run found it complete (ran or skipped), else empty."""
+    its folder when this run found it complete (ran or skipped), else empty. `cost`: what its
+    embedding cost when it ran (`stage_cost`), kept in `stage.json`, so a stage found complete
+    (skipped) reports the cost measured by the run that made it; empty where unknown."""
 
     model: str  # the model's folder
     task: str  # the task; VALIDATE for the model's hear-validator run
@@ -61,6 +64,7 @@ class Outcome:
     scores: List[TaskScore] = field(default_factory=list)
     plan: Optional[StagePlan] = None  # the stage's plan; None for a validation
     spec: str = ""  # the model's SPEC, for a validation
+    cost: Dict[str, Optional[float]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, plan: StagePlan, status: str, *args, **kwargs) -> "Outcome":
@@ -72,7 +76,8 @@ class Outcome:
         then the outcome."""
         where = self.plan.as_dict() if self.plan else {"model": self.model, "stage": "validate", "spec": self.spec}
         return {**where, "status": self.status, "seconds": self.seconds, "log": self.log, "message": self.message,
-                "device": self.device, "started": self.started, "finished": self.finished}  # fmt: skip
+                "device": self.device, "started": self.started, "finished": self.finished,
+                **({"cost": self.cost} if self.cost else {})}  # fmt: skip
 
 
 def stage_done(final: Path, plan: StagePlan, grid: str) -> bool:
@@ -87,6 +92,36 @@ def stage_done(final: Path, plan: StagePlan, grid: str) -> bool:
     return (isinstance(record, dict) and record.get("model_key") == plan.model_key and record.get("grid") == grid
             and record.get("task_dir") == plan.task_dir and record.get("task_fingerprint") == plan.task_fingerprint
             and (final / "test.predicted-scores.json").is_file())  # fmt: skip
+
+
+COST_FIELDS = ("embed_seconds", "encode_seconds", "peak_rss_mib")
+
+
+def stage_cost(embed: Stage, task_embeddings: Path) -> Dict[str, Optional[float]]:
+    """What a stage's embedding cost: the embedding runner's wall time (its own process:
+    start-up, model load, the task), heareval's own encoding time (`time_elapsed` of the task's
+    `profile.embeddings.json`: reading audio and embedding; None where it is missing) and the
+    runner's peak resident memory in MiB."""
+    try:
+        encode: Optional[float] = float(json.loads((Path(task_embeddings) / "profile.embeddings.json").read_text())["time_elapsed"])
+    except (OSError, ValueError, TypeError, KeyError):
+        encode = None
+    finite = encode is not None and math.isfinite(encode)
+    return {"embed_seconds": embed.seconds, "encode_seconds": encode if finite else None,
+            "peak_rss_mib": embed.peak_rss_mib}  # fmt: skip
+
+
+def recorded_cost(final: Path) -> Dict[str, Optional[float]]:
+    """The cost in a complete stage's `stage.json` (`stage_cost`, as measured when it ran);
+    empty for a stage of a version that did not record it."""
+    try:
+        cost = json.loads((final / STAGE_FILE).read_text()).get("cost")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(cost, dict):
+        return {}
+    return {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+            for k, v in cost.items() if k in COST_FIELDS}  # fmt: skip
 
 
 def complete_scores(final: Path, plan: StagePlan, grid: str) -> Optional[List[TaskScore]]:
@@ -171,7 +206,7 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
     done = None if overwrite else complete_scores(final, plan, key)
     if done is not None:
         _log(report, f"{label} {plan.model_folder} / {plan.task}: complete; skipped")
-        return Outcome.of(plan, "skipped", log=str(final / "embed.log"), scores=done)
+        return Outcome.of(plan, "skipped", log=str(final / "embed.log"), scores=done, cost=recorded_cost(final))
     claim = folder / f"{plan.task}.claim"
     if not take_claim(claim):
         who = _holder(claim)
@@ -181,7 +216,8 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         done = None if overwrite else complete_scores(final, plan, key)  # finished by the claim's last owner
         if done is not None:
             _log(report, f"{label} {plan.model_folder} / {plan.task}: complete; skipped")
-            return Outcome.of(plan, "skipped", log=str(final / "embed.log"), scores=done)
+            return Outcome.of(plan, "skipped", log=str(final / "embed.log"), scores=done,
+                              cost=recorded_cost(final))
         for earlier in _work_folders(folder, plan.task):  # left by earlier holders of the claim
             if not remove_marked(earlier, TOOL, WORK_PURPOSE, legacy=True):
                 raise InputError(f"{earlier} is in the way and {describe_mark(earlier)}, not by evaluate "
@@ -197,7 +233,7 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
         start = time.perf_counter()
         _log(report, f"{label} {plan.model_folder} / {plan.task}: embedding")
         try:
-            _, embedded = tools.embed(Path(plan.weights) if plan.weights else None, work / "tasks",
+            embed, embedded = tools.embed(Path(plan.weights) if plan.weights else None, work / "tasks",
                                       work / "embeddings", plan.options_json, tensorflow, work / "embed.log",
                                       plan.module, env, python=plan.python)  # fmt: skip
             if len(embedded) != 1:
@@ -211,6 +247,7 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
             _log(report, f"{label} {plan.model_folder} / {plan.task}: FAILED after {seconds:.1f} s (log {log})")
             return Outcome.of(plan, "failed", seconds, log, str(err).splitlines()[0])
         result = embedded[0]
+        cost = stage_cost(embed, result)
         for name in ("embed.log", "predict.log"):
             os.replace(work / name, result / name)
         if keep_logs:  # without the links to the task folder (`launch.link_task_dirs`)
@@ -218,7 +255,7 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
             os.replace(logs_dir, result / "heareval-logs")
         write_mark(result, TOOL, STAGE_PURPOSE)
         seconds = time.perf_counter() - start
-        write_json(result / STAGE_FILE, {**info, "grid": key, "seconds": seconds})
+        write_json(result / STAGE_FILE, {**info, "grid": key, "seconds": seconds, "cost": cost})
         if not holds_claim(claim):  # its lease ran out and another process took the stage over
             remove_marked(work, TOOL, WORK_PURPOSE)
             who = _holder(claim)
@@ -237,7 +274,7 @@ def run_stage(plan: StagePlan, runs: Path, grid: str, grid_points: int, tensorfl
             _log(report, f"{label} {plan.model_folder} / {plan.task}: FAILED: its scores cannot be read ({err})")
             return Outcome.of(plan, "failed", seconds, str(final / "predict.log"), f"its scores cannot be read: {err}")
         _log(report, f"{label} {plan.model_folder} / {plan.task}: done in {seconds:.1f} s")
-        return Outcome.of(plan, "ran", seconds, str(final / "predict.log"), scores=scores)
+        return Outcome.of(plan, "ran", seconds, str(final / "predict.log"), scores=scores, cost=cost)
     finally:
         release_claim(claim)
 
