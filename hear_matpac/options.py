@@ -5,6 +5,7 @@ returns `ParsedOptions`, the options normalised plus their derived settings (pas
 samples, window frames, windows per encoder batch), which the model and the API read."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional
@@ -14,7 +15,8 @@ from .config import COLUMN_HOP_MS, FRAMES_PER_SECOND, PATCH, SAMPLE_RATE, Encode
 from .io import InputError, InputTypeError
 from .precision import DEFAULT_PRECISION, check_precision_name
 
-__all__ = ["DEFAULT_MAX_WINDOWS", "ModelOptions", "ParsedOptions", "TIMESTAMP_HOPS_MS", "option_help", "result_options"]
+__all__ = ["DEFAULT_MAX_WINDOWS", "ModelOptions", "ParsedOptions", "TIMESTAMP_HOPS_MS", "option_help", "options_from_json",
+           "result_options"]
 # Finer timestamp hops: COLUMN_HOP_MS / hop passes, each shifted by a whole number of frames.
 TIMESTAMP_HOPS_MS = (160, 80, 40, 20)
 COLUMN_SECONDS = PATCH / FRAMES_PER_SECOND  # 0.16 s: window lengths are whole columns
@@ -108,6 +110,19 @@ class ParsedOptions(ModelOptions):
 def option_help() -> Dict[str, str]:
     """Each option's description (for command lines), from its field's metadata."""
     return {f.name: f.metadata["help"] for f in fields(ModelOptions)}
+
+
+def options_from_json(text: str, what: str = "--model-options") -> Dict[str, Any]:
+    """`load_model` options written as a JSON object (`--model-options`, a SPEC's last part);
+    `InputError` naming `what` for text that is not one. The values are checked later, by
+    `ModelOptions.parse`."""
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{what} must be a JSON object: {err}") from None
+    if not isinstance(options, dict):
+        raise InputError(f"{what} must be a JSON object, got {text!r}")
+    return options
 
 
 def result_options(options: ModelOptions) -> Dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..batching import DEFAULT_MAX_WINDOWS
 from ..io import InputError, is_user_error, one_line
-from .flags import add_device, add_model_options, add_overwrite, add_weights, model_options, resolve_device
+from .flags import add_device, add_model_options, add_overwrite, add_weights, model_options
 
 _PREFIX = "hear-matpac embed"
 
@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """One call of `files.job.embed_files` on every rank of the job (one process outside
     torchrun); a user's mistake on any rank is said once, by that rank, and every rank exits 2."""
+    from ..api import resolve_device
     from ..files.job import embed_files
     from ..files.ranks import OtherRankFailed, rank_group, torchrun_ranks
 

@@ -7,17 +7,13 @@ a subcommand's module stays cheap."""
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import typing
 from dataclasses import fields
 from typing import Any, Collection, Dict, List
 
-import torch
-
-from ..io import InputError
-from ..options import ModelOptions, option_help
+from ..options import ModelOptions, option_help, options_from_json
 from ..weights.locate import weights_help
 
 TENSORFLOW_HELP = (
@@ -105,12 +101,7 @@ def flag_help(flag: str, text: str) -> str:
 
 def model_options(args: argparse.Namespace) -> Dict[str, Any]:
     """The model options given on the command line: `--model-options` JSON, then the flags."""
-    try:
-        options = json.loads(args.model_options)
-    except json.JSONDecodeError as err:
-        raise InputError(f"--model-options must be a JSON object: {err}") from None
-    if not isinstance(options, dict):
-        raise InputError(f"--model-options must be a JSON object, got {args.model_options!r}")
+    options = options_from_json(args.model_options)
     options.update({n: getattr(args, n) for n in args.model_option_flags if getattr(args, n) is not None})
     return options
 
@@ -148,22 +139,6 @@ class _Renamed(argparse.Action):
             setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), values])
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu; otherwise `name` as a torch device.
-
-    `ValueError` (one line) for a name torch does not know, or for CUDA where there is none."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise InputError(f"--device {name!r} is not a torch device ({problem}); use e.g. cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return device
-
-
 SLURM_FLAGS = {  # flag -> SlurmOptions field
     "--slurm-partition": "partition", "--slurm-gpus-per-stage": "gpus_per_stage", "--slurm-cpus-per-stage": "cpus_per_stage",
     "--slurm-time": "time_min", "--slurm-folder": "folder", "--slurm-retries": "retries", "--slurm-cluster": "cluster",
@@ -195,17 +170,9 @@ def add_engine(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_options(args: argparse.Namespace) -> tuple:
-    """(`--engine`, its `SlurmOptions` or None); a `--slurm-*` option without `--engine slurm`
-    is a `ValueError`."""
-    from ..evaluate.engines.slurm import SlurmOptions, parse_extra
+    """(`--engine`, its `SlurmOptions` or None), checked by `evaluate.engines.slurm.choose_engine`."""
+    from ..evaluate.engines.slurm import choose_engine
 
     given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in SLURM_FLAGS.items()}
-    given = {k: v for k, v in given.items() if v is not None}
-    if args.engine != "slurm":
-        if given or args.slurm_extra:
-            raise InputError("the --slurm-* options need --engine slurm")
-        return args.engine, None
-    if getattr(args, "devices", "") or getattr(args, "jobs", 1) != 1:
-        raise InputError("--devices and --jobs spread the stages over this node; with --engine slurm each "
-                         "stage asks Slurm for its own GPU (--slurm-gpus-per-stage): drop them")  # fmt: skip
-    return args.engine, SlurmOptions(**given, extra=parse_extra(args.slurm_extra or []))
+    spread = bool(getattr(args, "devices", "")) or getattr(args, "jobs", 1) != 1
+    return choose_engine(args.engine, given, args.slurm_extra or [], spread=spread)
