@@ -43,6 +43,12 @@ class RunResult:
         """Stages left undone because another run holds (or took over) their claim."""
         return [o for o in self.outcomes if o.status == "claimed"]
 
+    def problems(self) -> List[str]:
+        """One line per stage that failed (naming its log) or was left to another run."""
+        failed = [f"{o.model} / {o.task} failed: {o.message} (log {o.log})" for o in self.failed]
+        return failed + [f"{o.model} / {o.task} left undone: {o.message}; no score for it in this run "
+                         "(run the same command again once that run has finished)" for o in self.claimed]  # fmt: skip
+
 
 def synthetic_tasks(out: Path, scale: int, names: Sequence[str], overwrite: bool, report: Callable[[str], None]) -> Path:
     """`out/tasks`: the synthetic suite, reused when it is there already as asked; replaced
