@@ -149,3 +149,23 @@ def test_synthetic_clip_is_deterministic_and_passes_are_counted_in_words():
     assert 0.4 < clip.abs().max().item() < 0.6
     assert passes_said(1) == "one encoder pass"
     assert passes_said(4) == "5 encoder passes: 4 for the timestamps, 1 for the scene"
+
+
+def test_run_report_writes_the_summary_and_says_what_it_holds(tmp_path):
+    from hear_matpac.evaluate.run import report
+    from hear_matpac.reports.results import read_scores
+
+    task = tmp_path / "runs" / "m" / "t"
+    task.mkdir(parents=True)
+    (task / "task_metadata.json").write_text(json.dumps({"task_name": "t", "evaluation": ["top1_acc"], "splits": ["test"]}))
+    (task / "test.predicted-scores.json").write_text(json.dumps({"test": {"test_score": 0.5, "test_top1_acc": 0.5}}))
+    empty = report(RunResult([], [Outcome("m", "t", "failed")], [], task), tmp_path / "a", "faster", 1, chart=False)
+    assert empty.splitlines() == ["", "stages: none; hear-validator: 1 failed", "",
+                                  f"wrote {tmp_path / 'a' / 'summary.json'}, {tmp_path / 'a' / 'comparison.md'}"]  # fmt: skip
+    text = report(RunResult([], [Outcome("m", "t", "ran")], read_scores(task), task), tmp_path / "b", "fast", 1, chart=False)
+    assert "\ntest scores (heareval, grid fast, 1 grid point)\n" in text and "0.5" in text
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["scores"][0]["value"] == 0.5
+
+
+def test_totals_describe_counts_and_names_the_folder():
+    assert Totals(2, 1, 0).describe("out") == "2 embedded, 1 skipped (already there), 0 failed; outputs in out"

@@ -74,6 +74,5 @@ def run(args: argparse.Namespace) -> int:
         return 2
     ranks = torchrun_ranks()
     if ranks is None or ranks.rank == 0:
-        print(f"{totals.embedded} embedded, {totals.skipped} skipped (already there), {totals.failed} failed; "
-              f"outputs in {args.out}")  # fmt: skip
+        print(totals.describe(args.out))
     return 1 if totals.failed else 0

@@ -8,12 +8,11 @@ import signal
 import sys
 from pathlib import Path
 
-from ..evaluate.run import evaluate, stage_counts, write_reports
+from ..evaluate.run import evaluate, report
 from ..evaluate.specs import models_from_flags
 from ..evaluate.task_folders import parse_task_names
 from ..hear_tools.launch import PLUGIN_MODULE, exit_on_sigterm
 from ..reports.chart import require_matplotlib
-from ..reports.tables import plural
 from ..weights.locate import tiny_untrained_warning, weights_help
 from .flags import (add_devices, add_engine, add_grid, add_model_options, add_overwrite, add_tasks, add_tensorflow,
                     add_weights, devices, engine_options, model_options)
@@ -76,12 +75,7 @@ def run(args: argparse.Namespace) -> int:
         args.grid, args.grid_points, args.scale, args.tensorflow, args.keep_logs, args.overwrite,
         devices=names, jobs=args.jobs, engine=engine, slurm=slurm,
     )  # fmt: skip
-    out = Path(args.out)
-    markdown = write_reports(result, out, chart=not args.no_chart)
-    print("\n" + stage_counts(result))
-    if result.scores:
-        print(f"\ntest scores (heareval, grid {args.grid}, {plural(args.grid_points, 'grid point')})\n{markdown}", end="")
-    print(f"\nwrote {out / 'summary.json'}, {out / 'comparison.md'}")
+    print(report(result, Path(args.out), args.grid, args.grid_points, chart=not args.no_chart))
     for m in models:
         if m.module == PLUGIN_MODULE:
             tiny_untrained_warning(m.weights)

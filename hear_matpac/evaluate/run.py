@@ -16,6 +16,7 @@ from ..io import InputError
 from ..marks import describe_mark, is_marked, made_for, make_marked
 from ..reports.results import TaskScore
 from ..reports.summary import run_summary, write_run_report
+from ..reports.tables import plural
 from .engines import ENGINES, Engine, StageSettings
 from .engines.local import LocalEngine, default_devices, make_slots, on_slot, run_on_slots
 from .specs import ModelSpec, plan_stages
@@ -156,6 +157,16 @@ def write_reports(result: RunResult, out: Path, chart: bool = True) -> str:
     (`reports.summary`); the markdown table."""
     return write_run_report(out, [m.record() for m in result.models], [o.record() for o in result.outcomes],
                             result.scores, chart)  # fmt: skip
+
+
+def report(result: RunResult, out: Path, grid: str, grid_points: int, chart: bool = True) -> str:
+    """Write `result`'s reports in `out` (`write_reports`) and return what a run says of them:
+    the stage counts, the score table when any stage is complete, and the files written."""
+    markdown = write_reports(result, out, chart)
+    text = "\n" + stage_counts(result) + "\n"
+    if result.scores:
+        text += f"\ntest scores (heareval, grid {grid}, {plural(grid_points, 'grid point')})\n{markdown}"
+    return text + f"\nwrote {out / 'summary.json'}, {out / 'comparison.md'}"
 
 
 def summary(result: RunResult) -> Dict[str, object]:

@@ -31,6 +31,10 @@ class Totals:
     skipped: int
     failed: int
 
+    def describe(self, out: Union[str, Path]) -> str:
+        """One line: the counts, and the output folder `out`."""
+        return f"{self.embedded} embedded, {self.skipped} skipped (already there), {self.failed} failed; outputs in {out}"
+
 
 @dataclass(frozen=True)
 class _Run:
