@@ -13,12 +13,6 @@ from typing import Any, Collection, Dict, List
 from ..options import option_flags, options_from_json
 from ..weights.locate import weights_help
 
-TENSORFLOW_HELP = (
-    "which `tensorflow` the HEAR tool imports: auto (the real one if installed, else "
-    "hear_matpac's stand-in), real, or stand-in (default auto)"
-)
-
-
 def add_weights(parser: argparse.ArgumentParser, fallback: bool = False) -> None:
     """`--weights W` (`fallback`: the tiny untrained stand-in when nothing is named or found)."""
     parser.add_argument("--weights", default="", metavar="W", help=weights_help(fallback=fallback))
@@ -52,7 +46,8 @@ def devices(args: argparse.Namespace) -> List[str]:
 def add_tensorflow(parser: argparse.ArgumentParser) -> None:
     from ..hear_tools.tensorflow_standin import MODES
 
-    parser.add_argument("--tensorflow", choices=MODES, default="auto", help=TENSORFLOW_HELP)
+    parser.add_argument("--tensorflow", choices=MODES, default="auto", help="which `tensorflow` the HEAR tool imports: "
+                        "auto (the real one if installed, else hear_matpac's stand-in), real, or stand-in (default auto)")
 
 
 def add_grid(parser: argparse.ArgumentParser) -> None:
