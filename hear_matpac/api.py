@@ -14,10 +14,27 @@ from .config import WIN_LENGTH
 from .encoder import MatpacEncoder
 from .finite_checks import ClipRows, verify_call, verify_packed
 from .model import MatpacModel, length_blocks
+from .io import InputError
 from .options import ModelOptions
 from .timestamps import n_reported_columns, timestamps_ms
 from .weights.locate import resolve_weights_path
 from .windows import upload
+
+
+def resolve_device(name: str, flag: str = "--device") -> torch.device:
+    """`auto` -> cuda when available, else cpu; otherwise `name` as a torch device, checked
+    before a model is loaded. `InputError` (one line, naming `flag`) for a name torch does not
+    know, or for CUDA where there is none."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(f"{flag} {name!r} is not a torch device ({problem}); use e.g. cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"{flag} {name}: CUDA is not available here; use {flag} cpu")
+    return device
 
 
 def load_model(model_file_path: PathLike = "", *, mmap: bool = False, **options: Any) -> MatpacModel:

@@ -5,16 +5,20 @@ returns `ParsedOptions`, the options normalised plus their derived settings (pas
 samples, window frames, windows per encoder batch), which the model and the API read."""
 from __future__ import annotations
 
+import json
 import math
+import re
+import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Collection, Dict, List, Mapping, Optional
 
 from .batching import DEFAULT_MAX_WINDOWS
 from .config import COLUMN_HOP_MS, FRAMES_PER_SECOND, PATCH, SAMPLE_RATE, EncoderConfig
 from .io import InputError, InputTypeError
 from .precision import DEFAULT_PRECISION, check_precision_name
 
-__all__ = ["DEFAULT_MAX_WINDOWS", "ModelOptions", "ParsedOptions", "TIMESTAMP_HOPS_MS", "option_help", "result_options"]
+__all__ = ["DEFAULT_MAX_WINDOWS", "ModelOptions", "OptionFlag", "ParsedOptions", "TIMESTAMP_HOPS_MS", "option_flags",
+           "option_help", "options_from_json", "result_options"]
 # Finer timestamp hops: COLUMN_HOP_MS / hop passes, each shifted by a whole number of frames.
 TIMESTAMP_HOPS_MS = (160, 80, 40, 20)
 COLUMN_SECONDS = PATCH / FRAMES_PER_SECOND  # 0.16 s: window lengths are whole columns
@@ -108,6 +112,49 @@ class ParsedOptions(ModelOptions):
 def option_help() -> Dict[str, str]:
     """Each option's description (for command lines), from its field's metadata."""
     return {f.name: f.metadata["help"] for f in fields(ModelOptions)}
+
+
+@dataclass(frozen=True)
+class OptionFlag:
+    """A `ModelOptions` field as a command-line flag: `flag` (`--timestamp-hop-ms`), the value's
+    type (`bool`: a `--flag`/`--no-flag` switch), its metavar, and the field's help in the
+    flag's words (`False`/`True` are `--no-FLAG`/`--FLAG`; `None`, the option left out, is the
+    flag not given)."""
+
+    name: str
+    flag: str
+    kind: type
+    metavar: str
+    help: str
+
+
+def option_flags(exclude: Collection[str] = ()) -> List[OptionFlag]:
+    """One `OptionFlag` per `ModelOptions` field not in `exclude`, in field order."""
+    hints = typing.get_type_hints(ModelOptions)
+    found = []
+    for name, text in option_help().items():
+        if name in exclude:
+            continue
+        flag, kind = "--" + name.replace("_", "-"), hints[name]
+        text = re.sub(r"\bFalse\b", "--no-" + flag[2:], text)
+        text = re.sub(r"\bTrue\b", flag, text)
+        text = re.sub(r"\bNone\b", "not given", re.sub(r"(^|[.:] )None\b", r"\1Not given", text))
+        base = bool if kind is bool else next((t for t in (int, float, str) if kind in (t, Optional[t])), str)
+        found.append(OptionFlag(name, flag, base, name.split("_")[-1].upper(), text))
+    return found
+
+
+def options_from_json(text: str, what: str = "--model-options") -> Dict[str, Any]:
+    """`load_model` options written as a JSON object (`--model-options`, a SPEC's last part);
+    `InputError` naming `what` for text that is not one. The values are checked later, by
+    `ModelOptions.parse`."""
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{what} must be a JSON object: {err}") from None
+    if not isinstance(options, dict):
+        raise InputError(f"{what} must be a JSON object, got {text!r}")
+    return options
 
 
 def result_options(options: ModelOptions) -> Dict[str, Any]:

@@ -129,7 +129,7 @@ def test_bf16_on_cpu_is_finite_for_windows_one_patch_wide():
     # process (what lay beyond the input decided), so this runs in one.
     script = textwrap.dedent("""
         import torch, hear_matpac
-        from hear_matpac.cli.demo import synthetic_clip
+        from hear_matpac.reports.demo import synthetic_clip
         from hear_matpac.weights.locate import TINY_UNTRAINED
         torch.set_num_threads(1)
         audio = synthetic_clip(1.0)

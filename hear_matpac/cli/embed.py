@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..batching import DEFAULT_MAX_WINDOWS
-from ..io import InputError, is_user_error, one_line
-from .flags import add_device, add_model_options, add_overwrite, add_weights, model_options, resolve_device
-
-_PREFIX = "hear-matpac embed"
-
+from ..io import InputError
+from .flags import add_device, add_model_options, add_overwrite, add_weights, model_options
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..files.decode import CPU_WORKERS
@@ -62,32 +58,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """One call of `files.job.embed_files` on every rank of the job (one process outside
-    torchrun); a user's mistake on any rank is said once, by that rank, and every rank exits 2."""
-    from ..files.job import embed_files
-    from ..files.ranks import OtherRankFailed, rank_group, torchrun_ranks
+    """`files.job.embed_job`: one call of `embed_files` on every rank of the job (one process
+    outside torchrun); a user's mistake on any rank is said once, by that rank, and every rank exits 2."""
+    from ..files.job import embed_job
+    from ..files.ranks import torchrun_ranks
 
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.decode_workers is not None and args.decode_workers < 0:
         raise InputError(f"--decode-workers must be 0 or more, got {args.decode_workers}")
-    options = model_options(args)
-    with rank_group(torchrun_ranks()) as group:  # one process: SOLO, every exchange the identity
-        try:
-            totals = embed_files(args.paths, args.out, args.weights, timestamps=args.timestamps,
-                                 device=resolve_device(args.device), options=options, batch_size=args.batch_size,
-                                 decode_workers=args.decode_workers, overwrite=args.overwrite, quiet=args.quiet,
-                                 group=group, prefix=_PREFIX)  # fmt: skip
-        except OtherRankFailed:  # that rank says why
-            group.settle()
-            return 2
-        except Exception as err:
-            if group.world == 1 or not is_user_error(err):
-                raise  # one process: `main` says it; a bug keeps its traceback
-            print(f"{_PREFIX}: error: {one_line(err)}", file=sys.stderr, flush=True)
-            group.settle()  # torchrun stops the job at the first rank's exit: none before the line is out
-            return 2
-    if group.rank == 0:
-        print(f"{totals.embedded} embedded, {totals.skipped} skipped (already there), {totals.failed} failed; "
-              f"outputs in {args.out}")  # fmt: skip
+    totals = embed_job(args.paths, args.out, args.weights, timestamps=args.timestamps, device=args.device,
+                       options=model_options(args), batch_size=args.batch_size, decode_workers=args.decode_workers,
+                       overwrite=args.overwrite, quiet=args.quiet, prefix="hear-matpac embed")  # fmt: skip
+    if totals is None:  # a rank said why
+        return 2
+    ranks = torchrun_ranks()
+    if ranks is None or ranks.rank == 0:
+        print(totals.describe(args.out))
     return 1 if totals.failed else 0

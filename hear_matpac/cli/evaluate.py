@@ -4,19 +4,15 @@ the comparison table over all models and `summary.json`."""
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
 
-from ..evaluate.run import evaluate, stage_counts, write_reports
-from ..evaluate.specs import check_models, parse_pythons, read_spec_file, split_python_lines
+from ..evaluate.run import evaluate, report
+from ..evaluate.specs import models_from_flags
 from ..evaluate.task_folders import parse_task_names
 from ..hear_tools.launch import PLUGIN_MODULE, exit_on_sigterm
-from ..io import InputError
 from ..reports.chart import require_matplotlib
-from ..reports.tables import plural
 from ..weights.locate import tiny_untrained_warning, weights_help
 from .flags import (add_devices, add_engine, add_grid, add_model_options, add_overwrite, add_tasks, add_tensorflow,
                     add_weights, devices, engine_options, model_options)
@@ -64,45 +60,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _specs(args: argparse.Namespace) -> Tuple[List[str], Dict[str, str]]:
-    """The SPECs and the `--python` interpreters, from the flags and the models file."""
-    from_file, pythons = split_python_lines(read_spec_file(Path(args.models_file)) if args.models_file else [])
-    specs = list(args.model) + from_file
-    options = model_options(args)
-    if specs and (args.weights or options):
-        raise InputError("--weights and model option flags describe the one default model; with --model, "
-                         "put them in each SPEC (MODULE:WEIGHTS:OPTIONS_JSON)")  # fmt: skip
-    return specs or [f"{PLUGIN_MODULE}:{args.weights}:{json.dumps(options)}"], parse_pythons(list(args.python) + pythons)
-
-
 def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, exit_on_sigterm)  # stages stop their tools and release claims
     if not args.no_chart:
         require_matplotlib()
     names = devices(args)
     engine, slurm = engine_options(args)
-    models = check_models(*_specs(args))  # every model (and interpreter) checked before any write
+    models = models_from_flags(args.model, args.models_file, args.python, args.weights, model_options(args))
     for m in models:
-        print(f"model {m.folder}: {m.module} {m.weights or '(no weights)'} {json.dumps(m.options)}"
-              + (f" with {m.python}" if m.python else ""))
+        print(m.describe())
     print(f"devices: {', '.join(names)}; {args.jobs} stage(s) at a time on each")
     result = evaluate(
         models, Path(args.out), Path(args.tasks_dir) if args.tasks_dir else None, parse_task_names(args.tasks),
         args.grid, args.grid_points, args.scale, args.tensorflow, args.keep_logs, args.overwrite,
         devices=names, jobs=args.jobs, engine=engine, slurm=slurm,
     )  # fmt: skip
-    out = Path(args.out)
-    markdown = write_reports(result, out, chart=not args.no_chart)
-    print("\n" + stage_counts(result))
-    if result.scores:
-        print(f"\ntest scores (heareval, grid {args.grid}, {plural(args.grid_points, 'grid point')})\n{markdown}", end="")
-    print(f"\nwrote {out / 'summary.json'}, {out / 'comparison.md'}")
+    print(report(result, Path(args.out), args.grid, args.grid_points, chart=not args.no_chart))
     for m in models:
         if m.module == PLUGIN_MODULE:
             tiny_untrained_warning(m.weights)
-    for o in result.failed:
-        print(f"hear-matpac evaluate: {o.model} / {o.task} failed: {o.message} (log {o.log})", file=sys.stderr)
-    for o in result.claimed:
-        print(f"hear-matpac evaluate: {o.model} / {o.task} left undone: {o.message}; no score for it in this run "
-              "(run the same command again once that run has finished)", file=sys.stderr)  # fmt: skip
+    for line in result.problems():
+        print(f"hear-matpac evaluate: {line}", file=sys.stderr)
     return 1 if result.failed or result.claimed else 0

@@ -7,24 +7,11 @@ a subcommand's module stays cheap."""
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
-import typing
-from dataclasses import fields
 from typing import Any, Collection, Dict, List
 
-import torch
-
-from ..io import InputError
-from ..options import ModelOptions, option_help
+from ..options import option_flags, options_from_json
 from ..weights.locate import weights_help
-
-TENSORFLOW_HELP = (
-    "which `tensorflow` the HEAR tool imports: auto (the real one if installed, else "
-    "hear_matpac's stand-in), real, or stand-in (default auto)"
-)
-
 
 def add_weights(parser: argparse.ArgumentParser, fallback: bool = False) -> None:
     """`--weights W` (`fallback`: the tiny untrained stand-in when nothing is named or found)."""
@@ -59,7 +46,8 @@ def devices(args: argparse.Namespace) -> List[str]:
 def add_tensorflow(parser: argparse.ArgumentParser) -> None:
     from ..hear_tools.tensorflow_standin import MODES
 
-    parser.add_argument("--tensorflow", choices=MODES, default="auto", help=TENSORFLOW_HELP)
+    parser.add_argument("--tensorflow", choices=MODES, default="auto", help="which `tensorflow` the HEAR tool imports: "
+                        "auto (the real one if installed, else hear_matpac's stand-in), real, or stand-in (default auto)")
 
 
 def add_grid(parser: argparse.ArgumentParser) -> None:
@@ -71,46 +59,24 @@ def add_grid(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_options(parser: argparse.ArgumentParser, exclude: Collection[str] = ()) -> None:
-    """One flag per `ModelOptions` field not in `exclude` (`--timestamp-hop-ms` ...), each
-    passed to `load_model` only when given, and `--model-options JSON` for any of them; a
-    flag overrides the same key in the JSON. Read back with `model_options(args)`."""
+    """One flag per `ModelOptions` field not in `exclude` (`options.option_flags`), each passed
+    to `load_model` only when given, and `--model-options JSON` for any of them; a flag
+    overrides the same key in the JSON. Read back with `model_options(args)`."""
     group = parser.add_argument_group("model options (load_model keyword arguments; default: the model's)")
-    helps = option_help()
-    hints = typing.get_type_hints(ModelOptions)
-    for f in fields(ModelOptions):
-        if f.name in exclude:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        text = flag_help(flag, helps[f.name])
-        if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+    flags = option_flags(exclude)
+    for f in flags:
+        if f.kind is bool:
+            group.add_argument(f.flag, action=argparse.BooleanOptionalAction, default=None, help=f.help)
         else:
-            base = next((t for t in (int, float, str) if kind in (t, typing.Optional[t])), str)
-            metavar = f.name.split("_")[-1].upper()
-            group.add_argument(flag, type=base, default=None, metavar=metavar, help=text)
+            group.add_argument(f.flag, type=f.kind, default=None, metavar=f.metavar, help=f.help)
     group.add_argument("--model-options", default="{}", metavar="JSON",
                        help='load_model options as a JSON object, e.g. \'{"layer": 6}\' (default {})')  # fmt: skip
-    parser.set_defaults(model_option_flags=[f.name for f in fields(ModelOptions) if f.name not in exclude])
-
-
-def flag_help(flag: str, text: str) -> str:
-    """An option's help (written for `load_model`) in the words of its flag: `False`/`True` are
-    `--no-FLAG`/`--FLAG`, and `None` (the option left out) is the flag not given."""
-    text = re.sub(r"\bFalse\b", "--no-" + flag[2:], text)
-    text = re.sub(r"\bTrue\b", flag, text)
-    text = re.sub(r"(^|[.:] )None\b", r"\1Not given", text)
-    return re.sub(r"\bNone\b", "not given", text)
+    parser.set_defaults(model_option_flags=[f.name for f in flags])
 
 
 def model_options(args: argparse.Namespace) -> Dict[str, Any]:
     """The model options given on the command line: `--model-options` JSON, then the flags."""
-    try:
-        options = json.loads(args.model_options)
-    except json.JSONDecodeError as err:
-        raise InputError(f"--model-options must be a JSON object: {err}") from None
-    if not isinstance(options, dict):
-        raise InputError(f"--model-options must be a JSON object, got {args.model_options!r}")
+    options = options_from_json(args.model_options)
     options.update({n: getattr(args, n) for n in args.model_option_flags if getattr(args, n) is not None})
     return options
 
@@ -148,31 +114,9 @@ class _Renamed(argparse.Action):
             setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), values])
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu; otherwise `name` as a torch device.
-
-    `ValueError` (one line) for a name torch does not know, or for CUDA where there is none."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise InputError(f"--device {name!r} is not a torch device ({problem}); use e.g. cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return device
-
-
-SLURM_FLAGS = {  # flag -> SlurmOptions field
-    "--slurm-partition": "partition", "--slurm-gpus-per-stage": "gpus_per_stage", "--slurm-cpus-per-stage": "cpus_per_stage",
-    "--slurm-time": "time_min", "--slurm-folder": "folder", "--slurm-retries": "retries", "--slurm-cluster": "cluster",
-}  # fmt: skip
-
-
 def add_engine(parser: argparse.ArgumentParser) -> None:
-    """`--engine local|slurm` and the `--slurm-*` options (`evaluate.engines.slurm.SlurmOptions`);
-    read back with `engine_options(args)`."""
+    """`--engine local|slurm` and the `--slurm-*` options, each `--slurm-X` stored as `slurm_FIELD`
+    (a `evaluate.engines.slurm.SlurmOptions` field); read back with `engine_options(args)`."""
     from ..evaluate.engines.slurm import CLUSTERS, ENGINES, SlurmOptions
 
     d = SlurmOptions()
@@ -183,7 +127,7 @@ def add_engine(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slurm-partition", metavar="P", help="partition to submit to (default: the cluster's)")
     group.add_argument("--slurm-gpus-per-stage", type=int, metavar="N", help=f"GPUs per stage's job (default {d.gpus_per_stage})")
     group.add_argument("--slurm-cpus-per-stage", type=int, metavar="N", help=f"CPUs per stage's job (default {d.cpus_per_stage})")
-    group.add_argument("--slurm-time", type=int, metavar="MIN", help=f"time limit per stage, minutes (default {d.time_min})")
+    group.add_argument("--slurm-time", dest="slurm_time_min", type=int, metavar="MIN", help=f"time limit per stage, minutes (default {d.time_min})")
     group.add_argument("--slurm-folder", metavar="DIR", help="submitit's job files and logs (default OUT/slurm)")
     group.add_argument("--slurm-retries", type=int, metavar="N",
                        help=f"submit a job that died without a result (node failure) again, N times (default {d.retries})")
@@ -195,17 +139,9 @@ def add_engine(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_options(args: argparse.Namespace) -> tuple:
-    """(`--engine`, its `SlurmOptions` or None); a `--slurm-*` option without `--engine slurm`
-    is a `ValueError`."""
-    from ..evaluate.engines.slurm import SlurmOptions, parse_extra
+    """(`--engine`, its `SlurmOptions` or None), checked by `evaluate.engines.slurm.choose_engine`."""
+    from ..evaluate.engines.slurm import choose_engine
 
-    given = {field: getattr(args, flag[2:].replace("-", "_")) for flag, field in SLURM_FLAGS.items()}
-    given = {k: v for k, v in given.items() if v is not None}
-    if args.engine != "slurm":
-        if given or args.slurm_extra:
-            raise InputError("the --slurm-* options need --engine slurm")
-        return args.engine, None
-    if getattr(args, "devices", "") or getattr(args, "jobs", 1) != 1:
-        raise InputError("--devices and --jobs spread the stages over this node; with --engine slurm each "
-                         "stage asks Slurm for its own GPU (--slurm-gpus-per-stage): drop them")  # fmt: skip
-    return args.engine, SlurmOptions(**given, extra=parse_extra(args.slurm_extra or []))
+    given = {k[len("slurm_"):]: v for k, v in vars(args).items() if k.startswith("slurm_") and k != "slurm_extra"}
+    spread = bool(getattr(args, "devices", "")) or getattr(args, "jobs", 1) != 1
+    return choose_engine(args.engine, given, args.slurm_extra or [], spread=spread)

@@ -39,12 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (it reloads its own pickled checkpoints) and keeps "
         "its logs/ and checkpoints out of the working directory.",
     )
-    predict.add_argument(
-        "--logs-dir",
-        default=None,
-        help="keep heareval's logs/ (one checkpoint per grid point) here; default: a "
-        "temporary folder, deleted afterwards",
-    )
+    predict.add_argument("--logs-dir", default=None, help="keep heareval's logs/ (one checkpoint per grid point) "
+                         "here; default: a temporary folder, deleted afterwards")  # fmt: skip
     predict.set_defaults(func=run_predict, passthrough=True)
 
 

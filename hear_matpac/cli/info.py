@@ -13,9 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read CKPT exactly as load_model would (checked, sha256 verified when recorded) "
         "and print what it holds.",
     )
-    parser.add_argument(
-        "ckpt", metavar="CKPT", help="checkpoint file (.pt or .safetensors) or published name"
-    )
+    parser.add_argument("ckpt", metavar="CKPT", help="checkpoint file (.pt or .safetensors) or published name")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)
 

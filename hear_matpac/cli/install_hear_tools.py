@@ -13,12 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "requirements-hear.txt + constraints-hear.txt), then the two tools with --no-deps. "
         "Safe to re-run. TensorFlow is not needed: hear-matpac's commands supply a stand-in.",
     )
-    parser.add_argument(
-        "--tensorflow-cpu",
-        action="store_true",
-        help="also install real TensorFlow (tensorflow-cpu, about 1.4 GB; only the tests "
-        "that compare it with the stand-in need it)",
-    )
+    parser.add_argument("--tensorflow-cpu", action="store_true", help="also install real TensorFlow (tensorflow-cpu, "
+                        "about 1.4 GB; only the tests that compare it with the stand-in need it)")  # fmt: skip
     parser.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..weights.locate import best_available_weights, weights_help
-from .flags import add_device, add_tensorflow, add_weights, resolve_device
+from .flags import add_device, add_tensorflow, add_weights
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..api import resolve_device
     from ..hear_tools.launch import run_validator
 
     device = None if args.device == "auto" else str(resolve_device(args.device))  # one-line error first

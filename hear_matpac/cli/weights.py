@@ -9,7 +9,7 @@ from ..io import first_line
 from ..weights.download import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, DownloadError, fetch
 from ..weights.export import export_safetensors
 from ..weights.registry import BASE_URL_ENV, REGISTRY, get_entry, markdown_table
-from ..weights.locate import WEIGHTS_DIR_ENV, find_local, resolve_weights_path
+from ..weights.locate import WEIGHTS_DIR_ENV, local_copies, resolve_weights_path
 from .flags import add_overwrite
 
 
@@ -37,24 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "download and checked on every later use. A file already there is checked, not fetched again.",
     )
     getter.add_argument("name", choices=list(REGISTRY), metavar="NAME", help=f"one of: {', '.join(REGISTRY)}")
-    getter.add_argument(
-        "--dir", default=None, help=f"folder to write to (default: ${WEIGHTS_DIR_ENV}, else ./weights)"
-    )
-    getter.add_argument(
-        "--base-url", default=None, help=f"download base URL (default: ${BASE_URL_ENV}, else GitHub releases)"
-    )
-    getter.add_argument(
-        "--retries",
-        type=int,
-        default=DEFAULT_RETRIES,
-        help=f"resumes after an interrupted transfer (default {DEFAULT_RETRIES})",
-    )
-    getter.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT_S,
-        help=f"seconds without a byte, or under 1 KB/s, before a transfer counts as stalled (default {DEFAULT_TIMEOUT_S:g})",
-    )
+    getter.add_argument("--dir", default=None, help=f"folder to write to (default: ${WEIGHTS_DIR_ENV}, else ./weights)")
+    getter.add_argument("--base-url", default=None,
+                        help=f"download base URL (default: ${BASE_URL_ENV}, else GitHub releases)")  # fmt: skip
+    getter.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                        help=f"resumes after an interrupted transfer (default {DEFAULT_RETRIES})")  # fmt: skip
+    getter.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                        help="seconds without a byte, or under 1 KB/s, before a transfer counts as stalled "
+                        f"(default {DEFAULT_TIMEOUT_S:g})")  # fmt: skip
     getter.add_argument("--quiet", action="store_true", help="no progress line")
     getter.set_defaults(func=run_fetch, command="weights fetch")
 
@@ -73,33 +63,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    if args.markdown:
-        print(markdown_table(), end="")
-        return 0
-    print(f"{'name':<20} {'model':<9} {'frames':>6}  {'kind':<34} local copy")
-    for entry in REGISTRY.values():
-        local = find_local(entry)
-        print(f"{entry.name:<20} {entry.model:<9} {entry.frames:>6}  {entry.kind:<34} {local or '-'}")
-    print("\nfetch one with: hear-matpac weights fetch NAME [--dir DIR]")
+    print(markdown_table() if args.markdown else local_copies(), end="")
     return 0
 
 
 def run_fetch(args: argparse.Namespace) -> int:
     entry = get_entry(args.name)
     try:
-        result = fetch(
-            entry, args.dir, base_url=args.base_url, retries=args.retries,
-            timeout=args.timeout, progress=not args.quiet,
-        )  # fmt: skip
+        result = fetch(entry, args.dir, base_url=args.base_url, retries=args.retries, timeout=args.timeout,
+                       progress=not args.quiet)  # fmt: skip
     except DownloadError as err:
         print(f"hear-matpac {args.command}: error: {first_line(err)}", file=sys.stderr)
         return 1
-    if result.downloaded:
-        print(f"downloaded {entry.name} to {result.path}")
-    else:
-        print(f"{entry.name} is already at {result.path}; not fetched again")
-    state = "recorded now (trust on first use)" if result.recorded else "matches the record"
-    print(f"sha256 {result.sha256}: {state}")
+    print(result.describe(entry.name))
     return 0
 
 
@@ -110,10 +86,5 @@ def run_export(args: argparse.Namespace) -> int:
     except FileExistsError as err:
         print(f"hear-matpac {args.command}: error: {first_line(err)}", file=sys.stderr)
         return 2
-    cfg = result.config
-    head = ", with the classification head" if result.head else ""
-    print(
-        f"wrote {result.path}: {result.n_tensors} tensors, encoder embed_dim {cfg.embed_dim}, depth "
-        f"{cfg.depth}, {cfg.n_frames} frames, {result.n_params:,} parameters{head}"
-    )
+    print(result.describe())
     return 0

@@ -16,6 +16,7 @@ from ..io import InputError
 from ..marks import describe_mark, is_marked, made_for, make_marked
 from ..reports.results import TaskScore
 from ..reports.summary import run_summary, write_run_report
+from ..reports.tables import plural
 from .engines import ENGINES, Engine, StageSettings
 from .engines.local import LocalEngine, default_devices, make_slots, on_slot, run_on_slots
 from .specs import ModelSpec, plan_stages
@@ -42,6 +43,12 @@ class RunResult:
     def claimed(self) -> List[Outcome]:
         """Stages left undone because another run holds (or took over) their claim."""
         return [o for o in self.outcomes if o.status == "claimed"]
+
+    def problems(self) -> List[str]:
+        """One line per stage that failed (naming its log) or was left to another run."""
+        failed = [f"{o.model} / {o.task} failed: {o.message} (log {o.log})" for o in self.failed]
+        return failed + [f"{o.model} / {o.task} left undone: {o.message}; no score for it in this run "
+                         "(run the same command again once that run has finished)" for o in self.claimed]  # fmt: skip
 
 
 def synthetic_tasks(out: Path, scale: int, names: Sequence[str], overwrite: bool, report: Callable[[str], None]) -> Path:
@@ -150,6 +157,16 @@ def write_reports(result: RunResult, out: Path, chart: bool = True) -> str:
     (`reports.summary`); the markdown table."""
     return write_run_report(out, [m.record() for m in result.models], [o.record() for o in result.outcomes],
                             result.scores, chart)  # fmt: skip
+
+
+def report(result: RunResult, out: Path, grid: str, grid_points: int, chart: bool = True) -> str:
+    """Write `result`'s reports in `out` (`write_reports`) and return what a run says of them:
+    the stage counts, the score table when any stage is complete, and the files written."""
+    markdown = write_reports(result, out, chart)
+    text = "\n" + stage_counts(result) + "\n"
+    if result.scores:
+        text += f"\ntest scores (heareval, grid {grid}, {plural(grid_points, 'grid point')})\n{markdown}"
+    return text + f"\nwrote {out / 'summary.json'}, {out / 'comparison.md'}"
 
 
 def summary(result: RunResult) -> Dict[str, object]:

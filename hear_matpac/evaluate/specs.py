@@ -54,6 +54,11 @@ class ModelSpec:
     def options_json(self) -> str:
         return json.dumps(self.options, sort_keys=True)
 
+    def describe(self) -> str:
+        """One line naming the model: its folder, module, weights, options and interpreter."""
+        return (f"model {self.folder}: {self.module} {self.weights or '(no weights)'} {json.dumps(self.options)}"
+                + (f" with {self.python}" if self.python else ""))
+
     def record(self) -> Dict[str, object]:
         """What `summary.json` says of the model."""
         return {"spec": self.spec, "folder": self.folder, "module": self.module, "weights": self.weights,
@@ -199,6 +204,21 @@ def read_spec_file(path: Path) -> List[str]:
     except OSError as err:
         raise MissingFile(f"--models-file {path}: {err.strerror}") from None
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def models_from_flags(specs: Sequence[str], models_file: str, pythons: Sequence[str], weights: str,
+                      options: Mapping[str, object]) -> List[ModelSpec]:
+    """A run's models, checked (`check_models`) before anything is written: the `--model` SPECs,
+    then the models file's (`read_spec_file`; its `--python MODULE=PATH` lines as the flag), or,
+    with none, the one default model: hear_matpac with `weights` and `options`. `InputError`
+    for `weights` or `options` given beside SPECs (they belong in each SPEC)."""
+    from_file, file_pythons = split_python_lines(read_spec_file(Path(models_file)) if models_file else [])
+    specs = [*specs, *from_file]
+    if specs and (weights or options):
+        raise InputError("--weights and model option flags describe the one default model; with --model, "
+                         "put them in each SPEC (MODULE:WEIGHTS:OPTIONS_JSON)")  # fmt: skip
+    default = [f"{PLUGIN_MODULE}:{weights}:{json.dumps(dict(options))}"]
+    return check_models(specs or default, parse_pythons([*pythons, *file_pythons]))
 
 
 def plan_stages(models: Sequence[ModelSpec], task_dirs: Sequence[Path]) -> List[StagePlan]:

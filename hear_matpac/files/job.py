@@ -11,14 +11,14 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 
-from ..api import load_model
-from ..io import InputError, MissingFile, first_line, is_user_error
+from ..api import load_model, resolve_device
+from ..io import InputError, MissingFile, first_line, is_user_error, one_line
 from ..precision import check_precision_device
 from ..weights.locate import resolve_weights_path
 from .embed import FileEmbedder, Tally, folder_settings, plan_jobs
 from .inputs import collect_inputs
 from .progress import AudioProgress
-from .ranks import SOLO, RankGroup, rank_device
+from .ranks import SOLO, OtherRankFailed, RankGroup, rank_device, rank_group, torchrun_ranks
 from .shard import Share, measure, shares
 from .store import OutputStore
 
@@ -30,6 +30,10 @@ class Totals:
     embedded: int
     skipped: int
     failed: int
+
+    def describe(self, out: Union[str, Path]) -> str:
+        """One line: the counts, and the output folder `out`."""
+        return f"{self.embedded} embedded, {self.skipped} skipped (already there), {self.failed} failed; outputs in {out}"
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,29 @@ def embed_files(paths: Sequence[Union[str, Path]], out: Union[str, Path], weight
             tally = group.agree(lambda: _embed(run, model, device, store, share, group))
         counts = group.all_gather((tally.embedded, tally.skipped, len(tally.failed)))
     return Totals(*(sum(column) for column in zip(*counts)))
+
+
+def embed_job(paths: Sequence[Union[str, Path]], out: Union[str, Path], weights: Union[str, Path] = "", *,
+              device: Union[str, torch.device] = "auto", prefix: str = "embed_files", **settings: Any) -> Optional[Totals]:
+    """`embed_files` on every rank of the torchrun job that started this process (one process
+    outside torchrun), the job's process group set up for the call and torn down after; every
+    rank gets the same totals. `device`: a torch device or its name (`api.resolve_device`);
+    `settings`: `embed_files`' other keywords. A user's mistake on one rank of several is said
+    there, once, on stderr after `prefix`, and every rank returns None (its caller exits as for
+    a mistake); in a single process it is raised. A bug keeps its traceback on every rank."""
+    with rank_group(torchrun_ranks()) as group:  # one process: SOLO, every exchange the identity
+        try:
+            device = resolve_device(device) if isinstance(device, str) else device
+            return embed_files(paths, out, weights, device=device, group=group, prefix=prefix, **settings)
+        except OtherRankFailed:  # that rank says why
+            group.settle()
+            return None
+        except Exception as err:
+            if group.world == 1 or not is_user_error(err):
+                raise  # one process: the caller says it; a bug keeps its traceback
+            print(f"{prefix}: error: {one_line(err)}", file=sys.stderr, flush=True)
+            group.settle()  # torchrun stops the job at the first rank's exit: none before the line is out
+            return None
 
 
 def _device(device: Union[str, torch.device], group: RankGroup) -> torch.device:

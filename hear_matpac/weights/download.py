@@ -39,6 +39,12 @@ class FetchResult:
     downloaded: bool
     recorded: bool
 
+    def describe(self, name: str) -> str:
+        """Two lines for the checkpoint `name`: where it is (fetched or found) and its sha256's state."""
+        where = f"downloaded {name} to {self.path}" if self.downloaded else f"{name} is already at {self.path}; not fetched again"
+        state = "recorded now (trust on first use)" if self.recorded else "matches the record"
+        return f"{where}\nsha256 {self.sha256}: {state}"
+
 
 def fetch(
     entry: WeightsEntry,

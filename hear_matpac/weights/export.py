@@ -30,6 +30,12 @@ class ExportResult:
     n_params: int
     head: bool
 
+    def describe(self) -> str:
+        """One line: the file written, its tensors and the encoder's shape."""
+        cfg, head = self.config, ", with the classification head" if self.head else ""
+        return (f"wrote {self.path}: {self.n_tensors} tensors, encoder embed_dim {cfg.embed_dim}, depth "
+                f"{cfg.depth}, {cfg.n_frames} frames, {self.n_params:,} parameters{head}")
+
 
 def export_safetensors(
     src: PathLike, out: PathLike, *, include_head: bool = True, overwrite: bool = False

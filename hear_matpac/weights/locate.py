@@ -63,6 +63,15 @@ def find_local(entry: WeightsEntry) -> Optional[Path]:
     return None
 
 
+def local_copies() -> str:
+    """The published checkpoints as a text table, each with the local copy found of it ('-':
+    none), and how to fetch one (what `hear-matpac weights list` prints)."""
+    lines = [f"{'name':<20} {'model':<9} {'frames':>6}  {'kind':<34} local copy"]
+    for entry in REGISTRY.values():
+        lines.append(f"{entry.name:<20} {entry.model:<9} {entry.frames:>6}  {entry.kind:<34} {find_local(entry) or '-'}")
+    return "\n".join(lines) + "\n\nfetch one with: hear-matpac weights fetch NAME [--dir DIR]\n"
+
+
 def locate(name: str, source: str = "") -> Path:
     """The local file of the checkpoint called `name`; `FileNotFoundError` saying how to fetch
     it. `source` says where the name came from (e.g. `$HEAR_MATPAC_WEIGHTS`), for the message."""

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from dataclasses import asdict
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..claims import JOB_ENV
 from ...hear_tools.launch import exit_on_sigterm
@@ -82,6 +82,23 @@ def parse_extra(items: Sequence[str]) -> Dict[str, Any]:
         except ValueError:
             extra[key.strip()] = value
     return extra
+
+
+def choose_engine(engine: str, given: Mapping[str, Any], extra: Sequence[str],
+                  spread: bool = False) -> Tuple[str, Optional[SlurmOptions]]:
+    """(`engine`, its `SlurmOptions` or None) from the `--engine` choice, the `--slurm-*` values
+    `given` by `SlurmOptions` field (None: not given) and the `--slurm-extra KEY=VALUE` items.
+    `InputError` for Slurm options without the slurm engine, and for the slurm engine with the
+    local engine's spread over this node (`spread`: `--devices` or `--jobs` given)."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if engine != "slurm":
+        if given or extra:
+            raise InputError("the --slurm-* options need --engine slurm")
+        return engine, None
+    if spread:
+        raise InputError("--devices and --jobs spread the stages over this node; with --engine slurm each "
+                         "stage asks Slurm for its own GPU (--slurm-gpus-per-stage): drop them")  # fmt: skip
+    return engine, SlurmOptions(**given, extra=parse_extra(extra))
 
 
 def require_submitit() -> Any:
