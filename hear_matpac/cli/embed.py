@@ -71,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.decode_workers is not None and args.decode_workers < 0:
         raise InputError(f"--decode-workers must be 0 or more, got {args.decode_workers}")
-    options = model_options(args)
     with rank_group(torchrun_ranks()) as group:  # one process: SOLO, every exchange the identity
-        try:
+        try:  # a bad --device or --model-options: every rank's, said by rank 0 alone (`agree`)
+            device, options = group.agree(lambda: (resolve_device(args.device), model_options(args)))
             totals = embed_files(args.paths, args.out, args.weights, timestamps=args.timestamps,
-                                 device=resolve_device(args.device), options=options, batch_size=args.batch_size,
+                                 device=device, options=options, batch_size=args.batch_size,
                                  decode_workers=args.decode_workers, overwrite=args.overwrite, quiet=args.quiet,
                                  group=group, prefix=_PREFIX)  # fmt: skip
         except OtherRankFailed:  # that rank says why
