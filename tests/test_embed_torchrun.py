@@ -336,7 +336,8 @@ def test_a_rank_that_joins_after_another_run_took_the_folder_stops(tmp_path: Pat
 
 
 @pytest.mark.parametrize("extra, problem", [(["--device", "nosuchdevice"], "--device 'nosuchdevice' is not a torch device"),
-                                            (["--model-options", "[1]"], "--model-options must be a JSON object")])  # fmt: skip
+                                            (["--model-options", "[1]"], "--model-options must be a JSON object"),
+                                            (["--batch-size", "0"], "--batch-size must be at least 1")])  # fmt: skip
 def test_a_bad_device_or_model_options_is_said_once_by_rank_0(tmp_path: Path, extra: list, problem: str) -> None:
     """Every rank finds the mistake; rank 0 says it in one line, the others exit 2 silently."""
     inputs = _corpus(tmp_path / "in")

@@ -67,13 +67,9 @@ def run(args: argparse.Namespace) -> int:
     from ..files.job import embed_files
     from ..files.ranks import OtherRankFailed, rank_group, torchrun_ranks
 
-    if args.batch_size is not None and args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.decode_workers is not None and args.decode_workers < 0:
-        raise InputError(f"--decode-workers must be 0 or more, got {args.decode_workers}")
     with rank_group(torchrun_ranks()) as group:  # one process: SOLO, every exchange the identity
-        try:  # a bad --device or --model-options: every rank's, said by rank 0 alone (`agree`)
-            device, options = group.agree(lambda: (resolve_device(args.device), model_options(args)))
+        try:  # a bad option is every rank's mistake: said by rank 0 alone (`agree`)
+            device, options = group.agree(lambda: _checked(args))
             totals = embed_files(args.paths, args.out, args.weights, timestamps=args.timestamps,
                                  device=device, options=options, batch_size=args.batch_size,
                                  decode_workers=args.decode_workers, overwrite=args.overwrite, quiet=args.quiet,
@@ -91,3 +87,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{totals.embedded} embedded, {totals.skipped} skipped (already there), {totals.failed} failed; "
               f"outputs in {args.out}")  # fmt: skip
     return 1 if totals.failed else 0
+
+
+def _checked(args: argparse.Namespace) -> tuple:
+    """The device and model options `args` give; `InputError` for a bad one."""
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.decode_workers is not None and args.decode_workers < 0:
+        raise InputError(f"--decode-workers must be 0 or more, got {args.decode_workers}")
+    return resolve_device(args.device), model_options(args)
