@@ -127,6 +127,7 @@ def test_an_undeferred_check_waits_and_judges_at_once(cuda):
         hear_matpac.get_scene_embeddings(audio, model)
     scene = hear_matpac.get_scene_embeddings(torch.zeros(2, 16000), model)  # finite: no error
     assert torch.isfinite(scene).all() and cuda.violations == []
+    assert cuda.log == [("wait", (-1,)), ("wait", (-1,))]  # one wait a call
 
 
 # embed's calls ------------------------------------------------------------------------------------
