@@ -270,8 +270,9 @@ def upload(host: Tensor, device: torch.device) -> Tensor:
 
 def to_host(tensor: Tensor) -> Tensor:
     """`tensor` on the CPU: as it is there; from CUDA copied into pinned memory without making
-    the host wait (complete once a `device_event` recorded after it has passed; until then the
-    host must neither read it nor let it go); from another device, copied now."""
+    the host wait (complete once a `device_event` recorded after it has passed: the host must
+    not read it before; torch keeps its memory until the copy is done, even if it is let go);
+    from another device (whose copies this does not track), copied now."""
     if TRANSFERS.asynchronous(tensor.device):
         return TRANSFERS.to_host(tensor)
     return tensor.cpu()
