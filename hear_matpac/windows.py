@@ -231,30 +231,59 @@ def _upload_groups(host: list[_HostGroup], device: torch.device) -> list[GroupIn
     return indices
 
 
-def upload(host: Tensor, device: torch.device) -> Tensor:
-    """`host` (a CPU tensor the caller no longer writes) on `device`: on CUDA through pinned
-    memory without making the host wait (torch keeps the pinned copy until the copy is done)."""
-    if device.type == "cuda":
+class Transfers:
+    """Copies between the host and a device that works asynchronously (CUDA): through pinned host
+    memory, without making the host wait, and events that say when they are done. `TRANSFERS` is
+    the one in use; tests put another there to drive these paths without a GPU."""
+
+    def asynchronous(self, device: torch.device) -> bool:
+        """Whether work and copies on `device` run without the host waiting for them."""
+        return device.type == "cuda"
+
+    def to_device(self, host: Tensor, device: torch.device) -> Tensor:
+        """`host` on `device` (torch keeps the pinned copy until the copy is done)."""
         return host.pin_memory().to(device, non_blocking=True)
+
+    def to_host(self, tensor: Tensor) -> Tensor:
+        """A pinned host tensor that `tensor` is being copied into (the copy queued on the
+        current stream of `tensor`'s device)."""
+        host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        return host.copy_(tensor, non_blocking=True)
+
+    def event(self, device: torch.device) -> Any:
+        """An event recorded on `device`'s current stream, where the work before it was queued."""
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(device))
+        return event
+
+
+TRANSFERS = Transfers()
+
+
+def upload(host: Tensor, device: torch.device) -> Tensor:
+    """`host` (a CPU tensor) on `device`: on CUDA through pinned memory without making the host
+    wait (a tensor pinned already is not copied again on the host)."""
+    if TRANSFERS.asynchronous(device):
+        return TRANSFERS.to_device(host, device)
     return host.to(device)
 
 
 def to_host(tensor: Tensor) -> Tensor:
-    """`tensor` on the CPU: as it is there, else copied into pinned memory without making the
-    host wait (complete once a `device_event` recorded after it has passed)."""
-    if tensor.device.type == "cpu":
-        return tensor
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    return host.copy_(tensor, non_blocking=True)
+    """`tensor` on the CPU: as it is there; from CUDA copied into pinned memory without making
+    the host wait (complete once a `device_event` recorded after it has passed: the host must
+    not read it before; torch keeps its memory until the copy is done, even if it is let go);
+    from another device (whose copies this does not track), copied now."""
+    if TRANSFERS.asynchronous(tensor.device):
+        return TRANSFERS.to_host(tensor)
+    return tensor.cpu()
 
 
 def device_event(device: torch.device) -> Optional[Any]:
-    """An event recorded on `device`'s current stream (None off CUDA: nothing to wait for)."""
-    if device.type != "cuda":
+    """An event recorded on `device`'s current stream, after the work queued there so far (None
+    where nothing runs asynchronously: nothing to wait for)."""
+    if not TRANSFERS.asynchronous(device):
         return None
-    event = torch.cuda.Event()
-    event.record(torch.cuda.current_stream(device))
-    return event
+    return TRANSFERS.event(device)
 
 
 def frames_first(mel: Tensor, plan: WindowPlan) -> Tensor:

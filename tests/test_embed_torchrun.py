@@ -332,3 +332,19 @@ def test_a_rank_that_joins_after_another_run_took_the_folder_stops(tmp_path: Pat
             with output_store.OutputStore.join(out, 1, {}, token):
                 pass
     assert said == []
+
+
+
+@pytest.mark.parametrize("extra, problem", [(["--device", "nosuchdevice"], "--device 'nosuchdevice' is not a torch device"),
+                                            (["--model-options", "[1]"], "--model-options must be a JSON object"),
+                                            (["--batch-size", "0"], "--batch-size must be at least 1")])  # fmt: skip
+def test_a_bad_device_or_model_options_is_said_once_by_rank_0(tmp_path: Path, extra: list, problem: str) -> None:
+    """Every rank finds the mistake; rank 0 says it in one line, the others exit 2 silently."""
+    inputs = _corpus(tmp_path / "in")
+    code, out, err = _finish(_torchrun(inputs, tmp_path / "out", *extra))  # a later --device wins
+    assert code != 0 and err.count("hear-matpac embed: error:") == 1 and problem in err, (code, out, err)
+    results = [_finish(rank) for rank in _ranks_by_hand(inputs, tmp_path / "out", *extra)]
+    assert [code for code, _, _ in results] == [2, 2], results
+    rank0, rank1 = results
+    assert len(rank0[2].strip().splitlines()) == 1 and problem in rank0[2], rank0
+    assert rank1[2] == "" and rank0[1] == rank1[1] == "", results

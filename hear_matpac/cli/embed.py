@@ -63,12 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from ..files.job import embed_job
     from ..files.ranks import torchrun_ranks
 
-    if args.batch_size is not None and args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.decode_workers is not None and args.decode_workers < 0:
-        raise InputError(f"--decode-workers must be 0 or more, got {args.decode_workers}")
     totals = embed_job(args.paths, args.out, args.weights, timestamps=args.timestamps, device=args.device,
-                       options=model_options(args), batch_size=args.batch_size, decode_workers=args.decode_workers,
+                       options=lambda: _checked(args), batch_size=args.batch_size, decode_workers=args.decode_workers,
                        overwrite=args.overwrite, quiet=args.quiet, prefix="hear-matpac embed")  # fmt: skip
     if totals is None:  # a rank said why
         return 2
@@ -76,3 +72,12 @@ def run(args: argparse.Namespace) -> int:
     if ranks is None or ranks.rank == 0:
         print(totals.describe(args.out))
     return 1 if totals.failed else 0
+
+
+def _checked(args: argparse.Namespace) -> dict:
+    """The model options `args` give; `InputError` for a bad flag (checked on every rank, said once)."""
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.decode_workers is not None and args.decode_workers < 0:
+        raise InputError(f"--decode-workers must be 0 or more, got {args.decode_workers}")
+    return model_options(args)

@@ -40,7 +40,7 @@ from .decode import DecodedChunk, decoded_chunks, default_workers
 from .inputs import InputFile
 from ..model import MatpacModel
 from ..options import result_options
-from ..windows import device_event, to_host
+from ..windows import device_event, to_host, upload
 from .store import Need, OutputStore, Source
 from .outputs import FRAMES_SUFFIX, SCENE_SUFFIX
 from .progress import AudioProgress
@@ -161,19 +161,21 @@ class FileEmbedder:
         lengths = [n for p in pieces for n in p.lengths]
         problem = queued = None
         try:
-            # each piece to the device (from pinned memory, without waiting), joined there
-            on_device = [p.audio.to(self.device, non_blocking=True) for p in pieces]
-            audio = on_device[0] if len(on_device) == 1 else torch.cat(on_device)
-            del on_device
-            queued = self._queue(audio, lengths, group)
+            queued = self._queue(self._on_device(pieces), lengths, group)
         except _FILE_ERRORS as err:
             _stop_on_device_failure(err, group)
             problem = first_line(err)
-        audio = None
         self._finish(pending, writer)
         if problem is not None:  # outside the handler: the failed call's frames and memory are gone
             self._retry(group, problem, writer)
         return queued
+
+    def _on_device(self, pieces: list[DecodedChunk]) -> Tensor:
+        """The audio of a call's `pieces` on the device: each piece copied there (from pinned
+        memory, without waiting), joined there. In a function of its own so that when the join
+        fails (out of memory), the pieces' copies go with its frame, before the retry."""
+        on_device = [upload(p.audio, self.device) for p in pieces]
+        return on_device[0] if len(on_device) == 1 else torch.cat(on_device)
 
     def _finish(self, queued: Optional["_Queued"], writer: "BackgroundWriter") -> None:
         """Read back `queued` and hand its outputs to the writer; when its call failed late
@@ -203,19 +205,19 @@ class FileEmbedder:
 
     def _one(self, member: tuple[Job, Tensor], writer: "BackgroundWriter") -> None:
         try:
-            outputs = self._queue(member[1], [len(member[1])], [member]).read()
+            outputs = self._queue(upload(member[1], self.device), [len(member[1])], [member]).read()
         except _FILE_ERRORS as err:
             _stop_on_device_failure(err, [member])
             self.fail(str(member[0].item.path), first_line(err), member[0].seconds)
             return
         writer.submit(self._write, [member], outputs)
 
-    def _queue(self, audio: Tensor, lengths: Sequence[int], group: list[tuple[Job, Tensor]]) -> "_Queued":
-        """Queue the embedding of `group`'s clips, end to end in `audio`, in one call, with the
-        copies of its outputs to the host; nothing waits for the device (on CUDA). The API's
-        `ValueError` for non-finite audio or embeddings comes at `_Queued.read`."""
+    def _queue(self, on_device: Tensor, lengths: Sequence[int], group: list[tuple[Job, Tensor]]) -> "_Queued":
+        """Queue the embedding of `group`'s clips, end to end in `on_device` (the audio on the
+        device), in one call, with the copies of its outputs to the host; nothing waits for the
+        device (on CUDA). The API's `ValueError` for non-finite audio or embeddings comes at
+        `_Queued.read`."""
         frames = any(job.need.frames for job, _ in group)
-        on_device = audio.to(self.device, non_blocking=True)  # from pinned memory on CUDA
         with deferred_checks() as checks:
             results = embed_packed(on_device, lengths, self.model, timestamps=frames)
         check, = checks
@@ -252,10 +254,12 @@ class _Queued:
 
     def read(self) -> list[Output]:
         """Wait for the call (its one device read) and raise as the API would; each clip's
-        scene and (when computed) frames as NumPy arrays."""
-        self.check.result()
+        scene and (when computed) frames as NumPy arrays. One wait: `event`, recorded after the
+        check's summary was queued for the host on the same stream, covers it too, so the
+        check finds its own event passed."""
         if self.event is not None:
             self.event.synchronize()
+        self.check.result()
         scene = self.scene.numpy()
         if self.embeddings is None:
             return [(row, None) for row in scene]

@@ -7,7 +7,7 @@ import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -103,17 +103,22 @@ def embed_files(paths: Sequence[Union[str, Path]], out: Union[str, Path], weight
 
 
 def embed_job(paths: Sequence[Union[str, Path]], out: Union[str, Path], weights: Union[str, Path] = "", *,
-              device: Union[str, torch.device] = "auto", prefix: str = "embed_files", **settings: Any) -> Optional[Totals]:
+              device: Union[str, torch.device] = "auto", options: Union[Mapping[str, Any], Callable[[], Mapping[str, Any]], None] = None,
+              prefix: str = "embed_files", **settings: Any) -> Optional[Totals]:
     """`embed_files` on every rank of the torchrun job that started this process (one process
     outside torchrun), the job's process group set up for the call and torn down after; every
     rank gets the same totals. `device`: a torch device or its name (`api.resolve_device`);
-    `settings`: `embed_files`' other keywords. A user's mistake on one rank of several is said
-    there, once, on stderr after `prefix`, and every rank returns None (its caller exits as for
-    a mistake); in a single process it is raised. A bug keeps its traceback on every rank."""
+    `options`: the `load_model` options, or a function that parses them (so a mistake in them,
+    made alike on every rank, is said once); `settings`: `embed_files`' other keywords. A user's
+    mistake is said once, on stderr after `prefix`, by the lowest rank that made it, and every
+    rank returns None (its caller exits as for a mistake); in a single process it is raised. A
+    bug keeps its traceback on every rank."""
     with rank_group(torchrun_ranks()) as group:  # one process: SOLO, every exchange the identity
         try:
-            device = resolve_device(device) if isinstance(device, str) else device
-            return embed_files(paths, out, weights, device=device, group=group, prefix=prefix, **settings)
+            device, options = group.agree(lambda: (resolve_device(device) if isinstance(device, str) else device,
+                                                   options() if callable(options) else options))  # fmt: skip
+            return embed_files(paths, out, weights, device=device, options=options, group=group, prefix=prefix,
+                               **settings)  # fmt: skip
         except OtherRankFailed:  # that rank says why
             group.settle()
             return None
