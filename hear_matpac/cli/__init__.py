@@ -1,5 +1,5 @@
-"""`hear-matpac` command line: one module per subcommand, each with `register(subparsers)`,
-imported only when its subcommand runs (`--help` and `info` import no tools, files or reports).
+"""`hear-matpac` command line: one module per subcommand (its name, `-` as `_`), imported only
+when its subcommand runs (`--help` and `info` import no tools, files or reports).
 
 A user's mistake (`hear_matpac.io.is_user_error`: a `UserError`, or an operating-system error
 on a path they named) is one line on stderr and exit status 2; any other exception is a bug and
@@ -18,22 +18,22 @@ from ..version import __version__
 
 BUG_STATUS = 70  # EX_SOFTWARE (sysexits.h): an internal error; neither 1 (a stage or file failed) nor 2 (usage)
 
-# (name, module under hear_matpac.cli, one-line help), in the order `--help` lists them. The
-# module adds its subcommand and sets `func(args) -> int` as the parser default; one that also
-# sets `passthrough=True` gets every argument it does not know, in order, as `args.upstream`.
+# (name, one-line help), in the order `--help` lists them. The module's `register(parser)` adds
+# the description and arguments and sets `func(args) -> int` as a default; one that also sets
+# `passthrough=True` gets every argument it does not know, in order, as `args.upstream`.
 SUBCOMMANDS = (
-    ("demo", "demo", "embed a synthetic clip with the best weights available and print the result"),
-    ("evaluate", "evaluate", "validator + heareval (embed, predict) per model and task, resumable; comparison table"),
-    ("sweep", "sweep", "heareval (embed, predict) once per window_seconds; table + plot of scores and cost"),
-    ("validate", "validate", "run hear-validator on hear_matpac (no TensorFlow needed)"),
-    ("heareval", "heareval", "run heareval's embedding or predictions runner (no TensorFlow needed)"),
-    ("make-tasks", "make_tasks", "write the small synthetic HEAR task suite (16 kHz, hear-preprocess format)"),
-    ("install-hear-tools", "install_hear_tools", "pip-install heareval + hear-validator (pinned) into this environment"),
-    ("model-env", "model_env", "make a venv for a HEAR plugin (its requirements + the HEAR tools' embedding side, pinned)"),
-    ("embed", "embed", "embed audio files (wav, flac, ogg, mp3, ...) into .npy/.npz files"),
-    ("compare", "compare", "compare heareval results across models: markdown/CSV table and PNG chart"),
-    ("weights", "weights", "list, download and convert the published MATPAC checkpoints"),
-    ("info", "info", "describe a checkpoint: inferred encoder shape, parameters, ignored keys, head"),
+    ("demo", "embed a synthetic clip with the best weights available and print the result"),
+    ("evaluate", "validator + heareval (embed, predict) per model and task, resumable; comparison table"),
+    ("sweep", "heareval (embed, predict) once per window_seconds; table + plot of scores and cost"),
+    ("validate", "run hear-validator on hear_matpac (no TensorFlow needed)"),
+    ("heareval", "run heareval's embedding or predictions runner (no TensorFlow needed)"),
+    ("make-tasks", "write the small synthetic HEAR task suite (16 kHz, hear-preprocess format)"),
+    ("install-hear-tools", "pip-install heareval + hear-validator (pinned) into this environment"),
+    ("model-env", "make a venv for a HEAR plugin (its requirements + the HEAR tools' embedding side, pinned)"),
+    ("embed", "embed audio files (wav, flac, ogg, mp3, ...) into .npy/.npz files"),
+    ("compare", "compare heareval results across models: markdown/CSV table and PNG chart"),
+    ("weights", "list, download and convert the published MATPAC checkpoints"),
+    ("info", "describe a checkpoint: inferred encoder shape, parameters, ignored keys, head"),
 )  # fmt: skip
 
 
@@ -52,12 +52,11 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser = OneLineErrorParser(prog="hear-matpac", description="MATPAC audio embeddings through the HEAR 2021 API.")
     parser.add_argument("--version", action="version", version=f"hear-matpac {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module, help in SUBCOMMANDS:
+    for name, help in SUBCOMMANDS:
+        sub = subparsers.add_parser(name, help=help)
         if command is None or name == command:
-            importlib.import_module(f"{__name__}.{module}").register(subparsers)
-            subparsers.choices[name].set_defaults(parser=subparsers.choices[name])  # its own usage errors
-        else:
-            subparsers.add_parser(name, help=help)
+            importlib.import_module(f"{__name__}.{name.replace('-', '_')}").register(sub)
+            sub.set_defaults(parser=sub)  # its own usage errors
     return parser
 
 
@@ -65,7 +64,7 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse `argv`; unknown arguments are an error except for pass-through subcommands."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), "")  # the top level takes no option with a value
-    parser = build_parser(command if command in {name for name, _, _ in SUBCOMMANDS} else "")
+    parser = build_parser(command if command in {name for name, _ in SUBCOMMANDS} else "")
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "passthrough", False):
         if "--" in extra:

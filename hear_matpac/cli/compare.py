@@ -11,19 +11,13 @@ from ..reports.results import SCORES_FILE, find_scores
 from ..reports.summary import write_comparison
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "compare",
-        help="compare heareval results across models: markdown/CSV table and PNG chart",
-        description=(
-            "Collect every heareval result (embeddings/<model>/<task>/" + SCORES_FILE + ") under "
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Collect every heareval result (embeddings/<model>/<task>/" + SCORES_FILE + ") under "
             "the RUN directories and tabulate each task's primary test score per model: the first "
             "metric of the task's evaluation list, mean +- std over folds for k-fold tasks. The "
             "best score per task is marked (lowest for segment_1s_er). Models are named by their "
             "directory (module name plus heareval's --model-options suffix, e.g. hear_matpac-layer=5). "
-            "Writes OUT/NAME.md, OUT/NAME.csv and OUT/NAME.png, and prints the markdown table."
-        ),
-    )
+            "Writes OUT/NAME.md, OUT/NAME.csv and OUT/NAME.png, and prints the markdown table.")
     parser.add_argument(
         "runs", nargs="+", type=Path, metavar="RUN",
         help="heareval result directory at any level (e.g. embeddings/, embeddings/<model>/), or a scores file",

@@ -7,13 +7,9 @@ from ..weights.locate import weights_help
 from .flags import add_device, add_model_options, add_weights, model_options
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="embed a synthetic clip with the best weights available and print the result",
-        description="Embed a synthetic clip (a chirp over noise) and print shapes, timestamps "
-        "and timing. Weights: " + weights_help(fallback=True) + ".",
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Embed a synthetic clip (a chirp over noise) and print shapes, timestamps "
+        "and timing. Weights: " + weights_help(fallback=True) + ".")
     add_weights(parser, fallback=True)
     parser.add_argument("--seconds", type=float, default=4.0, help="clip length (default 4.0)")
     add_device(parser)

@@ -8,29 +8,22 @@ from ..batching import DEFAULT_MAX_WINDOWS
 from ..io import InputError
 from .flags import add_device, add_model_options, add_overwrite, add_weights, model_options
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+
+def register(parser: argparse.ArgumentParser) -> None:
     from ..files.decode import CPU_WORKERS
     from ..files.outputs import FRAMES_SUFFIX, SCENE_SUFFIX
 
-    parser = subparsers.add_parser(
-        "embed",
-        help="embed audio files (wav, flac, ogg, mp3, ...) into .npy/.npz files",
-        description=(
-            "Embed audio files with a MATPAC checkpoint. PATH is a file (any name), a directory "
-            "(searched recursively for audio files) or a glob pattern (quote it; ** recurses). "
-            "Each file is decoded with libsndfile, mixed to mono and resampled to 16 kHz. For an "
-            f"input named NAME (its path relative to the inputs' common directory) this writes "
-            f"OUT/NAME{SCENE_SUFFIX} (scene embedding) and, with --timestamps, OUT/NAME{FRAMES_SUFFIX} "
-            "(arrays 'embeddings' (T, D) and 'timestamps' (T,) in ms). OUT records its settings and "
-            "each output's source file (path, size, mtime); a file embedded there before, unchanged, "
-            "with the same settings is skipped. One OUT holds one set of settings. A file that fails "
-            "is reported and the rest go on."
-        ),
-        epilog=(
-            "exit status: 0 when every file was embedded or skipped, 1 when any file failed, "
-            "2 for a usage error (bad option, weights that cannot be loaded)."
-        ),
-    )
+    parser.description = ("Embed audio files with a MATPAC checkpoint. PATH is a file (any name), a directory "
+        "(searched recursively for audio files) or a glob pattern (quote it; ** recurses). "
+        "Each file is decoded with libsndfile, mixed to mono and resampled to 16 kHz. For an "
+        f"input named NAME (its path relative to the inputs' common directory) this writes "
+        f"OUT/NAME{SCENE_SUFFIX} (scene embedding) and, with --timestamps, OUT/NAME{FRAMES_SUFFIX} "
+        "(arrays 'embeddings' (T, D) and 'timestamps' (T,) in ms). OUT records its settings and "
+        "each output's source file (path, size, mtime); a file embedded there before, unchanged, "
+        "with the same settings is skipped. One OUT holds one set of settings. A file that fails "
+        "is reported and the rest go on.")
+    parser.epilog = ("exit status: 0 when every file was embedded or skipped, 1 when any file failed, "
+        "2 for a usage error (bad option, weights that cannot be loaded).")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="audio file, directory or glob pattern")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created)")
     add_weights(parser)

@@ -18,11 +18,8 @@ from .flags import (add_devices, add_engine, add_grid, add_model_options, add_ov
                     add_weights, devices, engine_options, model_options)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="validator + heareval (embed, predict) per model and task, resumable; comparison table",
-        description="The HEAR tools end to end: for each --model, hear-validator once, then "
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("The HEAR tools end to end: for each --model, hear-validator once, then "
         "heareval's embedding and predictions runners on each task of --tasks-dir (default: the "
         "synthetic suite, written to OUT/tasks). A stage already complete in --out is skipped, so "
         "the same command resumes a killed run; --overwrite redoes everything. Ends with "
@@ -31,8 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "other stages go on) or was left to another run holding its claim (named). Stages run on every visible GPU "
         "(--devices, --jobs per device), longest task first, each in its own processes. Without --model: hear_matpac with --weights and the "
         "model option flags. Weights: " + weights_help(fallback=True)
-        + " (its scores mean nothing). Needs `hear-matpac install-hear-tools` first.",
-    )
+        + " (its scores mean nothing). Needs `hear-matpac install-hear-tools` first.")
     parser.add_argument("--model", action="append", default=[], metavar="SPEC",
                         help="MODULE[:WEIGHTS[:OPTIONS_JSON]] (repeatable), e.g. "
                         "'hear_matpac:weights/matpac_10_2048.pt:{\"layer\": 6}' or hearbaseline")  # fmt: skip

@@ -7,14 +7,10 @@ import argparse
 from .flags import add_tensorflow
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "heareval",
-        help="run heareval's embedding or predictions runner (no TensorFlow needed)",
-        description="Run heareval 2021.1.3's runners, unmodified. Every argument that is not "
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Run heareval 2021.1.3's runners, unmodified. Every argument that is not "
         "one of hear-matpac's own options goes to the runner as written; put `--` before "
-        "arguments meant for the runner only (e.g. `-- --help`).",
-    )
+        "arguments meant for the runner only (e.g. `-- --help`).")
     runners = parser.add_subparsers(dest="runner", metavar="RUNNER", required=True)
     embed = runners.add_parser(
         "embed",

@@ -6,13 +6,9 @@ import argparse
 import json
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "info",
-        help="describe a checkpoint: inferred encoder shape, parameters, ignored keys, head",
-        description="Read CKPT exactly as load_model would (checked, sha256 verified when recorded) "
-        "and print what it holds.",
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Read CKPT exactly as load_model would (checked, sha256 verified when recorded) "
+        "and print what it holds.")
     parser.add_argument("ckpt", metavar="CKPT", help="checkpoint file (.pt or .safetensors) or published name")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)

@@ -6,17 +6,13 @@ import argparse
 from .flags import add_overwrite, add_tasks
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(parser: argparse.ArgumentParser) -> None:
     from ..hear_tools.tasks import suite
 
     names = ", ".join(spec.name for spec in suite())
-    parser = subparsers.add_parser(
-        "make-tasks",
-        help="write the small synthetic HEAR task suite (16 kHz, hear-preprocess format)",
-        description=f"Write the synthetic HEAR tasks ({names}) into OUT, ready for "
+    parser.description = (f"Write the synthetic HEAR tasks ({names}) into OUT, ready for "
         "`hear-matpac heareval embed hear_matpac --tasks-dir OUT`. Test and demo data, not a "
-        "benchmark.",
-    )
+        "benchmark.")
     parser.add_argument("out", help="folder to create (holds only the task folders)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--scale", type=int, default=1, help="multiply clips per split (default 1)")

@@ -6,16 +6,12 @@ import argparse
 import sys
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "model-env",
-        help="make a venv for a HEAR plugin (its requirements + the HEAR tools' embedding side, pinned)",
-        description="Create the venv DIR (or add to it) for one HEAR plugin: pip installs the REQUIREMENTs "
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Create the venv DIR (or add to it) for one HEAR plugin: pip installs the REQUIREMENTs "
         "(pip's syntax) together with what heareval's embedding runner and hear-validator import (pinned), "
         "then the two tools with --no-deps; neither hear_matpac nor TensorFlow is needed there. Then checks "
         "that the new interpreter imports the module and prints the flag for `evaluate`: "
-        "--python MODULE=DIR/bin/python.",
-    )
+        "--python MODULE=DIR/bin/python.")
     parser.add_argument("dir", metavar="DIR", help="the venv's folder (new, empty, or a venv to add to)")
     parser.add_argument("requirements", metavar="REQUIREMENT", nargs="*",
                         help="the plugin and its pins, e.g. librosa==0.9.2 resampy (with --no-deps hearbaseline==2021.1.1)")  # fmt: skip

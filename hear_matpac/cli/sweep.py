@@ -15,9 +15,8 @@ from .flags import (add_devices, add_engine, add_grid, add_model_options, add_ta
                     devices, engine_options, model_options)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("sweep", help="heareval (embed, predict) once per window_seconds; table + plot of scores and cost",
-        description="`evaluate` of hear_matpac once per window length in OUT/sweep/ (complete stages reused: the same command "
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("`evaluate` of hear_matpac once per window length in OUT/sweep/ (complete stages reused: the same command "
         "resumes, a new length runs only its stages); OUT/sweep.{md,csv,json,png}: scores and encoding cost (a reused "
         "stage's as measured when it ran). Exit codes as evaluate's. Needs `hear-matpac install-hear-tools`.")  # fmt: skip
     parser.add_argument("--window-seconds", default="0.96,1.92,3.04,6.08",

@@ -7,13 +7,9 @@ from ..weights.locate import best_available_weights, weights_help
 from .flags import add_device, add_tensorflow, add_weights
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "validate",
-        help="run hear-validator on hear_matpac (no TensorFlow needed)",
-        description="Run hear-validator (hearvalidator 2021.0.6, unmodified) on hear_matpac. "
-        "Weights: " + weights_help(fallback=True) + ". Needs `hear-matpac install-hear-tools` first.",
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Run hear-validator (hearvalidator 2021.0.6, unmodified) on hear_matpac. "
+        "Weights: " + weights_help(fallback=True) + ". Needs `hear-matpac install-hear-tools` first.")
     add_weights(parser, fallback=True)
     add_device(parser)
     add_tensorflow(parser)

@@ -13,14 +13,10 @@ from ..weights.locate import WEIGHTS_DIR_ENV, local_copies, resolve_weights_path
 from .flags import add_overwrite
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "weights",
-        help="list, download and convert the published MATPAC checkpoints",
-        description="The published MATPAC / MATPAC++ checkpoints: list them, download one "
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("The published MATPAC / MATPAC++ checkpoints: list them, download one "
         "(resumable, checked, sha256 recorded on first download), or export a checkpoint's "
-        "encoder to .safetensors.",
-    )
+        "encoder to .safetensors.")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     # each ACTION names itself as the command, so every error of it reads
     # `hear-matpac weights ACTION: error: ...` (argparse's, the CLI's and its own)
