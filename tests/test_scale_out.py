@@ -368,7 +368,7 @@ def test_a_killed_job_without_retries_is_reported_and_the_next_run_redoes_it(pla
     assert Path(failed.log).parent == out / "slurm" and Path(failed.log).is_file()
     assert result.scores == []
     again, _ = _slurm_run(tasks, model, out, retries=0, kill=False, lines=[], only=TASKS[:1])
-    assert [o.status for o in again.outcomes] == ["skipped", "ran"]
+    assert [o.status for o in again.outcomes] == ["skipped", "ran"], [(o.message, o.log) for o in again.outcomes]
     assert _scores(again) == [s for s in _scores(plain) if s[1] == TASKS[0]] != []
 
 
