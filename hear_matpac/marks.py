@@ -54,6 +54,18 @@ def make_marked(folder: Path, tool: str, purpose: str) -> Path:
     return folder
 
 
+def ensure_marked(folder: Path, tool: str, purpose: str) -> Path:
+    """`make_marked(folder, ...)` unless `folder` is a directory already, or another process
+    makes it at the same moment; the caller has checked that one there is its own."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        try:
+            make_marked(folder, tool, purpose)
+        except FileExistsError:  # another run made it first
+            pass
+    return folder
+
+
 def write_mark(folder: Path, tool: str, purpose: str) -> None:
     """Mark the existing `folder` as made by `tool` for `purpose`."""
     (Path(folder) / MARK).write_text(mark_text(tool, purpose))

@@ -13,7 +13,7 @@ from ..files.folders import ensure_folder
 from ..files.shard import longest_first
 from ..hear_tools.tasks import suite_matches, write_suite
 from ..io import InputError
-from ..marks import describe_mark, is_marked, made_for, make_marked
+from ..marks import describe_mark, ensure_marked, is_marked, made_for
 from ..reports.results import TaskScore
 from ..reports.summary import run_summary, write_run_report
 from ..reports.tables import plural
@@ -123,11 +123,7 @@ def evaluate(
     if os.path.lexists(runs) and not made_for(Path(os.path.realpath(runs)), TOOL, RUNS_PURPOSE, legacy=True):
         raise InputError(f"{runs} exists and {describe_mark(Path(os.path.realpath(runs)))}, not by evaluate as its "
                          "runs folder; it is left alone: choose another --out")  # fmt: skip
-    if not runs.is_dir():
-        try:
-            make_marked(runs, TOOL, RUNS_PURPOSE)
-        except FileExistsError:
-            pass
+    ensure_marked(runs, TOOL, RUNS_PURPOSE)
     for model in models:
         (runs / model.folder).mkdir(exist_ok=True)
     tools = Tools()

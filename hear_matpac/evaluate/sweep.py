@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence, T
 from ..files.folders import ensure_folder
 from ..hear_tools.launch import PLUGIN_MODULE
 from ..io import InputError
-from ..marks import make_marked, refuse_unless_made_for
+from ..marks import ensure_marked, refuse_unless_made_for
 from ..options import ModelOptions
 from ..reports.chart import require_matplotlib
 from ..reports.sweep import SweepRow, write_outputs
@@ -28,7 +28,7 @@ from ..weights.locate import best_available_weights
 from ..weights.read import read_config
 from .run import RunResult, evaluate, synthetic_tasks
 from .specs import check_model
-from .stages import print_now
+from .stages import COST_FIELDS, print_now
 from .task_folders import find_tasks, task_audio_seconds
 
 if TYPE_CHECKING:
@@ -86,14 +86,15 @@ def sweep_rows(result: RunResult, labels: Sequence[str]) -> List[SweepRow]:
     """A row per model of `result` (labelled by `labels`): its complete stages' scores and the
     cost recorded for them (for a stage reused from an earlier run, the cost measured when it
     ran), the audio of those stages' tasks."""
+    complete = [o for o in result.outcomes if o.plan is not None and o.status in ("ran", "skipped")]
+    audio = {d: task_audio_seconds(Path(d)) for d in {o.plan.task_dir for o in complete}}  # once per task
     rows = []
     for model, label in zip(result.models, labels):
-        done = [o for o in result.outcomes if o.plan is not None and o.model == model.folder
-                and o.status in ("ran", "skipped")]  # fmt: skip
-        cost = {k: [o.cost.get(k) for o in done] for k in ("embed_seconds", "encode_seconds", "peak_rss_mib")}
+        done = [o for o in complete if o.model == model.folder]
+        cost = {k: [o.cost.get(k) for o in done] for k in COST_FIELDS}
         rows.append(SweepRow(label, dict(model.options),
                              _total(cost["embed_seconds"], math.fsum), _total(cost["encode_seconds"], math.fsum),
-                             math.fsum(task_audio_seconds(Path(o.plan.task_dir)) for o in done),
+                             math.fsum(audio[o.plan.task_dir] for o in done),
                              _total(cost["peak_rss_mib"], max), tuple(s for o in done for s in o.scores)))  # fmt: skip
     return rows
 
@@ -131,11 +132,7 @@ def sweep_settings(
         raise InputError(f"--tasks-dir {tasks_dir} lies inside {runs}, which holds sweep's own results; "
                          "copy the tasks elsewhere first")  # fmt: skip
     ensure_folder(out_dir)
-    if not runs.is_dir():
-        try:
-            make_marked(runs, TOOL, PURPOSE)
-        except FileExistsError:  # another sweep made it first
-            pass
+    ensure_marked(runs, TOOL, PURPOSE)
     if tasks_dir is None:  # the whole suite, whatever `tasks` picks: every selection reuses it
         tasks_dir = synthetic_tasks(runs, scale, (), True, report)
     result = evaluate(models, runs, tasks_dir, tasks, grid, grid_points, scale, tensorflow, report=report,
