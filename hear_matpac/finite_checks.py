@@ -10,11 +10,12 @@ import contextlib
 import threading
 import warnings
 import weakref
-from typing import Iterator, List, NamedTuple, Sequence, Union
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from .packing import PackedClips, sample_blocks
 from .windows import device_event, to_host, upload
 
 # Models already warned about audio louder than [-1, 1]: the warning is given once per model.
@@ -26,7 +27,7 @@ def verify_call(model: nn.Module, audio: Tensor, *outputs: Tensor) -> None:
     """Raise `ValueError` naming the clips whose `audio` `(clips, samples)` (float32, as the
     model took it) or any of `outputs` `(clips, ...)` are not finite; warn once per `model`
     when the audio's peak amplitude is above 1. One read from the device."""
-    _verify(model, torch.isfinite(audio).all(dim=1), audio, outputs)
+    _verify(model, *_ranges([audio]), outputs)
 
 
 class ClipRows(NamedTuple):
@@ -41,29 +42,56 @@ class ClipRows(NamedTuple):
 def verify_packed(model: nn.Module, audio: Tensor, lengths: Sequence[int],
                   *outputs: Union[Tensor, ClipRows]) -> None:  # fmt: skip
     """`verify_call` for clips of different lengths: `audio` `(samples,)` holds them end to
-    end (`lengths`), each of `outputs` is `(clips, ...)` or `ClipRows`. Segment reductions over
-    the whole call (ops per call, not per clip); one read."""
-    sizes = list(lengths)
+    end (`lengths`), each of `outputs` is `(clips, ...)` or `ClipRows`. Ops per call, not per
+    clip (the audio's per block of clips of one length when there are few); one read."""
+    lengths = list(lengths)
+    blocks = sample_blocks(lengths)
+    few = len(blocks) <= FEW_BLOCKS
+    sizes = [] if few else list(lengths)  # segment lengths: the audio's, then each ClipRows'
     for output in outputs:
         if isinstance(output, ClipRows):  # kept and dropped rows of each clip, alternating
             sizes += [n for k, c in zip(output.kept, output.counts) for n in (k, c - k)]
-    sizes_on_device = upload(torch.tensor(sizes, dtype=torch.int64), audio.device)
-    # x * 0: 0 where x is finite, NaN where it is NaN or Inf; a sum of those is NaN iff one is
-    finite_audio = torch.isfinite(
-        torch.segment_reduce(audio * 0, "sum", lengths=sizes_on_device[: len(lengths)], unsafe=True)
-    )  # fmt: skip
-    _verify(model, finite_audio, audio, _finite_outputs(outputs, sizes_on_device, len(lengths)))
+    sizes_on_device = upload(torch.tensor(sizes, dtype=torch.int64), audio.device) if sizes else None
+    if few:  # each block's rows reduced on a view: one pass, no copy
+        clips = PackedClips(audio, lengths)
+        finite_audio, peak = _ranges([clips.block(members) for _, members in blocks])
+        order: Optional[List[int]] = [i for _, members in blocks for i in members]
+        at = 0
+    else:  # x * 0: 0 where x is finite, NaN where it is NaN or Inf; a sum of those is NaN iff one is
+        summed = torch.segment_reduce(audio * 0, "sum", lengths=sizes_on_device[: len(lengths)], unsafe=True)
+        finite_audio, peak = torch.isfinite(summed), _peak(*torch.aminmax(audio))
+        order, at = None, len(lengths)
+    _verify(model, finite_audio, peak, _finite_outputs(outputs, sizes_on_device, at, len(lengths)), order)
 
 
-def _finite_outputs(outputs: Sequence[Union[Tensor, ClipRows]], sizes: Tensor, n_clips: int) -> list[Tensor]:
-    """`(clips,)` bool per output of `verify_packed`: `sizes` the audio's and then each
-    `ClipRows`' alternating segment lengths, on the device."""
-    finite, at = [], n_clips
+# At most this many blocks of clips of one length (`packing.sample_blocks`), a packed call's audio
+# is checked block by block (two reductions each, on views); beyond, by segments in one go.
+FEW_BLOCKS = 4
+
+
+def _ranges(blocks: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
+    """`(rows,)` bool, whether each row of `blocks` `(rows_k, samples_k)` is finite (rows block
+    after block), and the peak amplitude of all (NaN or Inf where a row is not finite)."""
+    low = [block.amin(dim=1) for block in blocks]  # (torch.aminmax by rows is slower)
+    high = [block.amax(dim=1) for block in blocks]
+    low, high = (torch.cat(part) if len(part) > 1 else part[0] for part in (low, high))
+    return torch.isfinite(low) & torch.isfinite(high), _peak(low.min(), high.max())  # as _finite_rows
+
+
+def _peak(low: Tensor, high: Tensor) -> Tensor:
+    return torch.maximum(-low, high)
+
+
+def _finite_outputs(outputs: Sequence[Union[Tensor, ClipRows]], sizes: Optional[Tensor], at: int,
+                    n_clips: int) -> list[Tensor]:  # fmt: skip
+    """`(clips,)` bool per output of `verify_packed`: `sizes[at:]` each `ClipRows`' alternating
+    segment lengths, on the device."""
+    finite = []
     for output in outputs:
         if not isinstance(output, ClipRows):
             finite.append(output)
             continue
-        rows_bad = (~torch.isfinite(output.values.flatten(1))).any(dim=1).float()  # (rows,)
+        rows_bad = (~_finite_rows(output.values)).float()  # (rows,)
         segments = sizes[at : at + 2 * n_clips]
         at += 2 * n_clips
         bad = torch.segment_reduce(rows_bad, "sum", lengths=segments, unsafe=True)[0::2]
@@ -71,12 +99,14 @@ def _finite_outputs(outputs: Sequence[Union[Tensor, ClipRows]], sizes: Tensor, n
     return finite
 
 
-def _verify(model: nn.Module, finite_audio: Tensor, audio: Tensor, outputs: Sequence[Tensor]) -> None:
-    """`outputs`: `(clips, ...)` values, or `(clips,)` bool already reduced (finite per clip)."""
+def _verify(model: nn.Module, finite_audio: Tensor, peak: Tensor, outputs: Sequence[Tensor],
+            order: Optional[Sequence[int]] = None) -> None:  # fmt: skip
+    """`finite_audio` `(clips,)` bool, the clips in `order` (positions; None: in clip order);
+    `peak` the audio's peak amplitude. `outputs`: `(clips, ...)` values, or `(clips,)` bool
+    already reduced (finite per clip), in clip order."""
     finite_out = torch.stack([_finite_clips(o) for o in outputs]).all(dim=0)
-    low, high = torch.aminmax(audio)
-    summary = torch.cat([finite_audio.float(), finite_out.float(), torch.maximum(-low, high).view(1)])
-    check = PendingCheck(model, summary, finite_audio.shape[0])
+    summary = torch.cat([finite_audio.float(), finite_out.float(), peak.view(1)])
+    check = PendingCheck(model, summary, finite_audio.shape[0], order)
     deferred = getattr(_DEFERRED, "checks", None)
     if deferred is None:
         check.result(stacklevel=6)  # the warning points at the caller of the HEAR function
@@ -89,8 +119,8 @@ class PendingCheck:
     without waiting (into pinned memory, an event recorded, on CUDA); `result()` waits for it and
     raises or warns as the call would have."""
 
-    def __init__(self, model: nn.Module, summary: Tensor, n_clips: int) -> None:
-        self.model, self.n_clips = model, n_clips
+    def __init__(self, model: nn.Module, summary: Tensor, n_clips: int, order: Optional[Sequence[int]] = None) -> None:
+        self.model, self.n_clips, self.order = model, n_clips, order
         self.summary = to_host(summary)
         self.event = device_event(summary.device)  # the summary's device, not the current one
 
@@ -98,7 +128,7 @@ class PendingCheck:
         """Wait for the summary (the call's only device read) and judge it."""
         if self.event is not None:
             self.event.synchronize()
-        _judge(self.model, self.summary.tolist(), self.n_clips, stacklevel)
+        _judge(self.model, self.summary.tolist(), self.n_clips, self.order, stacklevel)
 
 
 @contextlib.contextmanager
@@ -114,8 +144,9 @@ def deferred_checks() -> Iterator[List[PendingCheck]]:
         _DEFERRED.checks = before
 
 
-def _judge(model: nn.Module, values: List[float], n_clips: int, stacklevel: int) -> None:
-    bad_audio = [i for i, ok in enumerate(values[:n_clips]) if not ok]
+def _judge(model: nn.Module, values: List[float], n_clips: int, order: Optional[Sequence[int]],
+           stacklevel: int) -> None:  # fmt: skip
+    bad_audio = sorted(i if order is None else order[i] for i, ok in enumerate(values[:n_clips]) if not ok)
     if bad_audio:
         raise ValueError(
             f"audio contains NaN or Inf in clip(s) {_listed(bad_audio)} (checked as float32, the "
@@ -143,7 +174,15 @@ def _finite_clips(output: Tensor) -> Tensor:
     `(clips,)` is that already)."""
     if output.dtype == torch.bool and output.ndim == 1:
         return output
-    return torch.isfinite(output).flatten(1).all(dim=1)
+    return _finite_rows(output)
+
+
+def _finite_rows(values: Tensor) -> Tensor:
+    """`(rows,)` bool: whether each row of `values` `(rows, ...)` is finite. A row's least and
+    greatest values are finite iff all are (NaN propagates through both): two reductions that
+    read the values once each, where `isfinite(...).all()` writes a mask first."""
+    flat = values.flatten(1)
+    return torch.isfinite(flat.amin(dim=1)) & torch.isfinite(flat.amax(dim=1))
 
 
 def _listed(clips: list[int]) -> str:

@@ -111,7 +111,8 @@ class LogMel(nn.Module):
         return self
 
     def forward(self, audio: Tensor) -> Tensor:
-        return (torch.log(self.mel_power(audio) + LOG_EPS) - MEL_MEAN) / MEL_STD
+        # in place on the fresh mel power: the values of (log(power + eps) - mean) / std
+        return self.mel_power(audio).add_(LOG_EPS).log_().sub_(MEL_MEAN).div_(MEL_STD)
 
     def mel_power(self, audio: Tensor) -> Tensor:
         """`(batch, samples)` -> `(batch, N_MELS, frames)` float32 mel power, before the log."""

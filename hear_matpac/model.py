@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +12,7 @@ from .config import SAMPLE_RATE
 from .encoder import MatpacEncoder
 from .frontend import LogMel, n_stft_frames
 from .options import ParsedOptions
+from .packing import PackedClips, sample_blocks
 from .packed_linear import checked_packing, set_weight_packing
 from .precision import encoder_autocast, float32_context, store_for_autocast
 from .tf32 import tf32_enabled
@@ -88,20 +89,15 @@ class MatpacModel(nn.Module):
         count.
 
         Each clip's log-mel and windows are those of a call with that clip alone: clips of one
-        length share front-end calls (`FRONTEND_SAMPLES` at most each) and one plan, so the ops
+        length share front-end calls (`packing.BLOCK_SAMPLES` at most each) and one plan, so the ops
         dispatched grow with the distinct lengths and micro-batches, not with the clips; windows
         of one length from all clips share micro-batches (windows are encoded independently, so
         the batch-mates do not change a window's features).
         """
         autocast = encoder_autocast(self.options.precision, self.device)
         passes = 1 if native_grid else self.options.passes
-        # (sample length, its clips): one front-end call each, of at most FRONTEND_SAMPLES samples
-        blocks = [
-            (length, members[at : at + max(1, FRONTEND_SAMPLES // length)])
-            for length, members in length_blocks(lengths).items()
-            for at in range(0, len(members), max(1, FRONTEND_SAMPLES // length))
-        ]
-        clips = audio.split(list(lengths))  # views
+        blocks = sample_blocks(lengths)  # (sample length, its clips): one front-end call each
+        clips = PackedClips(audio, lengths)
         plans: dict[int, WindowPlan] = {}  # frames -> plan: clips of one length are cut alike
         for length, _ in blocks:
             frames = n_stft_frames(length)
@@ -120,7 +116,7 @@ class MatpacModel(nn.Module):
         with checked_packing(self.encoder), tf32_enabled(self.options.precision == "tf32"):
             with float32_context(audio.device), tf32_enabled(False):
                 # (clips_k, n_mels, frames_k) per length: a clip's log-mel is that of a call with it alone
-                mels = [self.frontend(torch.stack([clips[i] for i in members])) for _, members in blocks]
+                mels = [self.frontend(clips.block(members)) for _, members in blocks]
             groups = index_packed(clip_plans, frame_offsets, audio.device)  # one host-to-device copy
             padded = frames_packed(mels, block_plans)
             del mels
@@ -180,20 +176,6 @@ class MatpacModel(nn.Module):
 
     def forward(self, audio: Tensor) -> Tensor:
         return self.column_features(audio)
-
-
-# Samples per front-end call of a packed call: bounds its transient memory (the STFT's complex
-# output and the power spectrum take several times the audio's bytes).
-FRONTEND_SAMPLES = 1 << 24
-
-
-def length_blocks(lengths: Sequence[int]) -> Dict[int, List[int]]:
-    """The clips of each sample length: `{length: [positions in lengths]}`, lengths in order of
-    first appearance."""
-    blocks: Dict[int, List[int]] = {}
-    for i, length in enumerate(lengths):
-        blocks.setdefault(length, []).append(i)
-    return blocks
 
 
 def audio_device_problem(audio: torch.device, model: torch.device) -> Optional[str]:

@@ -298,11 +298,18 @@ def frames_packed(mels: Sequence[Tensor], plans: Sequence[WindowPlan]) -> Tensor
     zero-padded to its block's plan's `padded_frames`, clip after clip and block after block as
     one clip `(1, sum of padded frames, n_freq)`: the layout `index_packed` indexes (a clip's
     frame offset: the padded frames of the clips before it in this order). Ops per block."""
-    padded = [
-        torch.nn.functional.pad(mel, (0, plan.padded_frames - mel.shape[-1])).transpose(0, 1).flatten(1)
-        for mel, plan in zip(mels, plans)
-    ]  # (n_freq, clips_k * padded frames_k) each
-    return torch.cat(padded, dim=-1).unsqueeze(0).transpose(1, 2)  # a view, as frames_first gives
+    n_freq = mels[0].shape[1]
+    packed = mels[0].new_empty(n_freq, sum(mel.shape[0] * plan.padded_frames for mel, plan in zip(mels, plans)))
+    at = 0
+    for mel, plan in zip(mels, plans):  # each log-mel copied once, into its place
+        clips, padded = mel.shape[0], plan.padded_frames
+        block = packed.narrow(1, at, clips * padded).view(n_freq, clips, padded)
+        kept = min(padded, mel.shape[-1])  # a plan may also drop trailing frames
+        block.narrow(2, 0, kept).copy_(mel.narrow(2, 0, kept).transpose(0, 1))
+        if kept < padded:
+            block.narrow(2, kept, padded - kept).zero_()
+        at += clips * padded
+    return packed.unsqueeze(0).transpose(1, 2)  # a view, as frames_first gives
 
 
 def cut_windows(frames_first: Tensor, group: GroupIndex, lo: int, hi: int) -> Tensor:
@@ -318,5 +325,7 @@ def stitch(out: Tensor, features: Tensor, group: GroupIndex, lo: int, hi: int) -
     by a boolean mask instead would make the host wait for the device (its count sizes the
     result)."""
     first, last = group.kept_before[lo], group.kept_before[hi]
-    src = group.src[first:last] - lo * features.shape[1]
-    out.index_copy_(0, group.dst[first:last], features.flatten(0, 1).index_select(0, src).to(out.dtype))
+    rows = features.flatten(0, 1)
+    if last - first < rows.shape[0]:  # some columns dropped (else src is every row, in order)
+        rows = rows.index_select(0, group.src[first:last] - lo * features.shape[1])
+    out.index_copy_(0, group.dst[first:last], rows.to(out.dtype))

@@ -173,10 +173,14 @@ def test_one_device_read_per_packed_call_whatever_the_clips(monkeypatch, timesta
 
 
 @pytest.mark.parametrize("timestamps", [False, True])
-def test_packed_non_finite_audio_and_embeddings_name_their_clips(tiny_model, timestamps):
-    """`embed_packed`'s checks reduce by segments over the whole call: each clip is judged by
-    its own samples and rows, clips of one length included."""
+@pytest.mark.parametrize("few_blocks", [4, 0])
+def test_packed_non_finite_audio_and_embeddings_name_their_clips(monkeypatch, tiny_model, timestamps, few_blocks):
+    """`embed_packed`'s checks reduce over the whole call (the audio block by block when there
+    are few blocks of one length, else by segments; `few_blocks` 0: always by segments): each
+    clip is judged by its own samples and rows, clips of one length included."""
     from hear_matpac.api import embed_packed
+
+    monkeypatch.setattr(hear_matpac.finite_checks, "FEW_BLOCKS", few_blocks)
 
     lengths = [8000, 16000, 8000, 24000, 8000, 16000]
     clips = [0.1 * torch.ones(n) for n in lengths]
@@ -184,6 +188,12 @@ def test_packed_non_finite_audio_and_embeddings_name_their_clips(tiny_model, tim
     clips[5][0] = float("inf")
     with pytest.raises(ValueError, match=r"audio contains NaN or Inf in clip\(s\) 2, 5 "):
         embed_packed(torch.cat(clips), lengths, tiny_model, timestamps=timestamps)
+    # -Inf, in a block of clips that lie end to end (its audio reduced as one view)
+    end_to_end = [8000, 8000, 8000, 16000]
+    clips = [0.1 * torch.ones(n) for n in end_to_end]
+    clips[1][4000] = float("-inf")
+    with pytest.raises(ValueError, match=r"audio contains NaN or Inf in clip\(s\) 1 "):
+        embed_packed(torch.cat(clips), end_to_end, tiny_model, timestamps=timestamps)
     clips = [0.1 * torch.ones(n) for n in lengths]
     clips[1] *= 1e31  # finite float32 audio whose embeddings overflow to NaN
     clips[4] *= 1e31

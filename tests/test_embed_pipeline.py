@@ -73,16 +73,26 @@ def test_packed_clips_get_what_each_clip_alone_gets(options, timestamps):
             assert got.embeddings is None and got.timestamps is None
 
 
-@pytest.mark.parametrize("timestamps, frontend_samples", [(False, None), (True, None), (True, 50000)])
-def test_many_clips_of_repeated_lengths_get_what_each_clip_alone_gets(monkeypatch, timestamps, frontend_samples):
+@pytest.mark.parametrize("timestamps, frontend_samples, arrangement", [
+    (False, None, "interleaved"), (True, None, "interleaved"), (True, 50000, "interleaved"),
+    (False, None, "grouped"), (True, 50000, "grouped"), (False, None, "grouped, one moved"),
+    (True, None, "grouped, one moved")])  # fmt: skip
+def test_many_clips_of_repeated_lengths_get_what_each_clip_alone_gets(monkeypatch, timestamps, frontend_samples,
+                                                                      arrangement):  # fmt: skip
     # clips of one length share front-end calls and one plan, and their log-mels lie block by
     # block: interleaved lengths check that every clip finds its own frames, rows and timestamps
-    # (also with the front end's calls cut small: a block split, a clip longer than the cap)
+    # (also with the front end's calls cut small: a block split, a clip longer than the cap).
+    # Grouped, the clips of a length lie end to end (their audio and rows are taken as views);
+    # one clip moved to the end breaks that for its block alone, and the clip order of the rest.
     if frontend_samples is not None:
-        monkeypatch.setattr(hear_matpac.model, "FRONTEND_SAMPLES", frontend_samples)
+        monkeypatch.setattr(hear_matpac.packing, "BLOCK_SAMPLES", frontend_samples)
     model = hear_matpac.load_model(str(TINY_FLAT), window_seconds=0.96, timestamp_hop_ms=40)
     base = _lengths(15360)
     lengths = [base[(7 * i) % len(base)] for i in range(40)]
+    if arrangement != "interleaved":
+        lengths = [n for n in base for _ in range(5)]
+    if arrangement == "grouped, one moved":
+        lengths.append(lengths.pop(lengths.index(base[5])))
     clips = _clips(lengths, seed=3)
     packed = embed_packed(torch.cat(clips), lengths, model, timestamps=timestamps)
     alone = {}
@@ -94,8 +104,8 @@ def test_many_clips_of_repeated_lengths_get_what_each_clip_alone_gets(monkeypatc
             assert (got.embeddings - embeddings[0]).abs().max() <= BATCH_TOLERANCE
             assert torch.equal(got.timestamps, times[0])
     # clips of equal length hold different audio: a clip given a batch-mate's rows would show
-    first = lengths.index(base[5])  # three windows and a tail
-    assert (alone[first][0] - alone[first + len(base)][0]).abs().max() > 100 * BATCH_TOLERANCE
+    first, second = [i for i, n in enumerate(lengths) if n == base[5]][:2]  # three windows and a tail
+    assert (alone[first][0] - alone[second][0]).abs().max() > 100 * BATCH_TOLERANCE
 
 
 def test_windows_of_equal_length_from_clips_of_different_lengths_share_encoder_calls():

@@ -4,7 +4,7 @@ cycles, function-level imports included; every module named in docs/architecture
 
 Layers, lowest first; a module imports only from its own layer or lower ones:
   0 core       config options batching tf32 precision frontend windows timestamps encoder
-               packed_linear model finite_checks io marks version
+               packed_linear packing model finite_checks io marks version
   1 weights/   locate, read, integrity, registry, http_transfer, download, export, info, head, synthetic
   2 api        the HEAR surface (load_model reads weights/), and the package root
   3 files/     audio decoding, input paths, the output-folder store, embedding many files (job: embed_files)
@@ -76,7 +76,7 @@ def test_the_layout_is_the_documented_one():
     for package in LAYERS:
         assert f"hear_matpac.{package}" in names
     core = {"config", "options", "batching", "tf32", "precision", "frontend", "windows", "timestamps", "encoder", "packed_linear",
-            "model", "finite_checks", "io", "marks", "version", "api"}  # fmt: skip
+            "packing", "model", "finite_checks", "io", "marks", "version", "api"}  # fmt: skip
     top_level = {n.split(".")[1] for n in names if n.count(".") == 1} - (set(LAYERS) - {"api"})
     assert top_level == core, "a new top-level module belongs in a folder by its job (docs/architecture.md)"
     assert "architecture" in (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8").lower()
