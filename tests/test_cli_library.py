@@ -124,7 +124,7 @@ def test_embed_job_in_one_process_returns_the_totals_and_raises_a_mistake(tmp_pa
     assert totals == Totals(embedded=1, skipped=0, failed=0)
     assert np.load(tmp_path / "out" / "a.wav.scene.npy").shape[-1] > 0
     assert embed_job([str(audio)], tmp_path / "out", str(TINY_FLAT), device="cpu") == Totals(0, 1, 0)
-    with pytest.raises(InputError, match="--device 'nonsense' is not a torch device"):
+    with pytest.raises(InputError, match="^device 'nonsense' is not a torch device"):  # the keyword, not a flag
         embed_job([str(audio)], tmp_path / "out", str(TINY_FLAT), device="nonsense")
     with pytest.raises(Exception) as raised:
         embed_job([str(tmp_path / "nothing-here")], tmp_path / "out2", str(TINY_FLAT), device="cpu")

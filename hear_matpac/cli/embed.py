@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     totals = embed_job(args.paths, args.out, args.weights, timestamps=args.timestamps, device=args.device,
                        options=lambda: _checked(args), batch_size=args.batch_size, decode_workers=args.decode_workers,
-                       overwrite=args.overwrite, quiet=args.quiet, prefix="hear-matpac embed")  # fmt: skip
+                       overwrite=args.overwrite, quiet=args.quiet, prefix="hear-matpac embed", device_flag="--device")  # fmt: skip
     if totals is None:  # a rank said why
         return 2
     ranks = torchrun_ranks()

@@ -104,10 +104,11 @@ def embed_files(paths: Sequence[Union[str, Path]], out: Union[str, Path], weight
 
 def embed_job(paths: Sequence[Union[str, Path]], out: Union[str, Path], weights: Union[str, Path] = "", *,
               device: Union[str, torch.device] = "auto", options: Union[Mapping[str, Any], Callable[[], Mapping[str, Any]], None] = None,
-              prefix: str = "embed_files", **settings: Any) -> Optional[Totals]:
+              prefix: str = "embed_files", device_flag: str = "device", **settings: Any) -> Optional[Totals]:
     """`embed_files` on every rank of the torchrun job that started this process (one process
     outside torchrun), the job's process group set up for the call and torn down after; every
-    rank gets the same totals. `device`: a torch device or its name (`api.resolve_device`);
+    rank gets the same totals. `device`: a torch device or its name (`api.resolve_device`; an
+    unknown name is reported as `device_flag`, the caller's word for it);
     `options`: the `load_model` options, or a function that parses them (so a mistake in them,
     made alike on every rank, is said once); `settings`: `embed_files`' other keywords. A user's
     mistake is said once, on stderr after `prefix`, by the lowest rank that made it, and every
@@ -115,7 +116,7 @@ def embed_job(paths: Sequence[Union[str, Path]], out: Union[str, Path], weights:
     bug keeps its traceback on every rank."""
     with rank_group(torchrun_ranks()) as group:  # one process: SOLO, every exchange the identity
         try:
-            device, options = group.agree(lambda: (resolve_device(device) if isinstance(device, str) else device,
+            device, options = group.agree(lambda: (resolve_device(device, device_flag) if isinstance(device, str) else device,
                                                    options() if callable(options) else options))  # fmt: skip
             return embed_files(paths, out, weights, device=device, options=options, group=group, prefix=prefix,
                                **settings)  # fmt: skip
