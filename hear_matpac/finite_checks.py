@@ -15,7 +15,7 @@ from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .packing import PackedClips, sample_blocks
+from .packing import PackedClips, consecutive, sample_blocks
 from .windows import device_event, to_host, upload
 
 # Models already warned about audio louder than [-1, 1]: the warning is given once per model.
@@ -43,10 +43,11 @@ def verify_packed(model: nn.Module, audio: Tensor, lengths: Sequence[int],
                   *outputs: Union[Tensor, ClipRows]) -> None:  # fmt: skip
     """`verify_call` for clips of different lengths: `audio` `(samples,)` holds them end to
     end (`lengths`), each of `outputs` is `(clips, ...)` or `ClipRows`. Ops per call, not per
-    clip (the audio's per block of clips of one length when there are few); one read."""
+    clip (the audio's per block of clips of one length when there are few, each lying end to
+    end); one read."""
     lengths = list(lengths)
     blocks = sample_blocks(lengths)
-    few = len(blocks) <= FEW_BLOCKS
+    few = len(blocks) <= FEW_BLOCKS and all(consecutive(members) for _, members in blocks)
     sizes = [] if few else list(lengths)  # segment lengths: the audio's, then each ClipRows'
     for output in outputs:
         if isinstance(output, ClipRows):  # kept and dropped rows of each clip, alternating
@@ -64,8 +65,9 @@ def verify_packed(model: nn.Module, audio: Tensor, lengths: Sequence[int],
     _verify(model, finite_audio, peak, _finite_outputs(outputs, sizes_on_device, at, len(lengths)), order)
 
 
-# At most this many blocks of clips of one length (`packing.sample_blocks`), a packed call's audio
-# is checked block by block (two reductions each, on views); beyond, by segments in one go.
+# At most this many blocks of clips of one length (`packing.sample_blocks`), each lying end to end,
+# a packed call's audio is checked block by block (two reductions each, on views: no copy);
+# otherwise by segments in one go.
 FEW_BLOCKS = 4
 
 

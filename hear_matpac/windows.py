@@ -302,12 +302,11 @@ def frames_packed(mels: Sequence[Tensor], plans: Sequence[WindowPlan]) -> Tensor
     packed = mels[0].new_empty(n_freq, sum(mel.shape[0] * plan.padded_frames for mel, plan in zip(mels, plans)))
     at = 0
     for mel, plan in zip(mels, plans):  # each log-mel copied once, into its place
-        clips, padded = mel.shape[0], plan.padded_frames
+        clips, padded, frames = mel.shape[0], plan.padded_frames, mel.shape[-1]  # padded >= frames
         block = packed.narrow(1, at, clips * padded).view(n_freq, clips, padded)
-        kept = min(padded, mel.shape[-1])  # a plan may also drop trailing frames
-        block.narrow(2, 0, kept).copy_(mel.narrow(2, 0, kept).transpose(0, 1))
-        if kept < padded:
-            block.narrow(2, kept, padded - kept).zero_()
+        block.narrow(2, 0, frames).copy_(mel.transpose(0, 1))
+        if frames < padded:
+            block.narrow(2, frames, padded - frames).zero_()
         at += clips * padded
     return packed.unsqueeze(0).transpose(1, 2)  # a view, as frames_first gives
 

@@ -25,6 +25,7 @@ import torch
 
 import hear_matpac
 from hear_matpac.api import embed_packed, get_scene_and_timestamp_embeddings
+from hear_matpac.packing import consecutive, length_blocks
 from hear_matpac.cli import main
 from hear_matpac.files import decode, outputs
 from hear_matpac.files import store as output_store
@@ -90,7 +91,9 @@ def test_many_clips_of_repeated_lengths_get_what_each_clip_alone_gets(monkeypatc
     base = _lengths(15360)
     lengths = [base[(7 * i) % len(base)] for i in range(40)]
     if arrangement != "interleaved":
-        lengths = [n for n in base for _ in range(5)]
+        lengths = [n for n in dict.fromkeys(base) for _ in range(5)]  # (base repeats a length)
+        blocks = list(length_blocks(lengths).values())
+        assert all(consecutive(members) for members in blocks) and sum(blocks, []) == list(range(len(lengths)))
     if arrangement == "grouped, one moved":
         lengths.append(lengths.pop(lengths.index(base[5])))
     clips = _clips(lengths, seed=3)
