@@ -53,16 +53,15 @@ def verify_packed(model: nn.Module, audio: Tensor, lengths: Sequence[int],
         if isinstance(output, ClipRows):  # kept and dropped rows of each clip, alternating
             sizes += [n for k, c in zip(output.kept, output.counts) for n in (k, c - k)]
     sizes_on_device = upload(torch.tensor(sizes, dtype=torch.int64), audio.device) if sizes else None
-    if few:  # each block's rows reduced on a view: one pass, no copy
+    if few:  # each block's rows reduced on a view: one pass, no copy (blocks end to end: clip order)
         clips = PackedClips(audio, lengths)
         finite_audio, peak = _ranges([clips.block(members) for _, members in blocks])
-        order: Optional[List[int]] = [i for _, members in blocks for i in members]
         at = 0
     else:  # x * 0: 0 where x is finite, NaN where it is NaN or Inf; a sum of those is NaN iff one is
         summed = torch.segment_reduce(audio * 0, "sum", lengths=sizes_on_device[: len(lengths)], unsafe=True)
         finite_audio, peak = torch.isfinite(summed), _peak(*torch.aminmax(audio))
-        order, at = None, len(lengths)
-    _verify(model, finite_audio, peak, _finite_outputs(outputs, sizes_on_device, at, len(lengths)), order)
+        at = len(lengths)
+    _verify(model, finite_audio, peak, _finite_outputs(outputs, sizes_on_device, at, len(lengths)))
 
 
 # At most this many blocks of clips of one length (`packing.sample_blocks`), each lying end to end,
@@ -101,14 +100,12 @@ def _finite_outputs(outputs: Sequence[Union[Tensor, ClipRows]], sizes: Optional[
     return finite
 
 
-def _verify(model: nn.Module, finite_audio: Tensor, peak: Tensor, outputs: Sequence[Tensor],
-            order: Optional[Sequence[int]] = None) -> None:  # fmt: skip
-    """`finite_audio` `(clips,)` bool, the clips in `order` (positions; None: in clip order);
-    `peak` the audio's peak amplitude. `outputs`: `(clips, ...)` values, or `(clips,)` bool
-    already reduced (finite per clip), in clip order."""
+def _verify(model: nn.Module, finite_audio: Tensor, peak: Tensor, outputs: Sequence[Tensor]) -> None:
+    """`finite_audio` `(clips,)` bool; `peak` the audio's peak amplitude. `outputs`: `(clips, ...)`
+    values, or `(clips,)` bool already reduced (finite per clip)."""
     finite_out = torch.stack([_finite_clips(o) for o in outputs]).all(dim=0)
     summary = torch.cat([finite_audio.float(), finite_out.float(), peak.view(1)])
-    check = PendingCheck(model, summary, finite_audio.shape[0], order)
+    check = PendingCheck(model, summary, finite_audio.shape[0])
     deferred = getattr(_DEFERRED, "checks", None)
     if deferred is None:
         check.result(stacklevel=6)  # the warning points at the caller of the HEAR function
@@ -121,8 +118,8 @@ class PendingCheck:
     without waiting (into pinned memory, an event recorded, on CUDA); `result()` waits for it and
     raises or warns as the call would have."""
 
-    def __init__(self, model: nn.Module, summary: Tensor, n_clips: int, order: Optional[Sequence[int]] = None) -> None:
-        self.model, self.n_clips, self.order = model, n_clips, order
+    def __init__(self, model: nn.Module, summary: Tensor, n_clips: int) -> None:
+        self.model, self.n_clips = model, n_clips
         self.summary = to_host(summary)
         self.event = device_event(summary.device)  # the summary's device, not the current one
 
@@ -130,7 +127,7 @@ class PendingCheck:
         """Wait for the summary (the call's only device read) and judge it."""
         if self.event is not None:
             self.event.synchronize()
-        _judge(self.model, self.summary.tolist(), self.n_clips, self.order, stacklevel)
+        _judge(self.model, self.summary.tolist(), self.n_clips, stacklevel)
 
 
 @contextlib.contextmanager
@@ -146,9 +143,8 @@ def deferred_checks() -> Iterator[List[PendingCheck]]:
         _DEFERRED.checks = before
 
 
-def _judge(model: nn.Module, values: List[float], n_clips: int, order: Optional[Sequence[int]],
-           stacklevel: int) -> None:  # fmt: skip
-    bad_audio = sorted(i if order is None else order[i] for i, ok in enumerate(values[:n_clips]) if not ok)
+def _judge(model: nn.Module, values: List[float], n_clips: int, stacklevel: int) -> None:
+    bad_audio = [i for i, ok in enumerate(values[:n_clips]) if not ok]
     if bad_audio:
         raise ValueError(
             f"audio contains NaN or Inf in clip(s) {_listed(bad_audio)} (checked as float32, the "
