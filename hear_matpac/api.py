@@ -14,7 +14,7 @@ from .config import WIN_LENGTH
 from .encoder import MatpacEncoder
 from .finite_checks import ClipRows, verify_call, verify_packed
 from .model import MatpacModel
-from .packing import clip_starts, consecutive, length_blocks
+from .packing import PackedClips, length_blocks
 from .io import InputError
 from .options import ModelOptions
 from .timestamps import n_reported_columns, timestamps_ms
@@ -154,28 +154,16 @@ def _scene_means(features: Tensor, columns: Sequence[int], blocks: Dict[int, Lis
     """`(clips, dim)`: each clip's mean over its rows of `features` `(sum of columns, dim)`
     (clip i's `columns[i]` rows end to end, in clip order), taken as the HEAR functions take it,
     `.mean(dim=1)` over `(clips, columns, dim)`: per block of clips of one length (`blocks`:
-    length -> clips), their rows gathered (a view where the clips are consecutive). Ops per block."""
-    offsets = clip_starts(columns)
-    gather, order = [], []  # the rows of each block of more than one clip; the clips, block by block
-    for members in blocks.values():
-        if not consecutive(members):
-            gather.append((offsets[members, None] + np.arange(columns[members[0]])).reshape(-1))
-        order.extend(members)
-    host = np.concatenate(gather + [np.argsort(order, kind="stable")]).astype(np.int64)
-    index = upload(torch.from_numpy(host), features.device)  # one copy
-    means, at = [], 0
-    for members in blocks.values():
-        n = columns[members[0]]
-        if consecutive(members):  # their rows lie end to end: a view
-            rows = features[offsets[members[0]] : offsets[members[0]] + len(members) * n]
-        else:
-            rows = features.index_select(0, index[at : at + len(members) * n])
-            at += len(members) * n
-        means.append(rows.view(len(members), n, -1).mean(dim=1))
+    length -> clips), their rows as `packing.PackedClips` takes them (a view where the clips are
+    consecutive). Ops per block."""
+    rows = PackedClips(features, columns)
+    order = [i for members in blocks.values() for i in members]
+    means = [rows.block(members).mean(dim=1) for members in blocks.values()]
     means = means[0] if len(means) == 1 else torch.cat(means)
     if np.all(np.diff(order) > 0):  # already in clip order
         return means
-    return means.index_select(0, index[at:])  # back in clip order
+    back = torch.from_numpy(np.argsort(order, kind="stable").astype(np.int64))
+    return means.index_select(0, upload(back, features.device))  # back in clip order (one copy)
 
 
 def _check_packed(audio: Tensor, lengths: Sequence[int], model: MatpacModel) -> List[int]:

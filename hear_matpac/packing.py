@@ -45,8 +45,8 @@ def clip_starts(lengths: Sequence[int]) -> np.ndarray:
 
 
 class PackedClips:
-    """Clips end to end in `audio` `(samples,)`, clip i `lengths[i]` samples long, taken block by
-    block (`block`)."""
+    """Clips end to end along the first axis of `audio` `(samples, ...)`, clip i `lengths[i]`
+    samples (or rows) long, taken block by block (`block`)."""
 
     def __init__(self, audio: Tensor, lengths: Sequence[int]) -> None:
         self.audio, self.lengths = audio, list(lengths)
@@ -54,12 +54,13 @@ class PackedClips:
         self._clips: Optional[Tuple[Tensor, ...]] = None  # every clip as a view, made once if needed
 
     def block(self, members: Sequence[int]) -> Tensor:
-        """`(len(members), length)`: the clips `members`, all of one length; a view where they
-        lie end to end, else gathered (one stack; the clips' views are made once a call)."""
+        """`(len(members), length, ...)`: the clips `members`, all of one length; a view where
+        they lie end to end, else gathered (one stack; the clips' views are made once a call)."""
         length = self.lengths[members[0]]
         if consecutive(members):
             first = int(self.starts[members[0]])
-            return self.audio[first : first + len(members) * length].view(len(members), length)
+            rows = self.audio[first : first + len(members) * length]
+            return rows.view(len(members), length, *self.audio.shape[1:])
         if self._clips is None:
             self._clips = self.audio.split(self.lengths)
         return torch.stack([self._clips[i] for i in members])
